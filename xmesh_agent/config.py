@@ -1,0 +1,235 @@
+"""agent.toml: one peer's whole configuration, validated with clear, path-named errors."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from xmesh_agent.roles import CAT7, preset_weights
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+GROUP_PATTERN = r"^[a-z0-9_.-]{1,64}$"
+
+DEFAULT_MODELS = {
+    "anthropic": "claude-haiku-4-5-20251001",
+    "openai": "gpt-4o-mini",
+    "ollama": "llama3.2:3b",
+    "offline": "offline-echo",
+}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class IdentityConfig(Section):
+    name: Annotated[str, Field(pattern=NAME_PATTERN, description="Peer name, unique on the mesh.")]
+    role: str | None = Field(default=None, description="Role label; defaults to the name.")
+
+
+class MeshConfig(Section):
+    group: Annotated[str, Field(pattern=GROUP_PATTERN)] = "default"
+    host: str = Field(default="127.0.0.1", description="Address the MMP TCP listener binds.")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=0, description="0 picks a free port."
+    )
+    peers: list[str] = Field(default_factory=list, description="Static peers as host:port.")
+    discovery: list[Literal["registry", "mdns"]] = Field(
+        default_factory=lambda: ["registry"],
+        description="registry: same-host ~/.sym/loopback; mdns: DNS-SD on the LAN.",
+    )
+    relay: str | None = Field(default=None, description="WebSocket relay URL (ws:// or wss://).")
+    relay_token: str | None = None
+    admission: Literal["tofu", "strict", "open"] = Field(
+        default="tofu", description="tofu: pin first key seen; strict: trusted keys only; open."
+    )
+
+
+class RoleWeights(Section):
+    focus: Annotated[float, Field(ge=0)] = 1.0
+    issue: Annotated[float, Field(ge=0)] = 1.0
+    intent: Annotated[float, Field(ge=0)] = 1.0
+    motivation: Annotated[float, Field(ge=0)] = 1.0
+    commitment: Annotated[float, Field(ge=0)] = 1.0
+    perspective: Annotated[float, Field(ge=0)] = 1.0
+    mood: Annotated[float, Field(ge=0)] = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {f: getattr(self, f) for f in CAT7}
+
+
+class ModelConfig(Section):
+    adapter: Literal["anthropic", "openai", "ollama", "offline"]
+    model_name: str | None = Field(default=None, description="Defaults per adapter.")
+    api_key: str | None = Field(default=None, description="Prefer the vendor's env variable.")
+    base_url: str | None = None
+    max_tokens_per_call: Annotated[int, Field(ge=1, le=200_000)] = 1024
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    price_input_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    price_output_per_mtok: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _default_model(self) -> ModelConfig:
+        if not self.model_name:
+            self.model_name = DEFAULT_MODELS[self.adapter]
+        return self
+
+
+class ContextConfig(Section):
+    k_lineage: Annotated[int, Field(ge=0)] = 3
+    n_own: Annotated[int, Field(ge=0)] = 5
+    n_group: Annotated[int, Field(ge=0)] = 10
+    max_context_tokens: Annotated[int, Field(ge=256)] = 8000
+
+
+class BudgetConfig(Section):
+    max_wakes_per_minute: Annotated[int, Field(ge=1)] = 10
+    max_wakes_per_hour: Annotated[int, Field(ge=1)] = 100
+    max_wakes_per_day: Annotated[int, Field(ge=1)] = 1000
+    max_cost_usd_per_hour: Annotated[float, Field(ge=0)] = 1.0
+    max_cost_usd_per_day: Annotated[float, Field(ge=0)] = 10.0
+    max_cost_usd_per_run: Annotated[float, Field(ge=0)] = 5.0
+
+
+class GateRule(Section):
+    name: str
+    pattern: str
+    fields: list[Literal[CAT7]] = Field(default_factory=lambda: list(CAT7))  # type: ignore[valid-type]
+    action: Literal["block", "approve"] = "block"
+
+    @model_validator(mode="after")
+    def _compiles(self) -> GateRule:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
+        return self
+
+
+class SafetyConfig(Section):
+    cycle_depth: Annotated[int, Field(ge=1, le=64)] = 5
+    approval_gates: Literal["default", "none"] = "default"
+    gates: list[GateRule] = Field(default_factory=list, description="Custom rules, added.")
+    approval_timeout_seconds: Annotated[int, Field(ge=1)] = 3600
+
+
+class RoutingConfig(Section):
+    response_routing: Literal["broadcast", "targeted", "auto"] = "broadcast"
+
+
+class AttachConfig(Section):
+    mode: Literal["headless"] = "headless"
+
+
+class LoggingConfig(Section):
+    level: Literal["error", "warn", "info", "debug"] = "info"
+    file_path: str | None = Field(default=None, description="Defaults to the peer's log dir.")
+    max_file_size: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+    keep: Annotated[int, Field(ge=1)] = 5
+
+
+class TemporalConfig(Section):
+    address: str | None = Field(default=None, description="host:port; unset = embedded server.")
+    namespace: str = "default"
+    api_key: str | None = None
+    tls: bool = False
+
+
+class AgentConfig(Section):
+    identity: IdentityConfig
+    mesh: MeshConfig
+    model: ModelConfig
+    role_weights: RoleWeights | None = None
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    attach: AttachConfig = Field(default_factory=AttachConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+
+    @model_validator(mode="after")
+    def _role_defaults(self) -> AgentConfig:
+        if self.identity.role is None:
+            self.identity.role = self.identity.name
+        if self.role_weights is None:
+            preset = preset_weights(self.identity.role) or {}
+            self.role_weights = RoleWeights(**preset)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    @property
+    def group(self) -> str:
+        return self.mesh.group
+
+    @property
+    def weights(self) -> dict[str, float]:
+        assert self.role_weights is not None
+        return self.role_weights.as_dict()
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `problems` holds one line per problem, each naming its path."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (check the spelling; `xmesh-agent schema` lists every key)"
+    if kind == "missing":
+        if len(error["loc"]) == 1:
+            return f"[{loc}]: missing required section"
+        return f"{loc}: missing required key"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return f"{loc}: {message} (got {shown})"
+
+
+def parse_config(data: dict[str, Any], source: str = "agent.toml") -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent.toml; every problem becomes one ConfigError line."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            source, ["file not found (create one with `xmesh-agent init <peer> --role <role>`)"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, source)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = AgentConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "xmesh-agent agent.toml"
+    return schema

@@ -1,0 +1,1 @@
+"""The Mesh Memory Protocol: frames, CMBs, admission, transports, discovery, relay, store."""

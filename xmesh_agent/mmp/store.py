@@ -1,0 +1,137 @@
+"""A peer's CMB store: SQLite (WAL), dedup by key, lineage walks, recents by author and by group."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from xmesh_agent.mmp.cmb import CMB
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cmbs (
+    key         TEXT PRIMARY KEY,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    grp         TEXT,
+    received_at INTEGER NOT NULL,
+    source      TEXT NOT NULL,          -- 'own' or the sending node's name
+    body        TEXT NOT NULL           -- the CMB in spec v1.1 JSON
+);
+CREATE INDEX IF NOT EXISTS cmbs_by_author ON cmbs (created_by, received_at DESC);
+CREATE INDEX IF NOT EXISTS cmbs_by_group ON cmbs (grp, received_at DESC);
+"""
+
+
+class CMBStore:
+    """Thread-safe: the node's event loop and activity threads share one connection under a lock."""
+
+    def __init__(self, path: str | Path, *, retention_days: float | None = None):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.retention_days = retention_days
+
+    @contextmanager
+    def _cursor(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            yield self._db.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def put(self, cmb: CMB, *, source: str) -> bool:
+        """Store a CMB once. Returns False when the key was already there (a duplicate)."""
+        body = json.dumps(cmb.to_wire(), separators=(",", ":"), ensure_ascii=False)
+        now = int(time.time() * 1000)
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO cmbs (key, created_by, created_at, grp, received_at, source,"
+                " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cmb.key, cmb.created_by, cmb.created_at, cmb.group, now, source, body),
+            )
+            return cur.rowcount == 1
+
+    def has(self, key: str) -> bool:
+        with self._cursor() as cur:
+            row = cur.execute("SELECT 1 FROM cmbs WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def get(self, key: str) -> CMB | None:
+        with self._cursor() as cur:
+            row = cur.execute("SELECT body FROM cmbs WHERE key = ?", (key,)).fetchone()
+        return CMB.from_wire(json.loads(row[0])) if row else None
+
+    def source_of(self, key: str) -> str | None:
+        with self._cursor() as cur:
+            row = cur.execute("SELECT source FROM cmbs WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _rows(self, sql: str, args: tuple) -> list[CMB]:
+        with self._cursor() as cur:
+            rows = cur.execute(sql, args).fetchall()
+        return [CMB.from_wire(json.loads(r[0])) for r in rows]
+
+    def recent_by_author(self, author: str, limit: int) -> list[CMB]:
+        return self._rows(
+            "SELECT body FROM cmbs WHERE created_by = ? ORDER BY received_at DESC, rowid DESC"
+            " LIMIT ?",
+            (author, limit),
+        )
+
+    def recent_in_group(
+        self, group: str, limit: int, *, exclude_author: str | None = None
+    ) -> list[CMB]:
+        return self._rows(
+            "SELECT body FROM cmbs WHERE grp = ? AND created_by != ?"
+            " ORDER BY received_at DESC, rowid DESC LIMIT ?",
+            (group, exclude_author or "", limit),
+        )
+
+    def lineage(self, key: str, depth: int) -> list[tuple[int, CMB]]:
+        """Ancestors of `key` breadth-first to `depth`, nearest first; unknown keys skipped."""
+        start = self.get(key)
+        if start is None or depth <= 0:
+            return []
+        seen = {key}
+        frontier = list(start.parents or start.ancestors)
+        found: list[tuple[int, CMB]] = []
+        for level in range(1, depth + 1):
+            next_frontier: list[str] = []
+            for k in frontier:
+                if k in seen:
+                    continue
+                seen.add(k)
+                cmb = self.get(k)
+                if cmb is None:
+                    continue
+                found.append((level, cmb))
+                next_frontier.extend(cmb.parents)
+            frontier = next_frontier
+            if not frontier:
+                break
+        return found
+
+    def count(self) -> int:
+        with self._cursor() as cur:
+            return cur.execute("SELECT COUNT(*) FROM cmbs").fetchone()[0]
+
+    def prune(self, now_ms: int | None = None) -> int:
+        """Drop CMBs older than the retention period; returns how many went."""
+        if not self.retention_days:
+            return 0
+        now_ms = now_ms or int(time.time() * 1000)
+        cutoff = now_ms - int(self.retention_days * 86_400_000)
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM cmbs WHERE received_at < ?", (cutoff,))
+            return cur.rowcount

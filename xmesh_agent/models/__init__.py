@@ -1,0 +1,1 @@
+"""Model adapters: one interface over Anthropic, OpenAI(-compatible), Ollama and offline."""
