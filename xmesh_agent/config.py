@@ -34,9 +34,7 @@ class IdentityConfig(Section):
 class MeshConfig(Section):
     group: Annotated[str, Field(pattern=GROUP_PATTERN)] = "default"
     host: str = Field(default="127.0.0.1", description="Address the MMP TCP listener binds.")
-    port: Annotated[int, Field(ge=0, le=65535)] = Field(
-        default=0, description="0 picks a free port."
-    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(default=0, description="0 picks a free port.")
     peers: list[str] = Field(default_factory=list, description="Static peers as host:port.")
     discovery: list[Literal["registry", "mdns"]] = Field(
         default_factory=lambda: ["registry"],
@@ -65,7 +63,7 @@ class RoleWeights(Section):
 class ModelConfig(Section):
     adapter: Literal["anthropic", "openai", "ollama", "offline"]
     model_name: str | None = Field(default=None, description="Defaults per adapter.")
-    api_key: str | None = Field(default=None, description="Prefer the vendor's env variable.")
+    api_key: str | None = Field(default=None, repr=False, description="Prefer the vendor's env variable.")
     base_url: str | None = None
     max_tokens_per_call: Annotated[int, Field(ge=1, le=200_000)] = 1024
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0

@@ -101,9 +101,7 @@ def minted_texts(texts: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def content_key(
-    texts: Mapping[str, str], parents: Sequence[str] = (), receiver: str | None = None
-) -> str:
+def content_key(texts: Mapping[str, str], parents: Sequence[str] = (), receiver: str | None = None) -> str:
     """The `cmb1-` content address (§8.2.1): root form without parents, remix form with them."""
     pre = bytearray(b"mmp-cmb-v1\n")
     for field in CAT7:
@@ -140,18 +138,9 @@ def key_matches(cmb: CMB, receiver_of_remix: str | None = None) -> bool:
     return False
 
 
-def signing_payload(
-    key: str, created_by: str, created_at: int, group: str, to: str | None
-) -> bytes:
+def signing_payload(key: str, created_by: str, created_at: int, group: str, to: str | None) -> bytes:
     """`mmp-sig-v1` payload (§18.3.1): binds key, author, time and audience."""
-    return (
-        b"mmp-sig-v1\n"
-        + _lp(key)
-        + _lp(created_by)
-        + _lp(str(created_at))
-        + _lp(group)
-        + _lp(to or "")
-    )
+    return b"mmp-sig-v1\n" + _lp(key) + _lp(created_by) + _lp(str(created_at)) + _lp(group) + _lp(to or "")
 
 
 def sign_cmb(cmb: CMB, identity: NodeIdentity) -> CMB:

@@ -84,14 +84,11 @@ class CMBStore:
 
     def recent_by_author(self, author: str, limit: int) -> list[CMB]:
         return self._rows(
-            "SELECT body FROM cmbs WHERE created_by = ? ORDER BY received_at DESC, rowid DESC"
-            " LIMIT ?",
+            "SELECT body FROM cmbs WHERE created_by = ? ORDER BY received_at DESC, rowid DESC LIMIT ?",
             (author, limit),
         )
 
-    def recent_in_group(
-        self, group: str, limit: int, *, exclude_author: str | None = None
-    ) -> list[CMB]:
+    def recent_in_group(self, group: str, limit: int, *, exclude_author: str | None = None) -> list[CMB]:
         return self._rows(
             "SELECT body FROM cmbs WHERE grp = ? AND created_by != ?"
             " ORDER BY received_at DESC, rowid DESC LIMIT ?",

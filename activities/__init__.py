@@ -1,0 +1,1 @@
+"""Thin Temporal activities over the wake's domain steps (xmesh_agent.wake)."""

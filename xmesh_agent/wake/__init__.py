@@ -1,0 +1,1 @@
+"""The steps of a wake as plain domain code; `activities/` adapts them to Temporal."""

@@ -1,0 +1,122 @@
+"""What crosses the workflow boundary: small pydantic models, keys instead of whole contexts."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class Outcome(StrEnum):
+    REJECTED = "rejected"
+    BUDGET_EXCEEDED = "budget-exceeded"
+    COST_CAP = "cost-cap"
+    CIRCUIT_OPEN = "circuit-open"
+    NO_EMIT = "no-emit"
+    SUPPRESSED_EMPTY = "suppressed-empty"
+    SUPPRESSED_CYCLE = "suppressed-cycle"
+    SUPPRESSED_GATE = "suppressed-gate"
+    DENIED = "denied"
+    EMITTED = "emitted"
+    FAILED = "failed"
+
+
+class WakeInput(BaseModel):
+    """The trigger of a wake: which peer, which CMB (by key; the peer's store holds the body)."""
+
+    peer: str
+    group: str
+    cmb_key: str
+    trigger_author: str
+    approval_timeout_seconds: int = 3600
+    replay_of: str | None = Field(default=None, description="Workflow id this wake re-runs.")
+
+
+class AdmitInput(BaseModel):
+    cmb_key: str
+
+
+class AdmitResult(BaseModel):
+    admitted: bool
+    decision: str
+    drift: float = 0.0
+    reason: str = ""
+
+
+class ReserveInput(BaseModel):
+    wake_id: str
+
+
+class ReserveResult(BaseModel):
+    allowed: bool
+    outcome: Outcome | None = None
+    reason: str = ""
+    warning: str | None = None
+
+
+class ContextPlan(BaseModel):
+    """Which CMBs the model will see, by key; call_model renders them from the store."""
+
+    cmb_key: str
+    lineage_keys: list[str] = Field(default_factory=list)
+    own_keys: list[str] = Field(default_factory=list)
+    group_keys: list[str] = Field(default_factory=list)
+    dropped_sections: list[str] = Field(default_factory=list)
+    estimated_tokens: int = 0
+
+
+class ModelCallInput(BaseModel):
+    wake_id: str
+    plan: ContextPlan
+
+
+class ModelReply(BaseModel):
+    fields: dict[str, str] | None = None
+    text_excerpt: str = ""
+    stop_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    model: str = ""
+
+
+class SafetyInput(BaseModel):
+    wake_id: str
+    cmb_key: str
+    fields: dict[str, str]
+
+
+class SafetyVerdict(BaseModel):
+    action: str = Field(description="pass | block | approve")
+    outcome: Outcome | None = None
+    rule: str = ""
+    reason: str = ""
+
+
+class EmitInput(BaseModel):
+    wake_id: str
+    cmb_key: str
+    fields: dict[str, str]
+
+
+class EmitResult(BaseModel):
+    key: str
+    route: str
+    to: str | None = None
+    delivered_to: int = 0
+
+
+class ApprovalDecision(BaseModel):
+    approved: bool
+    by: str = "operator"
+    reason: str = ""
+
+
+class WakeResult(BaseModel):
+    outcome: Outcome
+    reason: str = ""
+    emitted_key: str | None = None
+    cost_usd: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    admission: str = ""
