@@ -29,6 +29,10 @@ class ModelRequest(BaseModel):
     system: str
     messages: list[ChatMessage]
     max_tokens: int = 1024
+    role: str = Field(default="", description="The peer's role; a hint only the offline adapter reads.")
+    trigger: dict[str, str] = Field(
+        default_factory=dict, description="The admitted CMB's field texts; a hint for the offline adapter."
+    )
 
 
 class Usage(BaseModel):
@@ -53,9 +57,7 @@ class ModelError(Exception):
 
     transient: bool = False
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ):
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
