@@ -1,0 +1,173 @@
+"""Every case of the four normative MMP conformance vector files, reproduced exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
+from xmesh_agent.mmp.cmb import (
+    CMB,
+    content_key,
+    minted_texts,
+    sign_cmb,
+    signing_payload,
+    verify_cmb_signature,
+)
+from xmesh_agent.mmp.svaf import SvafConfig, evaluate
+from xmesh_agent.mmp.tether import (
+    attestation_payload,
+    comparable,
+    sign_attestation,
+    tether_drift,
+    verify_attestation,
+)
+
+VECTORS = Path("/work/shared/mmp/vectors")
+
+
+def _load(name: str) -> dict:
+    return json.loads((VECTORS / name).read_text())
+
+
+KEY = _load("cmb-key-v1.json")
+SIG = _load("cmb-sig-v1.json")
+SVAF = _load("svaf-baseline.json")
+TETHER = _load("tether-v1.json")
+
+
+def _ids(cases: list[dict]) -> list[str]:
+    return [c["label"] for c in cases]
+
+
+def _texts(fields: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else v["text"] for k, v in fields.items()}
+
+
+def _test_identity() -> NodeIdentity:
+    seed = bytes.fromhex(SIG["testKeypair"]["seedHex"])
+    return NodeIdentity("vector-author", "vector-node", SigningKey(seed), "")
+
+
+# --- cmb-key-v1 (§8.2.1) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", KEY["cases"], ids=_ids(KEY["cases"]))
+def test_cmb_key(case: dict) -> None:
+    texts = minted_texts(_texts(case["fields"]))
+    parents = case.get("parents", [])
+    assert content_key(texts, parents, case.get("receiver")) == case["expectedKey"]
+
+
+def test_cmb_key_nfc_forms_agree() -> None:
+    base = minted_texts(_texts(KEY["cases"][1]["fields"]))
+    decomposed = {**base, "focus": base["focus"].replace("é", "e\u0301")}
+    assert decomposed["focus"] != base["focus"]
+    assert content_key(decomposed) == content_key(base)
+
+
+def test_remix_key_requires_receiver() -> None:
+    with pytest.raises(ValueError):
+        content_key(minted_texts({"focus": "x"}), ["cmb1-" + "a" * 64])
+
+
+# --- cmb-sig-v1 (§18.3.1) --------------------------------------------------------------------------
+
+
+def test_test_keypair_matches() -> None:
+    identity = _test_identity()
+    assert identity.public_key_b64url == SIG["testKeypair"]["publicKeyB64url"]
+    assert b64url_encode(bytes(identity.signing_key)) == SIG["testKeypair"]["privateKeyB64url"]
+
+
+@pytest.mark.parametrize("case", SIG["cases"], ids=_ids(SIG["cases"]))
+def test_cmb_signature(case: dict) -> None:
+    c = case["cmb"]
+    payload = signing_payload(c["key"], c["createdBy"], c["createdAt"], c["group"], c.get("to"))
+    assert payload.hex() == case["signingPayloadHex"]
+    identity = _test_identity()
+    cmb = CMB(
+        key=c["key"],
+        created_by=c["createdBy"],
+        created_at=c["createdAt"],
+        group=c["group"],
+        to=c.get("to"),
+        fields={},
+    )
+    signed = sign_cmb(cmb, identity)
+    assert signed.sig == case["expectedSig"]
+    assert signed.sig_alg == case["sigAlg"]
+    public = b64url_decode(SIG["testKeypair"]["publicKeyB64url"])
+    assert verify_signature(public, payload, b64url_decode(case["expectedSig"]))
+    assert verify_cmb_signature(signed, public)
+    # the signature binds the audience: retargeting it breaks verification
+    moved = signed.model_copy(update={"to": "someone-else"})
+    assert not verify_cmb_signature(moved, public)
+
+
+# --- svaf-baseline (§9.2, §9.2.1) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", SVAF["cases"], ids=_ids(SVAF["cases"]))
+def test_svaf_baseline(case: dict) -> None:
+    age = case["ageSeconds"]
+    anchors = [(a, age) for a in case["anchors"]]
+    result = evaluate(case["incoming"], anchors, SvafConfig.from_json(case["config"]), age_s=age)
+    expected = case["expected"]
+    assert result.accepted is expected["accepted"]
+    assert result.decision == expected["decision"]
+    # the vectors print nine fractional digits
+    assert result.total_drift == pytest.approx(expected["totalDrift"], abs=1e-9)
+    if "maxNearestDrift" in expected:
+        assert result.max_nearest_drift == pytest.approx(expected["maxNearestDrift"], abs=1e-9)
+
+
+@pytest.mark.parametrize("anchor_age", [0, 600, 36000])
+def test_svaf_flip_window_depends_on_signal_age_not_anchor_age(anchor_age: int) -> None:
+    case = SVAF["cases"][4]
+    cfg = SvafConfig.from_json(case["config"])
+    fresh = evaluate(case["incoming"], [(case["anchors"][0], anchor_age)], cfg, age_s=0)
+    stale = evaluate(case["incoming"], [(case["anchors"][0], anchor_age)], cfg, age_s=36000)
+    assert fresh.decision == "guarded"
+    assert stale.decision == "rejected"
+
+
+# --- tether-v1 (§15.8) -----------------------------------------------------------------------------
+
+
+def _vectors(fields: dict) -> dict[str, list[float]]:
+    return {k: v["vector"] for k, v in fields.items()}
+
+
+@pytest.mark.parametrize("case", TETHER["driftCases"], ids=_ids(TETHER["driftCases"]))
+def test_tether_drift(case: dict) -> None:
+    check = tether_drift(
+        _vectors(case["remixFields"]), _vectors(case["anchorFields"]), case.get("fieldWeights")
+    )
+    expected = case["expected"]
+    assert check.checked is expected["checked"]
+    assert check.tethered is expected["tethered"]
+    if expected["drift"] is None:
+        assert check.drift is None
+    else:
+        assert check.drift == pytest.approx(expected["drift"], abs=1e-9)
+
+
+def test_tether_attestation_payload_and_signature() -> None:
+    att = TETHER["attestation"]
+    assert attestation_payload(att["record"]).hex() == att["payloadHex"]
+    signed = sign_attestation(att["record"], _test_identity())
+    assert signed["sig"] == att["expectedSig"]
+    assert signed["sigAlg"] == att["sigAlg"]
+    public = b64url_decode(SIG["testKeypair"]["publicKeyB64url"])
+    assert verify_attestation(signed, public)
+    assert not verify_attestation({**signed, "verdict": "tethered"}, public)
+    assert not verify_attestation({**signed, "drift": 0.75235}, public)
+
+
+@pytest.mark.parametrize("pair", TETHER["attestation"]["comparability"], ids=lambda p: f"{p['a']}~{p['b']}")
+def test_kernel_comparability(pair: dict) -> None:
+    assert comparable(pair["a"], pair["b"]) is pair["comparable"]

@@ -1,0 +1,145 @@
+"""Field encoders (text -> unit vector) and the `admit` helper the wake's admission step calls.
+
+The default kernel, `HashedNgramEncoder`, is lexical and dependency-free: word tokens plus character
+trigrams, feature-hashed with a keyed BLAKE2b into a fixed dimension with random signs, then
+L2-normalised. Identical texts give identical vectors; texts sharing no words or trigrams land near
+orthogonal (the signed hashing makes collisions cancel on average, noise ≈ 1/√dim). It measures word
+overlap, not meaning, so its thresholds are its own (the spec: thresholds are meaningful only within a
+pinned encoder, §9.2). A semantic encoder can replace it through the `FieldEncoder` protocol.
+
+Thresholds of the default kernel (`LEXICAL_CONFIG`), calibrated on CAT7-style texts (see
+tests/unit/test_svaf_encoder.py):
+- redundant: an exact or near-exact repeat (every evaluable field within δ_near < 0.10, i.e. cosine
+  > 0.9 to some anchor: same words, at most a word changed in a long text);
+- aligned (totalDrift ≤ 0.35): the fields share the topic: same key words or word stems as something in
+  the store (paraphrases score δ_f ≈ 0.15–0.5, so a fresh block lands at 0.7·δ ≈ 0.1–0.35);
+- guarded (≤ 0.50, the spec's T_guarded): partial lexical contact, or on-topic but stale;
+- rejected (> 0.50): nothing in common (unrelated fields score δ_f ≈ 0.85–1.0, i.e. ≥ 0.6 even fresh).
+Only fields that carry content are evaluated: an empty or "neutral" field is not evidence of anything,
+so it is left out of the aggregate and of the redundancy test (§9.2.1 invariant 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Protocol, runtime_checkable
+
+from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
+from xmesh_agent.mmp.svaf import SvafConfig, SvafResult, evaluate
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_STOPWORD_TEXT = (
+    "a an the and or but if of to in on at by for with from into onto as is are was were be been being it its"
+    " this that these those there here we you he she they i me my our your his her their them us do does did"
+    " has have had so not no than then too very can will would should could may might must just about over"
+    " after before when while which who what where why how all any each some such only own same"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+LEXICAL_THRESHOLDS = {"stable_threshold": 0.35, "guarded_threshold": 0.50, "redundant_threshold": 0.10}
+"""The default kernel's bands (see the module docstring); λ and τ keep the spec's defaults."""
+
+
+@runtime_checkable
+class FieldEncoder(Protocol):
+    """Maps one field's text to a unit vector; `kernel_id` names encoder + dimension (§15.8)."""
+
+    kernel_id: str
+    dim: int
+
+    def encode(self, text: str) -> list[float]: ...
+
+
+class HashedNgramEncoder:
+    """Hashed word + character-trigram features, signed, L2-normalised. Deterministic across runs."""
+
+    def __init__(self, dim: int = 512, *, word_weight: float = 1.0, trigram_weight: float = 0.5):
+        if dim < 8:
+            raise ValueError("dimension must be at least 8")
+        self.dim = dim
+        self.kernel_id = f"ngram-h{dim}"
+        self._word_weight = word_weight
+        self._trigram_weight = trigram_weight
+
+    def _features(self, text: str) -> Iterable[tuple[str, float]]:
+        words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+        content = [w for w in words if w not in _STOPWORDS]
+        for word in content or words:
+            yield "w:" + word, self._word_weight
+            padded = f"^{word}$"
+            for i in range(len(padded) - 2):
+                yield "t:" + padded[i : i + 3], self._trigram_weight
+
+    def encode(self, text: str) -> list[float]:
+        """The unit vector of `text`; the zero vector when it has no word characters."""
+        vec = [0.0] * self.dim
+        for feature, weight in self._features(text):
+            digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8, person=b"xmesh-ngram").digest()
+            bucket = int.from_bytes(digest[:4], "big") % self.dim
+            sign = 1.0 if digest[4] & 1 else -1.0
+            vec[bucket] += sign * weight
+        norm = math.sqrt(math.fsum(v * v for v in vec))
+        return [v / norm for v in vec] if norm > 0 else vec
+
+
+DEFAULT_ENCODER = HashedNgramEncoder()
+
+
+def config_for(weights: Mapping[str, float] | None, encoder: FieldEncoder | None = None) -> SvafConfig:
+    """The admission config for a receiver's α weights, with the thresholds that suit `encoder`."""
+    fw = {f: float((weights or {}).get(f, 1.0)) for f in CAT7}
+    enc = encoder or DEFAULT_ENCODER
+    if isinstance(enc, HashedNgramEncoder):
+        return SvafConfig(field_weights=fw, **LEXICAL_THRESHOLDS)
+    return SvafConfig(field_weights=fw)
+
+
+def _carries(text: str) -> bool:
+    stripped = text.strip()
+    return bool(stripped) and stripped.casefold() != NEUTRAL
+
+
+def encode_fields(texts: Mapping[str, str], encoder: FieldEncoder | None = None) -> dict[str, list[float]]:
+    """Vectors of the CAT7 fields that carry content (empty and "neutral" fields are left out)."""
+    enc = encoder or DEFAULT_ENCODER
+    out: dict[str, list[float]] = {}
+    for name in CAT7:
+        text = texts.get(name) or ""
+        if _carries(text):
+            vec = enc.encode(text)
+            if any(vec):
+                out[name] = vec
+    return out
+
+
+def admit(
+    cmb: CMB,
+    anchors_cmbs: Iterable[CMB],
+    weights: Mapping[str, float] | None,
+    now_ms: int,
+    *,
+    encoder: FieldEncoder | None = None,
+    config: SvafConfig | None = None,
+) -> SvafResult:
+    """SVAF decision for `cmb` against the receiver's stored CMBs (its anchors).
+
+    Ages come from `created_at` (ms) against `now_ms`. The incoming block itself (same key, author and
+    time; the node stores it before the wake) is skipped: a block is never its own baseline (§9.2.1).
+    The same content held from another author or time stays an anchor, so a repeat is redundant.
+    `config` overrides the encoder's defaults; otherwise `config_for(weights, encoder)` applies.
+    """
+    enc = encoder or DEFAULT_ENCODER
+    cfg = config or config_for(weights, enc)
+    anchors = []
+    for anchor in anchors_cmbs:
+        if (anchor.key, anchor.created_by, anchor.created_at) == (cmb.key, cmb.created_by, cmb.created_at):
+            continue
+        vectors = encode_fields(anchor.texts(), enc)
+        if vectors:
+            anchors.append((vectors, max(0.0, (now_ms - anchor.created_at) / 1000.0)))
+    incoming = encode_fields(cmb.texts(), enc)
+    return evaluate(incoming, anchors, cfg, age_s=max(0.0, (now_ms - cmb.created_at) / 1000.0))
