@@ -1,0 +1,79 @@
+"""The one way the safety policies open their SQLite state: WAL, a busy timeout, immediate transactions.
+
+Budget, cost and breaker state must survive a restart and stay consistent when several wakes (threads of
+one worker, or several worker processes on the same file) decide at once. Each decision therefore runs
+inside `BEGIN IMMEDIATE`, which takes SQLite's write lock before the first read, so read-decide-write is
+atomic across connections; a per-object lock serialises threads sharing one connection.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+def check_now(now_ms: object) -> int:
+    """A caller's clock reading as an int, or a clear error (a policy must never guess the time)."""
+    if isinstance(now_ms, bool) or not isinstance(now_ms, int | float):
+        raise TypeError(f"now_ms must be an integer of milliseconds, got {type(now_ms).__name__}")
+    if isinstance(now_ms, float) and not math.isfinite(now_ms):
+        raise ValueError(f"now_ms must be finite, got {now_ms!r}")
+    return int(now_ms)
+
+
+class SqliteState:
+    """Base for a policy whose state lives in a few tables of a SQLite file (":memory:" for tests)."""
+
+    _SCHEMA = ""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path if str(path) == ":memory:" else Path(path)
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if str(path) != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._tx() as cur:
+            for statement in self._SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One atomic read-decide-write step, holding the write lock from its first statement."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            yield self._db.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SqliteState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,165 @@
+"""Approval gates: text a peer must not emit on its own (block) or only with a human's yes (approve).
+
+Default approval rules (case-insensitive, word-bounded) watch `intent` for risky actions and
+`commitment` for promises about secrets and production config. Secret-leak rules watch every field for
+private keys and API-key shapes and always block. `approval_gates = "none"` drops the approval rules;
+the secret-leak rules stay, because no setting should let a peer broadcast a credential to the mesh.
+Custom rules from agent.toml are added to whatever remains.
+
+Matched text is never stored in a verdict: only `redact()`'s short masked excerpt, so verdicts can be
+logged, put in a workflow memo or shown in a UI without re-leaking what they caught.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from xmesh_agent.config import GateRule, SafetyConfig
+from xmesh_agent.roles import CAT7
+
+GateAction = Literal["block", "approve"]
+MAX_SHOWN = 8
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    name: str
+    regex: re.Pattern[str]
+    fields: tuple[str, ...]
+    action: GateAction
+    secret: bool = False
+    """A secret-shape rule: its excerpt shows only the shape's public prefix."""
+
+
+def _rule(name: str, pattern: str, fields: Sequence[str], action: GateAction, **kw: Any) -> CompiledRule:
+    return CompiledRule(name, re.compile(pattern, re.IGNORECASE), tuple(fields), action, **kw)
+
+
+APPROVAL_RULES: tuple[CompiledRule, ...] = (
+    _rule("git-push", r"\bgit\s+push\b", ["intent"], "approve"),
+    _rule("commit-to-main", r"\bcommit\s+to\s+main\b", ["intent"], "approve"),
+    _rule("deploy", r"\bdeploy\b", ["intent"], "approve"),
+    _rule("publish", r"\bpublish\b", ["intent"], "approve"),
+    _rule("rm-rf", r"\brm\s+-rf\b", ["intent"], "approve"),
+    _rule("dotenv", r"\.env\b", ["commitment"], "approve"),
+    _rule("secrets", r"\bsecrets?\b", ["commitment"], "approve"),
+    _rule("production-config", r"\bproduction\s+config\b", ["commitment"], "approve"),
+)
+
+# Key shapes are case-sensitive by nature ((?-i:...)); the PEM header is not.
+SECRET_RULES: tuple[CompiledRule, ...] = (
+    _rule(
+        "private-key",
+        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----",
+        CAT7,
+        "block",
+        secret=True,
+    ),
+    _rule("anthropic-api-key", r"(?-i:\bsk-ant-[A-Za-z0-9_-]{16,})", CAT7, "block", secret=True),
+    _rule("openai-api-key", r"(?-i:\bsk-(?!ant-)[A-Za-z0-9_-]{16,})", CAT7, "block", secret=True),
+    _rule("aws-access-key", r"(?-i:\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)", CAT7, "block", secret=True),
+    _rule(
+        "github-token",
+        r"(?-i:\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}))",
+        CAT7,
+        "block",
+        secret=True,
+    ),
+    _rule("slack-token", r"(?-i:\bxox[bp]-[A-Za-z0-9-]{10,})", CAT7, "block", secret=True),
+)
+
+_SECRET_PREFIX = re.compile(r"^(?:-----BEGIN|sk-ant-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[bp]-)")
+
+
+def redact(text: str, match: re.Match[str] | tuple[int, int]) -> str:
+    """A short masked excerpt of `text[start:end]` that is safe to log.
+
+    Shows at most a quarter of the match and never more than 8 characters, for a recognised secret
+    shape only its public prefix (`sk-`, `AKIA`, `-----BEGIN`), then `****` and the length.
+    """
+    start, end = match.span() if isinstance(match, re.Match) else match
+    start, end = max(0, start), min(len(text), end)
+    hit = text[start:end]
+    prefix = _SECRET_PREFIX.match(hit)
+    shown = prefix.group(0) if prefix else hit[: min(MAX_SHOWN, len(hit) // 4)]
+    shown = shown[:MAX_SHOWN] if len(shown) * 2 < len(hit) else ""
+    return f"{shown}****({len(hit)} chars)"
+
+
+class GateHit(BaseModel):
+    rule: str
+    field: str
+    action: GateAction
+    excerpt: str
+
+
+class GateVerdict(BaseModel):
+    """The strongest hit decides: block beats approve beats pass. `hits` lists every rule that fired."""
+
+    action: Literal["pass", "block", "approve"]
+    rule: str | None = None
+    field: str | None = None
+    excerpt: str | None = None
+    hits: list[GateHit] = []
+
+
+def compile_custom(rule: GateRule) -> CompiledRule:
+    """A rule from agent.toml; like the defaults it matches case-insensitively."""
+    return _rule(rule.name, rule.pattern, rule.fields, rule.action)
+
+
+class Gates:
+    """An ordered rule set; build it with `Gates.from_config` or give rules directly."""
+
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+        self.rules: tuple[CompiledRule, ...] = tuple(rules)
+
+    @classmethod
+    def from_config(cls, safety: SafetyConfig | None = None) -> Gates:
+        safety = safety or SafetyConfig()
+        rules: list[CompiledRule] = list(SECRET_RULES)
+        if safety.approval_gates == "default":
+            rules.extend(APPROVAL_RULES)
+        rules.extend(compile_custom(r) for r in safety.gates)
+        return cls(rules)
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.rules]
+
+    def check(self, fields: Mapping[str, Any]) -> GateVerdict:
+        """Scan the proposal's fields (strings, or objects with `.text`); non-text values are skipped."""
+        hits: list[GateHit] = []
+        for rule in self.rules:
+            for field in rule.fields:
+                text = _text(fields.get(field))
+                if not text:
+                    continue
+                found = rule.regex.search(text)
+                if found:
+                    hits.append(
+                        GateHit(rule=rule.name, field=field, action=rule.action, excerpt=redact(text, found))
+                    )
+        if not hits:
+            return GateVerdict(action="pass")
+        top = next((h for h in hits if h.action == "block"), hits[0])
+        return GateVerdict(action=top.action, rule=top.rule, field=top.field, excerpt=top.excerpt, hits=hits)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        value = value.get("text")
+        return value if isinstance(value, str) else ""
+    text = getattr(value, "text", None)
+    return text if isinstance(text, str) else ""
+
+
+def check_gates(fields: Mapping[str, Any], safety: SafetyConfig | None = None) -> GateVerdict:
+    """One-shot convenience: build the rule set from config and check `fields`."""
+    return Gates.from_config(safety).check(fields)
