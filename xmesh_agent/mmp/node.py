@@ -1,0 +1,387 @@
+"""MeshNode: one MMP node — TCP listener, sessions with handshake and heartbeat, discovery, relay.
+
+Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
+once (§4.6); sends go over the best healthy one, and the peer leaves only when both are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.cmb import CMB
+from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink, TcpLink
+from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
+from xmesh_agent.mmp.peering import DialTarget, PeeringMixin
+from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.mmp.verify import KnownKey, Verifier, verify_db_path
+
+__all__ = ["MeshNode", "PeerInfo"]
+
+log = logging.getLogger(__name__)
+
+OnCmb = Callable[[CMB, PeerInfo], Awaitable[None]]
+OnEvent = Callable[[str, dict], None]
+_TRANSPORT_RANK = {"tcp": 0, "relay": 1}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Session:
+    def __init__(self, link: Link, self_id: str):
+        self.link = link
+        self.self_id = self_id
+        self.info: PeerInfo | None = None
+        self.last_rx = time.monotonic()
+        self.last_ping = 0.0
+
+    @property
+    def canonical(self) -> bool:
+        """Dialed by the smaller nodeId, as §5.1 prescribes (used to settle simultaneous dials)."""
+        assert self.info is not None
+        return self.link.outbound == (self.self_id < self.info.node_id)
+
+
+class MeshNode(PeeringMixin):
+    """A node of one mesh group. See the module docstring; the public API is start/stop/peers/publish."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        group: str,
+        store: CMBStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        static_peers: list[str] | None = None,
+        discovery: list[str] | None = None,
+        relay_url: str | None = None,
+        relay_token: str | None = None,
+        admission: str = "tofu",
+        on_cmb: OnCmb | None = None,
+        on_event: OnEvent | None = None,
+        handshake_timeout: float = 10.0,
+        ping_interval: float = 5.0,
+        heartbeat_timeout: float = 15.0,
+        registry_interval: float = 5.0,
+        registry_stale_after: float = 15.0,
+        reconnect_min: float = 0.5,
+        reconnect_max: float = 30.0,
+        connect_timeout: float = 10.0,
+    ):
+        if not valid_group(group):
+            raise ValueError(f"invalid mesh group {group!r}: [a-z0-9-_.]{{1,64}}")
+        self.identity = identity
+        self.group = group
+        self.store = store
+        self.host = host
+        self._requested_port = port
+        self.port = 0
+        self.static_peers = list(static_peers or [])
+        self.discovery = list(["registry"] if discovery is None else discovery)
+        self.relay_url = relay_url
+        self.relay_token = relay_token
+        self.admission = admission
+        self.on_cmb = on_cmb
+        self.on_event = on_event
+        self.handshake_timeout = handshake_timeout
+        self.ping_interval = ping_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.registry_interval = registry_interval
+        self.registry_stale_after = registry_stale_after
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self.connect_timeout = connect_timeout
+        self.verifier = Verifier(
+            group, identity.node_id, identity.name, verify_db_path(store.path), admission=admission
+        )
+        self._sessions: dict[str, dict[str, _Session]] = {}
+        self._targets: dict[str, DialTarget] = {}
+        self._relay_links: dict[str, RelayLink] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._changed = asyncio.Condition()
+        self._server: asyncio.base_events.Server | None = None
+        self._running = False
+        self._registry = None
+        self._mdns = None
+        self._relay = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._running = True
+        self._server = await asyncio.start_server(self._on_inbound, self.host, self._requested_port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        for spec in self.static_peers:
+            self._add_static_peer(spec)
+        await self._start_discovery()
+
+    async def stop(self) -> None:
+        self._running = False
+        await self._stop_discovery()
+        if self._server is not None:
+            self._server.close()
+        for by_kind in list(self._sessions.values()):
+            for session in list(by_kind.values()):
+                await session.link.close()
+        for link in list(self._relay_links.values()):
+            link.feed(None)
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        self.verifier.close()
+
+    def _spawn(self, coro: Awaitable[Any], name: str = "") -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        if name:
+            task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _emit(self, name: str, data: dict) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(name, data)
+        except Exception:  # an audit sink must never take the node down
+            log.exception("on_event handler failed for %s", name)
+
+    # -- the public API -------------------------------------------------------------------------
+
+    def peers(self) -> list[PeerInfo]:
+        """Connected, handshaken peers, one entry each, showing their best transport."""
+        out = []
+        for by_kind in self._sessions.values():
+            best = self._best(by_kind)
+            if best is not None and best.info is not None:
+                out.append(best.info)
+        return out
+
+    async def publish(self, cmb: CMB) -> int:
+        """Store `cmb` as our own and send it to every peer (or only to `cmb.to`). Returns the count."""
+        self.store.put(cmb, source="own")
+        frame = {"type": "cmb", "timestamp": _now_ms(), "cmb": cmb.to_wire()}
+        sent = 0
+        for by_kind in list(self._sessions.values()):
+            best = self._best(by_kind)
+            if best is None or best.info is None:
+                continue
+            if cmb.to and cmb.to not in (best.info.node_id, best.info.name):
+                continue
+            if await best.link.send(frame):
+                sent += 1
+        return sent
+
+    async def wait_for_peers(self, n: int, timeout: float) -> bool:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: len(self.peers()) >= n), timeout)
+                return True
+            except TimeoutError:
+                return len(self.peers()) >= n
+
+    @staticmethod
+    def _best(by_kind: dict[str, _Session]) -> _Session | None:
+        live = [s for s in by_kind.values() if s.info is not None]
+        return min(live, key=lambda s: _TRANSPORT_RANK[s.link.kind]) if live else None
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def connected(self, node_id: str, kind: str | None = None) -> bool:
+        by_kind = self._sessions.get(node_id, {})
+        return bool(by_kind) if kind is None else kind in by_kind
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if not self._running:
+            writer.close()
+            return
+        await self.run_session(TcpLink(reader, writer, outbound=False))
+
+    async def run_session(self, link: Link) -> PeerInfo | None:
+        """Handshake, then serve frames until the link dies. Returns the peer if the handshake held."""
+        session = _Session(link, self.identity.node_id)
+        registered = False
+        heartbeat: asyncio.Task | None = None
+        try:
+            await link.send(build_handshake(self.identity, self.group))
+            try:
+                first = await asyncio.wait_for(link.recv(), self.handshake_timeout)
+            except TimeoutError:
+                await link.send({"type": "error", "code": 1004, "message": "handshake timeout"})
+                return None
+            if first is None:
+                return None
+            try:
+                hs = parse_handshake(first)
+            except HandshakeError as exc:
+                log.info("refusing %s: %s", link.address, exc)
+                return None
+            if hs.node_id == self.identity.node_id:
+                return None
+            if hs.group != self.group:
+                log.info("refusing %s (%s): group %r is not ours", hs.name, link.address, hs.group)
+                return None
+            session.info = PeerInfo(
+                hs.node_id, hs.name, hs.public_key, hs.group, hs.version, link.kind, link.address
+            )
+            if not await self._register(session):
+                await link.send({"type": "error", "code": 1005, "message": "nodeId already connected"})
+                session.info = None
+                return None
+            registered = True
+            await self._after_handshake(session)
+            heartbeat = self._spawn(self._heartbeat(session), f"heartbeat-{hs.name}")
+            while True:
+                frame = await link.recv()
+                if frame is None:
+                    break
+                session.last_rx = time.monotonic()
+                try:
+                    await self._dispatch(session, frame)
+                except Exception:
+                    log.exception("dropping a %s frame from %s", frame.get("type"), hs.name)
+            return session.info
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            await link.close()
+            if registered:
+                await self._unregister(session)
+
+    async def _register(self, session: _Session) -> bool:
+        info = session.info
+        assert info is not None
+        by_kind = self._sessions.setdefault(info.node_id, {})
+        existing = by_kind.get(info.transport)
+        if existing is not None:
+            # §5.2 duplicate guard. When both sides dialed at once, keep the connection the smaller
+            # nodeId dialed, so both ends keep the same one instead of each closing the other's.
+            if not session.canonical or existing.canonical:
+                return False
+            by_kind[info.transport] = session
+            await existing.link.close()
+            return True
+        first = not by_kind
+        by_kind[info.transport] = session
+        self.verifier.learn(info.node_id, info.name, info.public_key, source="handshake")
+        if first:
+            self._emit(
+                "peer-connected",
+                {
+                    "nodeId": info.node_id,
+                    "name": info.name,
+                    "transport": info.transport,
+                    "address": info.address,
+                },
+            )
+        await self._notify()
+        return True
+
+    async def _unregister(self, session: _Session) -> None:
+        info = session.info
+        if info is None:
+            return
+        by_kind = self._sessions.get(info.node_id)
+        if by_kind is None or by_kind.get(info.transport) is not session:
+            return
+        del by_kind[info.transport]
+        if not by_kind:
+            del self._sessions[info.node_id]
+            self._emit("peer-disconnected", {"nodeId": info.node_id, "name": info.name})
+        await self._notify()
+
+    async def _after_handshake(self, session: _Session) -> None:
+        """§5.6 gossip: tell the newcomer about the others, and the others about the newcomer."""
+        assert session.info is not None
+        new = session.info
+        known = [s.info for s in (self._best(b) for b in self._sessions.values()) if s and s.info]
+        others = [p for p in known if p.node_id != new.node_id]
+        if others:
+            await session.link.send(self._peer_info_frame(others))
+        for peer in others:
+            best = self._best(self._sessions.get(peer.node_id, {}))
+            if best is not None:
+                await best.link.send(self._peer_info_frame([new]))
+
+    async def _heartbeat(self, session: _Session) -> None:
+        """§5.4: ping after `ping_interval` of silence; close after `heartbeat_timeout`."""
+        tick = max(0.01, min(self.ping_interval, self.heartbeat_timeout) / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            idle = now - session.last_rx
+            if idle >= self.heartbeat_timeout:
+                log.info("closing silent peer %s", session.info.name if session.info else "?")
+                await session.link.close()
+                return
+            if idle >= self.ping_interval and now - session.last_ping >= self.ping_interval:
+                session.last_ping = now
+                await session.link.send({"type": "ping"})
+
+    # -- inbound frames -------------------------------------------------------------------------
+
+    async def _dispatch(self, session: _Session, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "ping":
+            await session.link.send({"type": "pong"})
+        elif kind == "cmb":
+            await self._on_cmb_frame(session, frame)
+        elif kind == "peer-info":
+            self._on_peer_info(frame)
+        # pong, handshake repeats, error (informational, §7.2) and unknown types: nothing to do.
+
+    async def _on_cmb_frame(self, session: _Session, frame: dict[str, Any]) -> None:
+        info = session.info
+        assert info is not None
+        body = frame.get("cmb")
+        audit = {"from": info.name, "fromNodeId": info.node_id}
+        if not isinstance(body, dict):
+            self._emit("cmb-rejected", {**audit, "reason": "malformed"})
+            return
+        try:
+            cmb = CMB.from_wire(body)
+        except (ValidationError, ValueError, TypeError):
+            self._emit("cmb-rejected", {**audit, "reason": "malformed", "key": str(body.get("key"))[:80]})
+            return
+        if cmb.created_by in (self.identity.name, self.identity.node_id):
+            return  # our own block echoed back
+        if self.store.has(cmb.key):
+            return  # duplicate: already verified and surfaced once
+        sender = KnownKey(info.node_id, info.name, info.public_key, "handshake")
+        reason = self.verifier.check(cmb, sender)
+        if reason is not None:
+            self._emit(
+                "cmb-rejected",
+                {**audit, "reason": reason, "key": cmb.key[:80], "createdBy": cmb.created_by[:80]},
+            )
+            return
+        if not self.store.put(cmb, source=info.name):
+            return
+        if self.on_cmb is not None:
+            try:
+                await self.on_cmb(cmb, info)
+            except Exception:
+                log.exception("on_cmb handler failed for %s", cmb.key)

@@ -1,0 +1,164 @@
+"""Inbound CMB verification (§18.3.1): signature, content address, audience, downgrade, admission.
+
+A CMB that fails any check is never stored nor surfaced; the caller audit-logs the reason.
+Durable per-identity state (who has ever signed, TOFU pins) lives in a small SQLite file next
+to the CMB store, so a restart cannot be used to strip signatures.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from xmesh_agent.mmp import trust
+from xmesh_agent.mmp.cmb import CMB, key_matches, verify_cmb_signature
+
+ADMISSION_MODES = ("tofu", "strict", "open")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS signers (identity TEXT PRIMARY KEY, first_signed_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY, public_key BLOB NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """An author's key and nodeId, and how we learned it (a handshake outranks gossip)."""
+
+    node_id: str
+    name: str
+    public_key: bytes
+    source: str  # "handshake" | "gossip"
+
+
+def verify_db_path(store_path: Path) -> Path | str:
+    return ":memory:" if str(store_path) == ":memory:" else store_path.with_name(store_path.name + ".verify")
+
+
+class Verifier:
+    def __init__(self, group: str, node_id: str, name: str, db_path: Path | str, *, admission: str = "tofu"):
+        if admission not in ADMISSION_MODES:
+            raise ValueError(f"admission must be one of {ADMISSION_MODES}, not {admission!r}")
+        self.group = group
+        self.node_id = node_id
+        self.name = name
+        self.admission = admission
+        self._lock = threading.Lock()
+        if isinstance(db_path, Path):
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+        self._db.executescript(_SCHEMA)
+        self._keys: dict[str, KnownKey] = {}  # by name and by nodeId
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- key knowledge -------------------------------------------------------------------------
+
+    def learn(self, node_id: str, name: str, public_key: bytes, *, source: str) -> None:
+        """Remember an author's key; gossip never overrides what a handshake told us."""
+        if len(public_key) != 32:
+            return
+        existing = self._keys.get(node_id) or self._keys.get(name)
+        if source == "gossip" and existing is not None:
+            return
+        known = KnownKey(node_id, name, public_key, source)
+        self._keys[node_id] = known
+        self._keys[name] = known
+        if source == "handshake" and self.admission == "tofu":
+            self.pin_if_new(name, public_key)
+
+    def resolve(self, author: str) -> KnownKey | None:
+        return self._keys.get(author)
+
+    def pin_if_new(self, name: str, public_key: bytes) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO pins (name, public_key) VALUES (?, ?)", (name, public_key)
+            )
+
+    def pinned(self, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT public_key FROM pins WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def _mark_signer(self, *identities: str) -> None:
+        now = int(time.time() * 1000)
+        with self._lock:
+            for ident in identities:
+                if ident:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO signers (identity, first_signed_at) VALUES (?, ?)",
+                        (ident, now),
+                    )
+
+    def has_signed(self, *identities: str) -> bool:
+        with self._lock:
+            for ident in identities:
+                if (
+                    ident
+                    and self._db.execute("SELECT 1 FROM signers WHERE identity = ?", (ident,)).fetchone()
+                ):
+                    return True
+        return False
+
+    # -- the checks ----------------------------------------------------------------------------
+
+    def check(self, cmb: CMB, sender: KnownKey) -> str | None:
+        """None when the CMB may be stored and surfaced, else the reject reason for the audit log."""
+        if cmb.sig is not None and not isinstance(cmb.sig, str):
+            return "malformed"
+        signed = bool(cmb.sig)
+        # Audience: a signed CMB binds its group, so it must be ours exactly; an unsigned legacy
+        # block without a group rides on the connection's group, already checked at handshake.
+        if cmb.group is not None and cmb.group != self.group:
+            return "wrong-group"
+        if signed and cmb.group is None:
+            return "wrong-group"
+        if cmb.to and cmb.to not in (self.node_id, self.name):
+            return "not-for-us"
+        if cmb.created_by in (sender.name, sender.node_id):
+            author: KnownKey | None = sender
+        else:
+            author = self.resolve(cmb.created_by)
+        author_ids = (cmb.created_by, author.node_id if author else "", author.name if author else "")
+        if signed and author is not None:
+            if not verify_cmb_signature(cmb, author.public_key):
+                return "bad-signature"
+            if not key_matches(cmb, author.node_id):
+                return "key-mismatch"
+            reason = self._admit_key(author)
+            if reason:
+                return reason
+            self._mark_signer(*author_ids)
+            return None
+        # Unsigned, or signed by an author we hold no key for (cannot verify = treat as unsigned).
+        if self.has_signed(*author_ids):
+            return "downgrade"
+        if self.admission == "strict":
+            return "untrusted-key"
+        if author is not None and self.admission == "tofu":
+            reason = self._admit_key(author)
+            if reason:
+                return reason
+        if cmb.key.startswith("cmb1-") and not cmb.parents and not key_matches(cmb):
+            return "key-mismatch"
+        if cmb.key.startswith("cmb1-") and cmb.parents and author and not key_matches(cmb, author.node_id):
+            return "key-mismatch"
+        return None
+
+    def _admit_key(self, author: KnownKey) -> str | None:
+        if self.admission == "open":
+            return None
+        if self.admission == "strict":
+            trusted = trust.get(self.group, author.name)
+            return None if trusted is not None and trusted == author.public_key else "untrusted-key"
+        pinned = self.pinned(author.name)
+        if pinned is None:
+            self.pin_if_new(author.name, author.public_key)
+            return None
+        return None if pinned == author.public_key else "untrusted-key"
