@@ -1,0 +1,139 @@
+"""OpenAI, or any OpenAI-compatible server (vLLM, llama.cpp, LM Studio...), through the `openai` SDK.
+
+The model answers by calling the emit_cmb function; `max_retries=0` leaves retries to the wake's
+Temporal retry policy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import openai
+
+from xmesh_agent.models.base import (
+    EMIT_TOOL_DESCRIPTION,
+    EMIT_TOOL_NAME,
+    EMIT_TOOL_SCHEMA,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    PermanentModelError,
+    TransientModelError,
+    Usage,
+)
+from xmesh_agent.models.common import clean_fields, error_detail, error_from_status, redact
+from xmesh_agent.models.pricing import cost_usd
+
+EMIT_FUNCTION = {
+    "type": "function",
+    "function": {"name": EMIT_TOOL_NAME, "description": EMIT_TOOL_DESCRIPTION, "parameters": EMIT_TOOL_SCHEMA},
+}
+
+COMPLETION_TOKEN_FAMILIES = ("o1", "o3", "o4", "gpt-5")
+"""Reasoning models that reject `max_tokens` and want `max_completion_tokens`."""
+
+
+def uses_completion_tokens(model: str) -> bool:
+    name = model.lower().rsplit("/", 1)[-1]
+    return any(name == f or name.startswith(f + "-") for f in COMPLETION_TOKEN_FAMILIES)
+
+
+class OpenAIAdapter:
+    """One chat-completions model; `complete` maps every SDK failure onto the shared error taxonomy."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        price_input: float | None = None,
+        price_output: float | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.timeout = timeout
+        self._key = api_key
+        self._prices = (price_input, price_output)
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+
+    def __repr__(self) -> str:
+        return f"OpenAIAdapter(model={self.model!r}, base_url={self.base_url!r})"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        if not request.messages:
+            raise PermanentModelError("openai: a model call needs at least one message")
+        messages = [{"role": "system", "content": request.system}]
+        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        limit = (
+            {"max_completion_tokens": request.max_tokens}
+            if uses_completion_tokens(self.model)
+            else {"max_tokens": request.max_tokens}
+        )
+        try:
+            completion = await self._client.chat.completions.create(
+                model=self.model, messages=messages, tools=[EMIT_FUNCTION], tool_choice="auto", **limit
+            )
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one of our two classes
+            raise self._map_error(exc) from None
+        try:
+            return self._response(completion)
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise TransientModelError(f"openai: malformed response ({type(exc).__name__})") from None
+
+    def _response(self, completion: object) -> ModelResponse:
+        if not isinstance(completion, openai.types.chat.ChatCompletion):
+            # the SDK hands back a bare string when the body is not JSON
+            raise TypeError("not a chat completion")
+        choice = completion.choices[0]
+        message = choice.message
+        fields: dict[str, str] | None = None
+        stop_reason = choice.finish_reason
+        for call in message.tool_calls or []:
+            function = getattr(call, "function", None)
+            if function is None or function.name != EMIT_TOOL_NAME:
+                continue
+            try:
+                fields = clean_fields(json.loads(function.arguments or "{}"))
+            except ValueError:
+                stop_reason = "invalid_tool_arguments"  # the model wrote broken JSON: nothing to emit
+            break
+        u = completion.usage
+        usage = Usage(
+            input_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(u, "completion_tokens", 0) or 0),
+        )
+        return ModelResponse(
+            fields=fields,
+            text=message.content or "",
+            stop_reason=stop_reason,
+            usage=usage,
+            cost_usd=cost_usd(self.model, usage, self.name, *self._prices),
+            model=self.model,
+            adapter=self.name,
+        )
+
+    def _map_error(self, exc: Exception) -> ModelError:
+        secrets = (self._key,)
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body if exc.body is not None else exc.message
+            return error_from_status(
+                "openai", exc.status_code, error_detail(body), exc.response.headers, secrets, "OPENAI_API_KEY"
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientModelError(f"openai: no answer within {self.timeout:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientModelError(redact(f"openai: cannot connect ({exc})", secrets))
+        if isinstance(exc, openai.APIResponseValidationError):
+            return TransientModelError("openai: malformed response")
+        if isinstance(exc, ValueError):
+            return TransientModelError(f"openai: malformed response ({type(exc).__name__})")
+        return PermanentModelError(redact(f"openai: {type(exc).__name__}: {exc}", secrets))
+
+    async def aclose(self) -> None:
+        await self._client.close()
