@@ -1,0 +1,327 @@
+"""The WebSocket relay server (spec §4.4): per-token channels, presence, routing envelopes, keepalive.
+
+Pure routing: payloads are forwarded verbatim and never inspected. One JSON text message per frame.
+- Clients authenticate with `relay-auth` {nodeId, name, token} within `auth_timeout` (4001 if not);
+  a malformed auth closes with 4002, a token the relay does not hold with 4003.
+- Each token is its own channel; with no tokens configured the relay is open (one default channel,
+  any token accepted). Nothing (frames, peer lists, presence) crosses channels.
+- On auth the client gets `relay-peers` (the others on its channel) and the others `relay-peer-joined`;
+  a disconnect announces `relay-peer-left`.
+- `{to, payload}` goes to that node only, `{payload}` to every other node on the channel; the relay
+  delivers `{from, fromName, payload}` (plus `to` on a targeted frame, so receivers can tell directed
+  from broadcast, §9.2.2).
+- Keepalive: `relay-ping` every `ping_interval`; two unanswered pings close with 4005.
+- Duplicate identity (§4.4.7), applied to a clashing nodeId or name on the channel: an existing
+  connection younger than `duplicate_window` keeps its place and the newcomer is closed with 4006; an
+  older one is replaced and closed with 4004. A replaced connection with the same nodeId is not
+  announced as left; one with another nodeId (a name clash) is, or peers would keep a ghost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT = 4001
+AUTH_INVALID = 4002
+INVALID_TOKEN = 4003
+REPLACED = 4004
+HEARTBEAT_TIMEOUT = 4005
+DUPLICATE_REJECTED = 4006
+TRY_AGAIN_LATER = 1013  # the client could not keep up with its outbound queue
+
+OPEN_CHANNEL = ""
+MAX_ID_LENGTH = 256
+MISSED_PINGS_LIMIT = 2
+
+
+def _dumps(frame: Any) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    """A JSON object, or None for anything else (dropped silently)."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _ident(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_LENGTH:
+        return value
+    return None
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: ServerConnection
+    node_id: str
+    name: str
+    channel: str
+    connected_at: float
+    outbox: asyncio.Queue[str]
+    missed_pings: int = 0
+    replaced: bool = False
+    writer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def enqueue(self, text: str) -> None:
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            log.warning("relay: %s cannot keep up; closing", self.name)
+            asyncio.get_running_loop().create_task(self.ws.close(TRY_AGAIN_LATER, "outbound queue full"))
+
+    async def write_loop(self) -> None:
+        """One writer per client keeps its frames in order and a slow reader from stalling others."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self.ws.send(await self.outbox.get())
+
+
+class RelayServer:
+    """An MMP relay on `host:port` (port 0 picks a free one; read `.port` after `start`)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tokens: Iterable[str] | None = None,
+        *,
+        auth_timeout: float = 10.0,
+        ping_interval: float = 10.0,
+        duplicate_window: float = 5.0,
+        max_frame_bytes: int = 1 << 20,
+        outbox_limit: int = 1024,
+    ):
+        self.host = host
+        self._requested_port = port
+        self.tokens: frozenset[str] = frozenset(tokens or ())
+        self.auth_timeout = auth_timeout
+        self.ping_interval = ping_interval
+        self.duplicate_window = duplicate_window
+        self.max_frame_bytes = max_frame_bytes
+        self.outbox_limit = outbox_limit
+        self._channels: dict[str, dict[str, _Client]] = {}
+        self._server: Server | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+
+    @property
+    def open_mode(self) -> bool:
+        return not self.tokens
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("relay server not started")
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def peers(self, channel: str | None = None) -> list[tuple[str, str]]:
+        """(nodeId, name) of the nodes connected on a channel (the token; "" in open mode)."""
+        key = OPEN_CHANNEL if self.open_mode else (channel or "")
+        return [(c.node_id, c.name) for c in self._channels.get(key, {}).values()]
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self._requested_port,
+            ping_interval=None,  # liveness is the relay-ping/relay-pong exchange
+            max_size=self.max_frame_bytes,
+        )
+        self._keepalive = asyncio.get_running_loop().create_task(self._keepalive_loop())
+        log.info("relay listening on %s (%s)", self.url, "open" if self.open_mode else "token channels")
+
+    async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
+            self._keepalive = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self._channels.clear()
+
+    async def __aenter__(self) -> RelayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- connection lifecycle ----------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = await self._authenticate(ws)
+        if client is None:
+            return
+        try:
+            async for raw in ws:
+                self._on_frame(client, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._unregister(client)
+
+    async def _refuse(self, ws: ServerConnection, code: int, reason: str) -> None:
+        if code in (INVALID_TOKEN, DUPLICATE_REJECTED):
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(_dumps({"type": "relay-error", "message": reason}))
+        await ws.close(code, reason)
+
+    async def _read_auth(self, ws: ServerConnection) -> dict[str, Any] | None:
+        """The first JSON object within the auth deadline (non-JSON chatter is skipped)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.auth_timeout
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                raw = await asyncio.wait_for(ws.recv(), remaining)
+            except TimeoutError:
+                await ws.close(AUTH_TIMEOUT, "auth timeout")
+                return None
+            except ConnectionClosed:
+                return None
+            msg = _parse(raw)
+            if msg is not None:
+                return msg
+
+    async def _authenticate(self, ws: ServerConnection) -> _Client | None:
+        msg = await self._read_auth(ws)
+        if msg is None:
+            return None
+        node_id, name = _ident(msg.get("nodeId")), _ident(msg.get("name"))
+        if msg.get("type") != "relay-auth" or node_id is None or name is None:
+            await self._refuse(ws, AUTH_INVALID, "relay-auth with nodeId and name required")
+            return None
+        token = msg.get("token")
+        if not self.open_mode and (not isinstance(token, str) or token not in self.tokens):
+            await self._refuse(ws, INVALID_TOKEN, "invalid token")
+            return None
+        channel = OPEN_CHANNEL if self.open_mode else token
+        members = self._channels.setdefault(channel, {})
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        # No await between this check and registration: two racing claims cannot both win.
+        clashes = [c for c in members.values() if c.node_id == node_id or c.name == name]
+        if any(now - c.connected_at < self.duplicate_window for c in clashes):
+            log.warning("relay: duplicate identity %s/%s rejected (existing is fresh)", name, node_id)
+            await self._refuse(ws, DUPLICATE_REJECTED, "duplicate identity: existing connection is fresh")
+            return None
+        for old in clashes:
+            old.replaced = True
+            del members[old.node_id]
+            loop.create_task(old.ws.close(REPLACED, "replaced by a new connection"))
+            if old.node_id != node_id:
+                self._announce(channel, {"type": "relay-peer-left", "nodeId": old.node_id, "name": old.name})
+            log.info("relay: %s/%s replaced a stale connection", name, node_id)
+        client = _Client(ws, node_id, name, channel, now, asyncio.Queue(self.outbox_limit))
+        client.writer = loop.create_task(client.write_loop())
+        peers = [{"nodeId": c.node_id, "name": c.name} for c in members.values()]
+        members[node_id] = client
+        client.enqueue(_dumps({"type": "relay-peers", "peers": peers}))
+        self._announce(channel, {"type": "relay-peer-joined", "nodeId": node_id, "name": name}, skip=client)
+        log.info("relay: %s (%s) joined channel #%d", name, node_id, len(members))
+        return client
+
+    def _unregister(self, client: _Client) -> None:
+        if client.writer is not None:
+            client.writer.cancel()
+        members = self._channels.get(client.channel, {})
+        if client.replaced or members.get(client.node_id) is not client:
+            return
+        del members[client.node_id]
+        if not members:
+            self._channels.pop(client.channel, None)
+        self._announce(
+            client.channel, {"type": "relay-peer-left", "nodeId": client.node_id, "name": client.name}
+        )
+        log.info("relay: %s (%s) left", client.name, client.node_id)
+
+    # --- frames ------------------------------------------------------------------------------------
+
+    def _announce(self, channel: str, frame: dict[str, Any], skip: _Client | None = None) -> None:
+        text = _dumps(frame)
+        for member in list(self._channels.get(channel, {}).values()):
+            if member is not skip:
+                member.enqueue(text)
+
+    def _on_frame(self, client: _Client, raw: str | bytes) -> None:
+        msg = _parse(raw)
+        if msg is None:
+            return
+        kind = msg.get("type")
+        if kind == "relay-pong":
+            client.missed_pings = 0
+            return
+        if kind == "relay-ping":
+            client.enqueue(_dumps({"type": "relay-pong"}))
+            return
+        if kind == "relay-auth" or "payload" not in msg:
+            return  # already authenticated / not a routing envelope
+        members = self._channels.get(client.channel, {})
+        envelope: dict[str, Any] = {"from": client.node_id, "fromName": client.name}
+        target = msg.get("to")
+        if target is None:
+            envelope["payload"] = msg["payload"]
+            text = _dumps(envelope)
+            for member in list(members.values()):
+                if member is not client:
+                    member.enqueue(text)
+            return
+        recipient = members.get(target) if isinstance(target, str) else None
+        if recipient is not None and recipient is not client:
+            envelope["to"] = target
+            envelope["payload"] = msg["payload"]
+            recipient.enqueue(_dumps(envelope))
+
+    async def _keepalive_loop(self) -> None:
+        ping = _dumps({"type": "relay-ping"})
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            for members in list(self._channels.values()):
+                for client in list(members.values()):
+                    if client.missed_pings >= MISSED_PINGS_LIMIT:
+                        log.info("relay: %s missed %d pings; closing", client.name, client.missed_pings)
+                        self._unregister(client)
+                        client.replaced = True  # already announced as left
+                        asyncio.get_running_loop().create_task(
+                            client.ws.close(HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                        )
+                        continue
+                    client.missed_pings += 1
+                    client.enqueue(ping)
+
+
+async def serve_forever(
+    host: str = "127.0.0.1", port: int = 8787, tokens: Iterable[str] | None = None
+) -> None:
+    """Run a relay until cancelled (the `xmesh-agent relay` command)."""
+    server = RelayServer(host, port, tokens)
+    await server.start()
+    try:
+        await asyncio.Future()
+    finally:
+        await server.stop()
