@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from xmesh_agent.mmp.relay_server import (
     INVALID_TOKEN,
     REPLACED,
     RelayServer,
+    serve_forever,
 )
 
 WAIT = 5.0
@@ -277,3 +279,25 @@ async def test_stop_closes_clients() -> None:
     await close_code(ws)
     with pytest.raises(RuntimeError):
         _ = server.port
+
+
+async def test_serve_forever_runs_until_cancelled() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    task = asyncio.create_task(serve_forever("127.0.0.1", port, ["tok"]))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while True:  # poll until the listener is up
+        try:
+            ws = await connect(f"ws://127.0.0.1:{port}")
+            break
+        except OSError:
+            assert loop.time() < deadline, "relay never came up"
+            await asyncio.sleep(0.02)
+    await ws.send(json.dumps({"type": "relay-auth", "nodeId": "n", "name": "x", "token": "tok"}))
+    assert await recv(ws) == {"type": "relay-peers", "peers": []}
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await close_code(ws)

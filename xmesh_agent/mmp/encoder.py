@@ -21,6 +21,7 @@ so it is left out of the aggregate and of the redundancy test (§9.2.1 invariant
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -64,6 +65,8 @@ class HashedNgramEncoder:
         self.kernel_id = f"ngram-h{dim}"
         self._word_weight = word_weight
         self._trigram_weight = trigram_weight
+        # anchors are re-encoded on every admission; a bounded cache keeps that cheap
+        self._cached = functools.lru_cache(maxsize=4096)(self._encode)
 
     def _features(self, text: str) -> Iterable[tuple[str, float]]:
         words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
@@ -76,6 +79,9 @@ class HashedNgramEncoder:
 
     def encode(self, text: str) -> list[float]:
         """The unit vector of `text`; the zero vector when it has no word characters."""
+        return list(self._cached(text))
+
+    def _encode(self, text: str) -> tuple[float, ...]:
         vec = [0.0] * self.dim
         for feature, weight in self._features(text):
             digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8, person=b"xmesh-ngram").digest()
@@ -83,7 +89,7 @@ class HashedNgramEncoder:
             sign = 1.0 if digest[4] & 1 else -1.0
             vec[bucket] += sign * weight
         norm = math.sqrt(math.fsum(v * v for v in vec))
-        return [v / norm for v in vec] if norm > 0 else vec
+        return tuple(v / norm for v in vec) if norm > 0 else tuple(vec)
 
 
 DEFAULT_ENCODER = HashedNgramEncoder()
