@@ -134,3 +134,17 @@ def test_bad_configuration_and_clock_are_clear_errors(db: Path) -> None:
         CircuitBreaker(db, failure_threshold=0)
     with pytest.raises(TypeError):
         CircuitBreaker(db).allow(None)  # type: ignore[arg-type]
+
+
+def test_budget_ledger_and_breaker_share_one_state_file(db: Path) -> None:
+    from xmesh_agent.safety import CostLedger, WakeBudget
+
+    budget, ledger, breaker = WakeBudget(db), CostLedger(db, run_id="r"), CircuitBreaker(db)
+    assert budget.reserve("w", 0).allowed
+    assert ledger.record("w", 0, 0.01, 0)
+    breaker.record_failure(0)
+    for part in (budget, ledger, breaker):
+        part.close()
+    assert WakeBudget(db).counts(0).minute == 1
+    assert CostLedger(db, run_id="r").totals(0).run_calls == 1
+    assert CircuitBreaker(db).snapshot(0).consecutive_failures == 1

@@ -162,19 +162,24 @@ def test_separate_connections_racing_on_one_file_never_exceed_the_cap(db: Path) 
     assert budgets[0].counts(9_000).minute == 5
 
 
-def _reserve_in_process(path: str, n: int, queue) -> None:
+def _reserve_in_process(path: str, n: int, queue, ready, go) -> None:
     budget = WakeBudget(path, cfg(minute=6))
+    ready.release()
+    go.wait(30)
     queue.put([budget.reserve(f"p{n}-{i}", 1_000).allowed for i in range(5)])
     budget.close()
 
 
 def test_worker_processes_sharing_the_file_never_exceed_the_cap(db: Path) -> None:
     WakeBudget(db, cfg(minute=6)).close()
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_reserve_in_process, args=(str(db), n, queue)) for n in range(4)]
+    ctx = multiprocessing.get_context("spawn")
+    queue, ready, go = ctx.Queue(), ctx.Semaphore(0), ctx.Event()
+    procs = [ctx.Process(target=_reserve_in_process, args=(str(db), n, queue, ready, go)) for n in range(4)]
     for p in procs:
         p.start()
+    for _ in procs:  # every worker has its connection open before any reserves: a real race
+        assert ready.acquire(timeout=30)
+    go.set()
     outcomes = [queue.get(timeout=30) for _ in procs]
     for p in procs:
         p.join(timeout=30)
