@@ -31,7 +31,10 @@ class Reply:
     @classmethod
     def error(cls, status: int, message: str = "", retry_after: str | None = None, **kw: Any) -> Reply:
         headers = {"retry-after": retry_after} if retry_after is not None else {}
-        body = {"type": "error", "error": {"type": f"http_{status}", "message": message or f"status {status}"}}
+        body = {
+            "type": "error",
+            "error": {"type": f"http_{status}", "message": message or f"status {status}"},
+        }
         return cls(status=status, body=body, headers=headers, **kw)
 
     @classmethod
@@ -75,7 +78,9 @@ class FakeModelServer:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
-                req = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                req = RecordedRequest(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
                 with server._lock:
                     server.requests.append(req)
                     reply = server._script.popleft() if server._script else None
@@ -255,7 +260,11 @@ class FakeOllamaServer(FakeModelServer):
 
     @staticmethod
     def tool_call(fields: dict[str, Any], usage: tuple[int, int] = (120, 30)) -> Reply:
-        message = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "emit_cmb", "arguments": fields}}]}
+        message = {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "emit_cmb", "arguments": fields}}],
+        }
         return Reply(body=_ollama_chat(message, usage))
 
     @staticmethod

@@ -9,7 +9,9 @@ from xmesh_agent.models.anthropic_adapter import AnthropicAdapter
 from xmesh_agent.models.base import ChatMessage, ModelRequest, PermanentModelError, TransientModelError
 
 FAKE_KEY = "sk-ant-FAKEKEY-1234567890-do-not-leak"
-REQUEST = ModelRequest(system="You are a reviewer.", messages=[ChatMessage(role="user", content="hi")], max_tokens=77)
+REQUEST = ModelRequest(
+    system="You are a reviewer.", messages=[ChatMessage(role="user", content="hi")], max_tokens=77
+)
 
 
 @pytest.fixture
@@ -26,7 +28,9 @@ async def adapter(server):
 
 
 async def test_tool_call_gives_fields_usage_and_cost(server, adapter):
-    server.script(FakeAnthropicServer.tool_call({"issue": "off by one", "perspective": "reviewer", "bogus": "x"}))
+    server.script(
+        FakeAnthropicServer.tool_call({"issue": "off by one", "perspective": "reviewer", "bogus": "x"})
+    )
     resp = await adapter.complete(REQUEST)
     assert resp.fields == {"issue": "off by one", "perspective": "reviewer"}
     assert resp.stop_reason == "tool_use"
@@ -36,7 +40,10 @@ async def test_tool_call_gives_fields_usage_and_cost(server, adapter):
     sent = server.requests[0]
     assert sent.path.startswith("/v1/messages")
     # SDK 2.x sends the key as a bearer token; older ones used x-api-key
-    assert FAKE_KEY in (sent.headers.get("x-api-key", ""), sent.headers.get("authorization", "").removeprefix("Bearer "))
+    assert FAKE_KEY in (
+        sent.headers.get("x-api-key", ""),
+        sent.headers.get("authorization", "").removeprefix("Bearer "),
+    )
     assert sent.json["system"] == "You are a reviewer."
     assert sent.json["max_tokens"] == 77
     assert sent.json["messages"] == [{"role": "user", "content": "hi"}]

@@ -8,7 +8,9 @@ from tests.fakes.model_servers import FakeOllamaServer, Reply
 from xmesh_agent.models.base import ChatMessage, ModelRequest, PermanentModelError, TransientModelError
 from xmesh_agent.models.ollama_adapter import OllamaAdapter, ollama_base_url
 
-REQUEST = ModelRequest(system="You are an auditor.", messages=[ChatMessage(role="user", content="look")], max_tokens=50)
+REQUEST = ModelRequest(
+    system="You are an auditor.", messages=[ChatMessage(role="user", content="look")], max_tokens=50
+)
 
 
 @pytest.fixture
@@ -25,7 +27,9 @@ async def adapter(server):
 
 
 async def test_tool_call_gives_fields_and_zero_cost(server, adapter):
-    server.script(FakeOllamaServer.tool_call({"issue": "no audit log", "perspective": "auditor", "extra": "x"}))
+    server.script(
+        FakeOllamaServer.tool_call({"issue": "no audit log", "perspective": "auditor", "extra": "x"})
+    )
     resp = await adapter.complete(REQUEST)
     assert resp.fields == {"issue": "no audit log", "perspective": "auditor"}
     assert resp.cost_usd == 0.0 and resp.adapter == "ollama" and resp.model == "llama3.2:3b"
@@ -70,7 +74,9 @@ async def test_tools_unsupported_falls_back_to_json_mode_and_remembers(server):
 
 async def test_json_mode_garbage_is_no_emission(server):
     a = OllamaAdapter("phi:garbage", base_url=server.base_url, timeout=0.5)
-    server.script(Reply(400, {"error": "phi:garbage does not support tools"}), FakeOllamaServer.text("not json"))
+    server.script(
+        Reply(400, {"error": "phi:garbage does not support tools"}), FakeOllamaServer.text("not json")
+    )
     try:
         resp = await a.complete(REQUEST)
     finally:

@@ -12,7 +12,9 @@ from xmesh_agent.models.base import ChatMessage, ModelRequest, PermanentModelErr
 from xmesh_agent.models.openai_adapter import OpenAIAdapter, uses_completion_tokens
 
 FAKE_KEY = "sk-proj-FAKEKEY-0987654321-do-not-leak"
-REQUEST = ModelRequest(system="You are a writer.", messages=[ChatMessage(role="user", content="draft it")], max_tokens=64)
+REQUEST = ModelRequest(
+    system="You are a writer.", messages=[ChatMessage(role="user", content="draft it")], max_tokens=64
+)
 
 
 @pytest.fixture
@@ -56,7 +58,9 @@ async def test_reasoning_models_get_max_completion_tokens(server):
         await a.aclose()
     sent = server.requests[0].json
     assert sent["max_completion_tokens"] == 64 and "max_tokens" not in sent
-    assert uses_completion_tokens("o1") and uses_completion_tokens("o3-mini") and uses_completion_tokens("gpt-5")
+    assert (
+        uses_completion_tokens("o1") and uses_completion_tokens("o3-mini") and uses_completion_tokens("gpt-5")
+    )
     assert not uses_completion_tokens("gpt-4o") and not uses_completion_tokens("o1x")
 
 
@@ -106,7 +110,9 @@ async def test_401_is_permanent_and_never_shows_the_key(server, adapter):
     with pytest.raises(PermanentModelError) as info:
         await adapter.complete(REQUEST)
     assert "OPENAI_API_KEY" in str(info.value)
-    assert FAKE_KEY not in str(info.value) and FAKE_KEY not in repr(info.value) and FAKE_KEY not in repr(adapter)
+    assert (
+        FAKE_KEY not in str(info.value) and FAKE_KEY not in repr(info.value) and FAKE_KEY not in repr(adapter)
+    )
 
 
 async def test_400_invalid_request_is_permanent(server, adapter):

@@ -82,7 +82,8 @@ class AnthropicAdapter:
             elif kind == "tool_use" and block.name == EMIT_TOOL_NAME and fields is None:
                 fields = clean_fields(block.input)
         usage = Usage(
-            input_tokens=int(message.usage.input_tokens or 0), output_tokens=int(message.usage.output_tokens or 0)
+            input_tokens=int(message.usage.input_tokens or 0),
+            output_tokens=int(message.usage.output_tokens or 0),
         )
         return ModelResponse(
             fields=fields,
@@ -99,7 +100,12 @@ class AnthropicAdapter:
         if isinstance(exc, anthropic.APIStatusError):
             body = exc.body if exc.body is not None else exc.message
             return error_from_status(
-                "anthropic", exc.status_code, error_detail(body), exc.response.headers, secrets, "ANTHROPIC_API_KEY"
+                "anthropic",
+                exc.status_code,
+                error_detail(body),
+                exc.response.headers,
+                secrets,
+                "ANTHROPIC_API_KEY",
             )
         if isinstance(exc, anthropic.APITimeoutError):
             return TransientModelError(f"anthropic: no answer within {self.timeout:g} s")

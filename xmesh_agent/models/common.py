@@ -97,7 +97,7 @@ def error_from_status(
     key_env: str = "",
     hint: str = "",
 ) -> TransientModelError | PermanentModelError:
-    """Classify one non-2xx answer: retryable (429/5xx/529/rate-limit words) or permanent (auth, bad request)."""
+    """Classify a non-2xx answer: retryable (429, 5xx, 529, rate limits) or permanent (auth, bad request)."""
     detail = redact(detail, secrets)
     message = f"{provider} HTTP {status}: {detail or 'no detail'}"
     if status in (401, 403):

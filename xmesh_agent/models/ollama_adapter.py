@@ -31,7 +31,11 @@ from xmesh_agent.roles import CAT7
 DEFAULT_HOST = "http://localhost:11434"
 EMIT_FUNCTION = {
     "type": "function",
-    "function": {"name": EMIT_TOOL_NAME, "description": EMIT_TOOL_DESCRIPTION, "parameters": EMIT_TOOL_SCHEMA},
+    "function": {
+        "name": EMIT_TOOL_NAME,
+        "description": EMIT_TOOL_DESCRIPTION,
+        "parameters": EMIT_TOOL_SCHEMA,
+    },
 }
 JSON_MODE_INSTRUCTIONS = (
     "\n\nAnswer with ONLY a JSON object. Its keys may be any of: "

@@ -26,7 +26,11 @@ from xmesh_agent.models.pricing import cost_usd
 
 EMIT_FUNCTION = {
     "type": "function",
-    "function": {"name": EMIT_TOOL_NAME, "description": EMIT_TOOL_DESCRIPTION, "parameters": EMIT_TOOL_SCHEMA},
+    "function": {
+        "name": EMIT_TOOL_NAME,
+        "description": EMIT_TOOL_DESCRIPTION,
+        "parameters": EMIT_TOOL_SCHEMA,
+    },
 }
 
 COMPLETION_TOKEN_FAMILIES = ("o1", "o3", "o4", "gpt-5")

@@ -39,7 +39,7 @@ def _family(model: str) -> str | None:
 
 
 def lookup_price(model: str, adapter: str = "") -> tuple[float, float] | None:
-    """(input, output) USD per million tokens: exact id, then Claude family, then longest prefix; else None."""
+    """(input, output) USD per million tokens: exact id, Claude family, then longest prefix; else None."""
     if adapter in LOCAL_ADAPTERS:
         return (0.0, 0.0)
     name = model.strip().lower()

@@ -1,0 +1,128 @@
+"""From a [model] config section to a ready adapter, and the dry-run checks that tell a user what is missing.
+
+Credentials come from the config's api_key or the vendor's env variable; a missing one is a
+PermanentModelError whose message says what to export. No message ever contains a key.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+import httpx
+
+from xmesh_agent.config import ModelConfig
+from xmesh_agent.models.anthropic_adapter import AnthropicAdapter
+from xmesh_agent.models.base import ModelAdapter, PermanentModelError
+from xmesh_agent.models.offline import OfflineAdapter
+from xmesh_agent.models.ollama_adapter import OllamaAdapter, ollama_base_url
+from xmesh_agent.models.openai_adapter import OpenAIAdapter
+from xmesh_agent.models.pricing import is_known
+
+KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+BASE_URL_ENV = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL"}
+KEY_PAGES = {
+    "anthropic": "https://console.anthropic.com/settings/keys",
+    "openai": "https://platform.openai.com/api-keys",
+}
+LOCAL_PLACEHOLDER_KEY = "no-key-needed"
+"""Sent to an OpenAI-compatible server on this machine, which checks no key (the SDK insists on one)."""
+OLLAMA_CHECK_TIMEOUT = 2.0
+
+
+def _base_url(cfg: ModelConfig) -> str | None:
+    env = BASE_URL_ENV.get(cfg.adapter)
+    return cfg.base_url or (os.environ.get(env) if env else None) or None
+
+
+def _is_loopback(url: str | None) -> bool:
+    host = urlsplit(url).hostname if url else None
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def resolve_key(cfg: ModelConfig) -> str | None:
+    """The key to use: config api_key, else the vendor's env variable; None when neither is set."""
+    env = KEY_ENV.get(cfg.adapter)
+    return (cfg.api_key or (os.environ.get(env) if env else None) or "").strip() or None
+
+
+def missing_key_message(adapter: str) -> str:
+    env = KEY_ENV[adapter]
+    return (
+        f"no {adapter} API key: export {env}=<your key> (get one at {KEY_PAGES[adapter]}), "
+        f"or set api_key under [model] in agent.toml"
+    )
+
+
+def build_adapter(cfg: ModelConfig) -> ModelAdapter:
+    """The adapter the config names. Raises PermanentModelError when a needed key is missing."""
+    model = cfg.model_name or ""
+    prices = {"price_input": cfg.price_input_per_mtok, "price_output": cfg.price_output_per_mtok}
+    if cfg.adapter == "offline":
+        return OfflineAdapter()
+    if cfg.adapter == "ollama":
+        return OllamaAdapter(model, base_url=cfg.base_url, timeout=cfg.timeout_seconds)
+    base_url = _base_url(cfg)
+    key = resolve_key(cfg)
+    if key is None and cfg.adapter == "openai" and _is_loopback(base_url):
+        key = LOCAL_PLACEHOLDER_KEY
+    if key is None:
+        raise PermanentModelError(missing_key_message(cfg.adapter))
+    if cfg.adapter == "anthropic":
+        return AnthropicAdapter(model, key, base_url=base_url, timeout=cfg.timeout_seconds, **prices)
+    if cfg.adapter == "openai":
+        return OpenAIAdapter(model, key, base_url=base_url, timeout=cfg.timeout_seconds, **prices)
+    raise PermanentModelError(f"unknown model adapter {cfg.adapter!r}")
+
+
+def check_adapter(cfg: ModelConfig) -> list[tuple[str, bool, str]]:
+    """Dry-run checks as (name, ok, detail); only ollama touches the network (its local host, 2 s)."""
+    checks: list[tuple[str, bool, str]] = []
+    model = cfg.model_name or ""
+    if cfg.adapter == "offline":
+        return [("model adapter", True, "offline (deterministic, no network, cost 0)")]
+    if cfg.adapter in KEY_ENV:
+        base_url = _base_url(cfg)
+        key = resolve_key(cfg)
+        where = "config api_key" if cfg.api_key else KEY_ENV[cfg.adapter]
+        if key:
+            checks.append(("model key", True, f"{cfg.adapter} {model} (key present in {where})"))
+        elif cfg.adapter == "openai" and _is_loopback(base_url):
+            checks.append(("model key", True, f"openai-compatible server at {base_url} (no key needed)"))
+        else:
+            checks.append(("model key", False, missing_key_message(cfg.adapter)))
+        if base_url:
+            checks.append(("model endpoint", True, f"base_url {base_url}"))
+    else:
+        checks.extend(_check_ollama(cfg))
+    if cfg.adapter != "ollama":
+        priced = cfg.price_input_per_mtok is not None and cfg.price_output_per_mtok is not None
+        if priced or is_known(model, cfg.adapter):
+            checks.append(("model price", True, f"{model} has a known price"))
+        else:
+            checks.append(
+                (
+                    "model price",
+                    True,
+                    f"(warn) no price known for {model}: cost will be reported as unknown; "
+                    "set price_input_per_mtok / price_output_per_mtok under [model]",
+                )
+            )
+    return checks
+
+
+def _check_ollama(cfg: ModelConfig) -> list[tuple[str, bool, str]]:
+    base = ollama_base_url(cfg.base_url)
+    model = cfg.model_name or ""
+    try:
+        resp = httpx.get(f"{base}/api/tags", timeout=OLLAMA_CHECK_TIMEOUT)
+        resp.raise_for_status()
+        names = {m.get("name") for m in resp.json().get("models", []) if isinstance(m, dict)}
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        detail = f"cannot reach Ollama at {base} ({type(exc).__name__}); start it with `ollama serve`"
+        return [("ollama host", False, detail)]
+    checks = [("ollama host", True, f"{base} answers ({len(names)} model(s))")]
+    present = model in names or f"{model}:latest" in names
+    detail = f"{model} is pulled" if present else f"{model} is not pulled: run `ollama pull {model}`"
+    checks.append(("ollama model", present, detail))
+    return checks
