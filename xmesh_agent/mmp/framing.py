@@ -30,7 +30,7 @@ def decode_body(body: bytes | str) -> dict[str, Any] | None:
     """Parse a frame body; None for anything the protocol says to drop silently."""
     try:
         frame = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is hostile input too
         return None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         return None

@@ -34,6 +34,19 @@ class KnownKey:
     source: str  # "handshake" | "gossip"
 
 
+def _sane(cmb: CMB) -> bool:
+    """Bounds the wire model leaves open; out-of-range values would break storage or hashing."""
+    return (
+        0 < len(cmb.key) <= 256
+        and 0 < len(cmb.created_by) <= 256
+        and 0 <= cmb.created_at < 2**53
+        and len(cmb.to or "") <= 256
+        and len(cmb.group or "") <= 64
+        and len(cmb.sig or "") <= 256
+        and len(cmb.fields) <= 64
+    )
+
+
 def verify_db_path(store_path: Path) -> Path | str:
     return ":memory:" if str(store_path) == ":memory:" else store_path.with_name(store_path.name + ".verify")
 
@@ -110,7 +123,7 @@ class Verifier:
 
     def check(self, cmb: CMB, sender: KnownKey) -> str | None:
         """None when the CMB may be stored and surfaced, else the reject reason for the audit log."""
-        if cmb.sig is not None and not isinstance(cmb.sig, str):
+        if not _sane(cmb):
             return "malformed"
         signed = bool(cmb.sig)
         # Audience: a signed CMB binds its group, so it must be ours exactly; an unsigned legacy
