@@ -1,0 +1,123 @@
+"""The relay client inside MeshNode, against the project's relay server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.unit.node_testkit import make_node, note, ordered_identities, poll
+from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.relay_server import RelayServer
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XMESH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XMESH_SYM_LOOPBACK_DIR", str(tmp_path / "loopback"))
+
+
+async def test_peers_meet_and_exchange_cmbs_through_the_relay(tmp_path: Path) -> None:
+    async with RelayServer(tokens=["sekret"], ping_interval=0.2) as relay:
+        a, inbox_a = make_node(tmp_path, "alice", discovery=[], relay_url=relay.url, relay_token="sekret")
+        b, inbox_b = make_node(tmp_path, "bob", discovery=[], relay_url=relay.url, relay_token="sekret")
+        await a.start()
+        await b.start()
+        try:
+            assert await a.wait_for_peers(1, 5.0) and await b.wait_for_peers(1, 5.0)
+            [pa] = a.peers()
+            assert pa.transport == "relay" and pa.name == "bob" and pa.public_key == b.identity.public_key
+            cmb = note(a.identity, "team", "over the relay")
+            assert await a.publish(cmb) == 1
+            assert await inbox_b.wait(lambda: len(inbox_b.cmbs) == 1)
+            assert b.store.source_of(cmb.key) == "alice"
+            reply = note(b.identity, "team", "directed reply", to="alice")
+            assert await b.publish(reply) == 1
+            assert await inbox_a.wait(lambda: len(inbox_a.cmbs) == 1)
+            # Several relay keepalive rounds later (relay pings every 0.2 s) both are still there.
+            assert not await inbox_a.wait(lambda: bool(inbox_a.named("peer-disconnected")), 1.0)
+            assert len(relay.peers("sekret")) == 2
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+async def test_wrong_token_channel_isolates_peers(tmp_path: Path) -> None:
+    async with RelayServer(tokens=["one", "two"], ping_interval=0.5) as relay:
+        a, _ = make_node(tmp_path, "alice", discovery=[], relay_url=relay.url, relay_token="one")
+        b, _ = make_node(tmp_path, "bob", discovery=[], relay_url=relay.url, relay_token="two")
+        await a.start()
+        await b.start()
+        try:
+            assert await poll(lambda: len(relay.peers("one")) == 1 and len(relay.peers("two")) == 1)
+            assert not await a.wait_for_peers(1, 0.5)
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+async def test_duplicate_identity_on_the_relay_reports_a_collision_and_stops(tmp_path: Path) -> None:
+    async with RelayServer(ping_interval=0.5, duplicate_window=5.0) as relay:
+        ident = NodeIdentity.generate("same")
+        a, _ = make_node(tmp_path, "same", identity=ident, discovery=[], relay_url=relay.url)
+        twin, twin_inbox = make_node(
+            tmp_path, "same", identity=ident, store_name="twin", discovery=[], relay_url=relay.url
+        )
+        await a.start()
+        assert await poll(lambda: len(relay.peers()) == 1)
+        await twin.start()
+        try:
+            assert await twin_inbox.wait(lambda: bool(twin_inbox.named("identity-collision")))
+            [event] = twin_inbox.named("identity-collision")
+            assert event["code"] == 4006 and event["name"] == "same"
+            assert twin._relay is not None
+            assert await poll(lambda: twin._relay._task is not None and twin._relay._task.done())
+            assert relay.peers() == [(ident.node_id, "same")]
+        finally:
+            await a.stop()
+            await twin.stop()
+
+
+async def test_relay_restart_reconnects_and_rehandshakes(tmp_path: Path) -> None:
+    relay = RelayServer(ping_interval=0.5)
+    await relay.start()
+    port = relay.port
+    a, inbox_a = make_node(tmp_path, "alice", discovery=[], relay_url=relay.url)
+    b, inbox_b = make_node(tmp_path, "bob", discovery=[], relay_url=relay.url)
+    await a.start()
+    await b.start()
+    try:
+        assert await a.wait_for_peers(1, 5.0)
+        await relay.stop()
+        assert await inbox_a.wait(lambda: bool(inbox_a.named("peer-disconnected")))
+        relay = RelayServer(port=port, ping_interval=0.5)
+        await relay.start()
+        assert await a.wait_for_peers(1, 5.0) and await b.wait_for_peers(1, 5.0)
+        assert await a.publish(note(a.identity, "team", "after relay restart")) == 1
+        assert await inbox_b.wait(lambda: len(inbox_b.cmbs) == 1)
+    finally:
+        await a.stop()
+        await b.stop()
+        await relay.stop()
+
+
+async def test_a_peer_on_tcp_and_relay_survives_losing_one_transport(tmp_path: Path) -> None:
+    low, high = ordered_identities("low", "high")
+    async with RelayServer(ping_interval=0.5) as relay:
+        a, inbox_a = make_node(tmp_path, "low", identity=low, relay_url=relay.url)
+        b, inbox_b = make_node(tmp_path, "high", identity=high, relay_url=relay.url)
+        await a.start()
+        await b.start()
+        try:
+            assert await poll(lambda: a.connected(high.node_id, "tcp") and a.connected(high.node_id, "relay"))
+            assert [p.transport for p in a.peers()] == ["tcp"]  # §4.6: TCP outranks the relay
+            await a._sessions[high.node_id]["tcp"].link.close()
+            assert await poll(lambda: not a.connected(high.node_id, "tcp"), 2.0)
+            assert [p.transport for p in a.peers()] in (["relay"], ["tcp"])
+            assert await a.publish(note(low, "team", "still reachable")) == 1
+            assert await inbox_b.wait(lambda: len(inbox_b.cmbs) == 1)
+            assert inbox_a.named("peer-disconnected") == [] and len(inbox_a.named("peer-connected")) == 1
+            assert await poll(lambda: a.connected(high.node_id, "tcp"), 3.0)  # the dialer comes back
+        finally:
+            await a.stop()
+            await b.stop()
