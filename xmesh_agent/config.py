@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -231,3 +232,32 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "xmesh-agent agent.toml"
     return schema
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def to_toml(config: AgentConfig | dict[str, Any]) -> str:
+    """Write a config as agent.toml (sections of scalars; `[[safety.gates]]` tables)."""
+    data = config.model_dump(exclude_none=True) if isinstance(config, AgentConfig) else config
+    out: list[str] = []
+    for section, body in data.items():
+        tables = {k: v for k, v in body.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+        out.append(f"[{section}]")
+        out += [f"{k} = {_toml_value(v)}" for k, v in body.items() if k not in tables]
+        out.append("")
+        for name, rows in tables.items():
+            for row in rows:
+                out.append(f"[[{section}.{name}]]")
+                out += [f"{k} = {_toml_value(v)}" for k, v in row.items()]
+                out.append("")
+    return "\n".join(out)

@@ -1,0 +1,135 @@
+"""The listener: every new inbound CMB becomes one wake workflow start, and nothing is lost.
+
+A CMB is first spooled in the peer's wake ledger, then started as `wake-<peer>-<cmb key>` with
+ALLOW_DUPLICATE_FAILED_ONLY + USE_EXISTING, so the same CMB never starts two wakes. While Temporal
+is unreachable the spool keeps the CMB and the start is retried until it lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.service import RPCError
+
+from workers.client import task_queue, wake_id
+from workflows import search
+from workflows.wake import WakeWorkflow
+from xmesh_agent.config import AgentConfig
+from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
+from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.wake.ledger import WakeLedger
+from xmesh_agent.wake.payloads import WakeInput
+
+log = logging.getLogger("xmesh.listener")
+
+SUMMARY_BYTES = 200
+
+
+def wake_summary(peer: str, cmb: CMB) -> str:
+    """One line for the Web UI list: 'reviewer-01 <- writer-02: implement rate-limit middleware'."""
+    topic = next((cmb.text(f) for f in ("focus", "intent", "issue") if cmb.text(f) not in ("", NEUTRAL)), "")
+    line = f"{peer} <- {cmb.created_by}: {topic}".strip().rstrip(":")
+    data = line.encode("utf-8")[:SUMMARY_BYTES]
+    return data.decode("utf-8", errors="ignore")
+
+
+def wake_details(cmb: CMB) -> str:
+    rows = "\n".join(f"| {f} | {cmb.text(f)} |" for f in CAT7 if cmb.text(f) not in ("", NEUTRAL))
+    parents = ", ".join(f"`{p}`" for p in cmb.parents) or "none (a root CMB)"
+    return (
+        f"**Trigger** `{cmb.key}` from **{cmb.created_by}** (group `{cmb.group}`)\n\n"
+        f"Parents: {parents}\n\n| field | text |\n|---|---|\n{rows}"
+    )
+
+
+class WakeStarter:
+    def __init__(self, client: Client, config: AgentConfig, store: CMBStore, ledger: WakeLedger):
+        self.client = client
+        self.config = config
+        self.store = store
+        self.ledger = ledger
+        self.task_queue = task_queue(config.group, config.name)
+        self._kick = asyncio.Event()
+        self.started = 0
+
+    async def on_cmb(self, cmb: CMB, sender: object = None) -> None:
+        """Node callback: spool, then let the start loop take it."""
+        if self.ledger.enqueue(cmb.key, cmb.created_by):
+            self._kick.set()
+
+    async def start_wake(self, cmb_key: str, *, replay_of: str | None = None) -> WorkflowHandle:
+        cmb = self.store.get(cmb_key)
+        if cmb is None:
+            raise LookupError(f"CMB {cmb_key} is not in {self.config.name}'s store")
+        workflow_id = wake_id(self.config.name, cmb_key)
+        reuse = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+        if replay_of:
+            workflow_id = f"{workflow_id}-replay-{replay_of.rsplit('-', 1)[-1][:8]}"
+            reuse = WorkflowIDReusePolicy.ALLOW_DUPLICATE
+        attrs = TypedSearchAttributes(
+            [
+                SearchAttributePair(search.PEER, self.config.name),
+                SearchAttributePair(search.GROUP, self.config.group),
+                SearchAttributePair(search.TRIGGER_AUTHOR, cmb.created_by),
+                SearchAttributePair(search.STAGE, "queued"),
+            ]
+        )
+        approval = self.config.safety.approval_timeout_seconds
+        return await self.client.start_workflow(
+            WakeWorkflow.run,
+            WakeInput(
+                peer=self.config.name,
+                group=self.config.group,
+                cmb_key=cmb_key,
+                trigger_author=cmb.created_by,
+                approval_timeout_seconds=approval,
+                replay_of=replay_of,
+            ),
+            id=workflow_id,
+            task_queue=self.task_queue,
+            id_reuse_policy=reuse,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            execution_timeout=timedelta(seconds=approval + 3600),
+            search_attributes=attrs,
+            static_summary=wake_summary(self.config.name, cmb),
+            static_details=wake_details(cmb),
+            memo={"trigger": cmb_key, "replay_of": replay_of or ""},
+            request_eager_start=True,
+        )
+
+    async def drain_once(self) -> bool:
+        """Start every spooled wake; False when Temporal did not answer (try again later)."""
+        for cmb_key, _author in self.ledger.pending():
+            try:
+                handle = await self.start_wake(cmb_key)
+            except LookupError:
+                log.warning("spooled CMB %s vanished from the store; dropping it from the spool", cmb_key)
+                self.ledger.mark_woken(cmb_key, "")
+                continue
+            except (RPCError, OSError, RuntimeError) as exc:
+                self.ledger.note_attempt(cmb_key)
+                log.warning("Temporal unreachable, %s stays spooled: %s", cmb_key, exc)
+                return False
+            self.ledger.mark_woken(cmb_key, handle.id)
+            self.started += 1
+        return True
+
+    async def run(self, retry_seconds: float = 2.0) -> None:
+        """Start loop: woken by new CMBs, retrying the spool while Temporal is away."""
+        self._kick.set()
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), timeout=retry_seconds)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            await self.drain_once()

@@ -1,0 +1,161 @@
+"""One peer process: its mesh node, its Temporal worker (workflows + activities) and its listener.
+
+`run_peer` is what `xmesh-agent run --config agent.toml` runs until SIGINT/SIGTERM; in-flight
+wakes get `graceful_shutdown_timeout` to finish before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.wake import WakeActivities
+from workers import devserver
+from workers.client import TemporalTarget, connect, task_queue
+from workers.listener import WakeStarter
+from workflows.wake import WakeWorkflow
+from xmesh_agent import paths
+from xmesh_agent.config import AgentConfig
+from xmesh_agent.identity import NodeIdentity, load_or_create_identity
+from xmesh_agent.mmp.node import MeshNode
+from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.models.factory import build_adapter
+from xmesh_agent.wake.ledger import WakeLedger
+from xmesh_agent.wake.steps import WakeSteps
+
+log = logging.getLogger("xmesh.peer")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+def status_file(peer: str) -> Path:
+    return paths.peer_dir(peer) / "peer.json"
+
+
+@dataclass
+class Peer:
+    """The parts of a running peer, wired together; `start`/`stop` bring them up and down in order."""
+
+    config: AgentConfig
+    client: Client
+    identity: NodeIdentity = field(init=False)
+    store: CMBStore = field(init=False)
+    ledger: WakeLedger = field(init=False)
+    node: MeshNode = field(init=False)
+    starter: WakeStarter = field(init=False)
+    worker: Worker = field(init=False)
+    _tasks: list[asyncio.Task] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        home = paths.ensure_dir(paths.peer_dir(cfg.name))
+        self.identity = load_or_create_identity(cfg.name)
+        self.store = CMBStore(home / "cmbs.db")
+        self.ledger = WakeLedger(home / "wakes.db")
+        self.starter = WakeStarter(self.client, cfg, self.store, self.ledger)
+        self.node = MeshNode(
+            self.identity,
+            cfg.group,
+            self.store,
+            host=cfg.mesh.host,
+            port=cfg.mesh.port,
+            static_peers=cfg.mesh.peers,
+            discovery=cfg.mesh.discovery,
+            relay_url=cfg.mesh.relay,
+            relay_token=cfg.mesh.relay_token,
+            admission=cfg.mesh.admission,
+            on_cmb=self.starter.on_cmb,
+        )
+        steps = WakeSteps(cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model))
+        self.steps = steps
+        self.worker = Worker(
+            self.client,
+            task_queue=task_queue(cfg.group, cfg.name),
+            workflows=[WakeWorkflow],
+            activities=WakeActivities(steps).all(),
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        )
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+        await self.node.start()
+        self._tasks.append(asyncio.create_task(self.starter.run(), name="listener"))
+        status_file(self.config.name).write_text(
+            json.dumps(
+                {
+                    "peer": self.config.name,
+                    "group": self.config.group,
+                    "pid": os.getpid(),
+                    "nodeId": self.identity.node_id,
+                    "port": self.node.port,
+                    "taskQueue": self.worker.task_queue,
+                    "startedAt": int(time.time() * 1000),
+                },
+                indent=2,
+            )
+        )
+
+    async def stop(self) -> None:
+        """Stop taking new CMBs, let in-flight wakes finish, then close the stores."""
+        for task in self._tasks[1:]:
+            task.cancel()
+        await self.node.stop()
+        await self.worker.shutdown()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.steps.adapter.aclose()
+        self.store.close()
+        self.ledger.close()
+        status_file(self.config.name).unlink(missing_ok=True)
+
+
+async def open_client(target: TemporalTarget | None) -> tuple[Client, bool]:
+    """Connect to the configured Temporal, or to the shared embedded one (taking a lease)."""
+    embedded = target is None
+    if embedded:
+        info = await asyncio.to_thread(devserver.acquire)
+        target = TemporalTarget(address=info.address)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await connect(target), embedded
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def run_peer(
+    config: AgentConfig, target: TemporalTarget | None, ready: asyncio.Event | None = None
+) -> int:
+    client, embedded = await open_client(target)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    peer = Peer(config, client)
+    try:
+        await peer.start()
+        log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)
+        if ready:
+            ready.set()
+        await stop.wait()
+    finally:
+        await peer.stop()
+        if embedded:
+            await asyncio.to_thread(devserver.release)
+    return 0

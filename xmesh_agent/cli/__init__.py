@@ -1,0 +1,1 @@
+"""The `xmesh-agent` command line (typer), one module per command group."""

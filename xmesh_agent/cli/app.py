@@ -1,0 +1,57 @@
+"""The `xmesh-agent` command: every subcommand lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from xmesh_agent import __version__
+from xmesh_agent.cli import demo_cmd, peer_cmds, server_cmds
+
+app = typer.Typer(
+    name="xmesh-agent",
+    help="Autonomous LLM peers on a Mesh Memory Protocol mesh; every wake a durable Temporal workflow.\n\n"
+    "Start with `xmesh-agent demo`, then `xmesh-agent init <peer> --role reviewer` and "
+    "`xmesh-agent run --config <peer>.toml`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"xmesh-agent {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", "-v", callback=_version, is_eager=True, help="Show version."
+    ),
+) -> None:
+    """Autonomous LLM peers on an MMP mesh."""
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of agent.toml (every section, key, default and bound)."""
+    from xmesh_agent.config import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+app.command("run")(peer_cmds.run)
+app.command("dry-run")(peer_cmds.dry_run)
+app.command("demo")(demo_cmd.demo)
+app.add_typer(server_cmds.app, name="server")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

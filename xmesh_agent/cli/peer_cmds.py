@@ -1,0 +1,115 @@
+"""`run` and `dry-run`: start a peer, or check that it could start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+
+from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, ConfigOption, TemporalOption, fail, load_or_exit
+from xmesh_agent.config import AgentConfig
+from xmesh_agent.roles import preset_weights
+
+
+def run(
+    config: Path = ConfigOption,
+    temporal_address: str | None = TemporalOption,
+) -> None:
+    """Run a peer until Ctrl-C or `xmesh-agent stop <peer>`.
+
+    The peer joins its mesh group, wakes on every admitted CMB as a durable Temporal workflow
+    (visible in the Web UI), and answers on the mesh inside its safety envelope.
+    """
+    cfg = load_or_exit(config)
+    from workers.client import external_target
+    from workers.devserver import ServerError
+    from workers.peer import run_peer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    target = external_target(
+        temporal_address or cfg.temporal.address, cfg.temporal.namespace, cfg.temporal.api_key
+    )
+    if cfg.model.adapter == "offline":
+        typer.echo(
+            f"{cfg.name}: using the OFFLINE model adapter (deterministic, no network, no cost)", err=True
+        )
+    try:
+        code = asyncio.run(run_peer(cfg, target))
+    except ServerError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    raise typer.Exit(code)
+
+
+def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, bool, str]]:
+    from workers.client import external_target
+    from workers.devserver import ServerError, port_open, running_server, temporal_binary
+    from xmesh_agent.models.factory import check_adapter
+
+    checks: list[tuple[str, bool, str]] = [
+        ("load config", True, f"peer={cfg.name} group={cfg.group} adapter={cfg.model.adapter}")
+    ]
+    checks += check_adapter(cfg.model)
+    weights = cfg.weights
+    checks.append(("SVAF α weights", True, " ".join(f"{k}={v:g}" for k, v in weights.items())))
+    preset = preset_weights(cfg.identity.role or "")
+    if preset and preset != weights:
+        off = ", ".join(
+            f"{k}={weights[k]:g} (preset {preset[k]:g})" for k in preset if preset[k] != weights[k]
+        )
+        checks.append(
+            ("role sanity", True, f"(warn) weights differ from the {cfg.identity.role} preset: {off}")
+        )
+    else:
+        checks.append(("role sanity", True, f"role {cfg.identity.role}"))
+    b = cfg.budget
+    checks.append(
+        (
+            "budget sanity",
+            b.max_cost_usd_per_run > 0 or cfg.model.adapter in ("offline", "ollama"),
+            f"wakes={b.max_wakes_per_minute}/min cost=${b.max_cost_usd_per_run:g}/run",
+        )
+    )
+    target = external_target(temporal_address or cfg.temporal.address)
+    if target is None:
+        try:
+            binary = temporal_binary()
+            info = running_server()
+            detail = (
+                f"embedded server running at {info.address}"
+                if info
+                else f"embedded server can start ({binary})"
+            )
+            checks.append(("temporal", True, detail))
+        except ServerError as exc:
+            checks.append(("temporal", False, str(exc)))
+    else:
+        host, _, port = target.address.rpartition(":")
+        ok = port.isdigit() and port_open(int(port), host or "127.0.0.1")
+        checks.append(("temporal", ok, f"{target.address} {'reachable' if ok else 'not reachable'}"))
+    return checks
+
+
+def dry_run(
+    config: Path = ConfigOption,
+    temporal_address: str | None = TemporalOption,
+) -> None:
+    """Check a peer's config, model adapter and Temporal without joining the mesh or calling a model.
+
+    Prints one line per check and PASS/FAIL; exits 0 when every check passes, 1 otherwise.
+    """
+    typer.echo("dry-run: no mesh join, no model call, no CMB emission")
+    typer.echo(f"config: {config}")
+    cfg = load_or_exit(config)
+    checks = _checks(cfg, temporal_address)
+    for name, ok, detail in checks:
+        typer.echo(f"  {'ok  ' if ok else 'FAIL'} | {name} — {detail}")
+    passed = sum(ok for _, ok, _ in checks)
+    verdict = "PASS" if passed == len(checks) else "FAIL"
+    typer.echo(f"{verdict} — {passed}/{len(checks)} checks passed")
+    if verdict == "PASS":
+        typer.echo(f"start it with: xmesh-agent run --config {config}")
+    raise typer.Exit(EXIT_OK if verdict == "PASS" else EXIT_FAIL)
