@@ -77,6 +77,7 @@ class MeshNode(PeeringMixin):
         reconnect_min: float = 0.5,
         reconnect_max: float = 30.0,
         connect_timeout: float = 10.0,
+        mdns_interfaces: list[str] | None = None,
     ):
         if not valid_group(group):
             raise ValueError(f"invalid mesh group {group!r}: [a-z0-9-_.]{{1,64}}")
@@ -101,12 +102,14 @@ class MeshNode(PeeringMixin):
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.connect_timeout = connect_timeout
+        self.mdns_interfaces = mdns_interfaces
         self.verifier = Verifier(
             group, identity.node_id, identity.name, verify_db_path(store.path), admission=admission
         )
         self._sessions: dict[str, dict[str, _Session]] = {}
         self._targets: dict[str, DialTarget] = {}
         self._relay_links: dict[str, RelayLink] = {}
+        self._relay_backoff: dict[str, float] = {}
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Condition()
         self._server: asyncio.base_events.Server | None = None

@@ -89,7 +89,14 @@ class PeeringMixin:
         if "mdns" in self.discovery:
             from xmesh_agent.mmp.mdns import MdnsDiscovery
 
-            self._mdns = MdnsDiscovery(self.identity, self.group, self.port, self._discovered)
+            self._mdns = MdnsDiscovery(
+                self.identity,
+                self.group,
+                self.port,
+                self._discovered,
+                host=self.host,
+                interfaces=self.mdns_interfaces,
+            )
             await self._mdns.start()
         if self.relay_url:
             from xmesh_agent.mmp.relay_client import RelayClient
@@ -158,10 +165,29 @@ class PeeringMixin:
 
     async def _relay_session(self: MeshNode, node_id: str, link: RelayLink) -> None:
         try:
-            await self.run_session(link)
+            info = await self.run_session(link)
         finally:
             if self._relay_links.get(node_id) is link:
                 del self._relay_links[node_id]
+        # A session lost while the peer is still on the relay (heartbeat, refused handshake): the
+        # opening side tries again, backing off per peer so a refusing peer is not hammered.
+        delay = (
+            self.reconnect_min
+            if info
+            else min(self._relay_backoff.get(node_id, 0) * 2 or self.reconnect_min, self.reconnect_max)
+        )
+        self._relay_backoff[node_id] = delay
+        if not link.outbound:
+            return
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        relay = self._relay
+        if (
+            self._running
+            and relay is not None
+            and node_id in relay.peers
+            and node_id not in self._relay_links
+        ):
+            self._relay_peer(node_id, relay.peers[node_id])
 
     def _relay_peer_left(self: MeshNode, node_id: str) -> None:
         link = self._relay_links.pop(node_id, None)

@@ -63,6 +63,7 @@ class RelayClient:
         self.authenticated = asyncio.Event()
         self.collision: str | None = None
         self.peers: dict[str, str] = {}
+        self._background: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -151,9 +152,9 @@ class RelayClient:
             return False
         kind = frame.get("type")
         if kind == "relay-ping":
-            asyncio.ensure_future(self.send({"type": "relay-pong"}))
+            self._later(self.send({"type": "relay-pong"}))
         elif kind == "relay-reauth":
-            asyncio.ensure_future(self.send(self._auth_frame()))
+            self._later(self.send(self._auth_frame()))
         elif kind == "relay-peers":
             self.authenticated.set()
             peers = frame.get("peers")
@@ -174,6 +175,11 @@ class RelayClient:
             if isinstance(sender, str) and sender and isinstance(payload.get("type"), str):
                 self._on_payload(sender, name if isinstance(name, str) else "", payload)
         return False
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _peer_seen(self, node_id: Any, name: Any) -> None:
         if not isinstance(node_id, str) or not node_id or node_id == self.node_id:
