@@ -13,15 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import ValidationError
-
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink, TcpLink
+from xmesh_agent.mmp.dialect_stock_frames import is_stock_handshake
 from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
+from xmesh_agent.mmp.intake import IntakeMixin
 from xmesh_agent.mmp.peering import DialTarget, PeeringMixin
 from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.mmp.verify import KnownKey, Verifier, verify_db_path
+from xmesh_agent.mmp.verify import Verifier, verify_db_path
 
 __all__ = ["MeshNode", "PeerInfo"]
 
@@ -41,6 +41,7 @@ class _Session:
         self.link = link
         self.self_id = self_id
         self.info: PeerInfo | None = None
+        self.stock = False  # the peer speaks the stock node's dialect (docs/interop.md)
         self.last_rx = time.monotonic()
         self.last_ping = 0.0
 
@@ -51,7 +52,7 @@ class _Session:
         return self.link.outbound == (self.self_id < self.info.node_id)
 
 
-class MeshNode(PeeringMixin):
+class MeshNode(PeeringMixin, IntakeMixin):
     """A node of one mesh group. See the module docstring; the public API is start/stop/peers/publish."""
 
     def __init__(
@@ -110,6 +111,7 @@ class MeshNode(PeeringMixin):
         self._targets: dict[str, DialTarget] = {}
         self._relay_links: dict[str, RelayLink] = {}
         self._relay_backoff: dict[str, float] = {}
+        self._stock_aliases: dict[str, str] = {}  # stock block key -> our cmb1 key
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Condition()
         self._server: asyncio.base_events.Server | None = None
@@ -178,7 +180,6 @@ class MeshNode(PeeringMixin):
     async def publish(self, cmb: CMB) -> int:
         """Store `cmb` as our own and send it to every peer (or only to `cmb.to`). Returns the count."""
         self.store.put(cmb, source="own")
-        frame = {"type": "cmb", "timestamp": _now_ms(), "cmb": cmb.to_wire()}
         sent = 0
         for by_kind in list(self._sessions.values()):
             best = self._best(by_kind)
@@ -186,7 +187,8 @@ class MeshNode(PeeringMixin):
                 continue
             if cmb.to and cmb.to not in (best.info.node_id, best.info.name):
                 continue
-            if await best.link.send(frame):
+            frame = self._cmb_frame_for(cmb, best)
+            if frame is not None and await best.link.send(frame):
                 sent += 1
         return sent
 
@@ -242,6 +244,7 @@ class MeshNode(PeeringMixin):
             except HandshakeError as exc:
                 log.info("refusing %s: %s", link.address, exc)
                 return None
+            session.stock = is_stock_handshake(first)
             if hs.node_id == self.identity.node_id:
                 return None
             if hs.group != self.group:
@@ -355,36 +358,3 @@ class MeshNode(PeeringMixin):
         elif kind == "peer-info":
             self._on_peer_info(frame)
         # pong, handshake repeats, error (informational, §7.2) and unknown types: nothing to do.
-
-    async def _on_cmb_frame(self, session: _Session, frame: dict[str, Any]) -> None:
-        info = session.info
-        assert info is not None
-        body = frame.get("cmb")
-        audit = {"from": info.name, "fromNodeId": info.node_id}
-        if not isinstance(body, dict):
-            self._emit("cmb-rejected", {**audit, "reason": "malformed"})
-            return
-        try:
-            cmb = CMB.from_wire(body)
-        except (ValidationError, ValueError, TypeError):
-            self._emit("cmb-rejected", {**audit, "reason": "malformed", "key": str(body.get("key"))[:80]})
-            return
-        if cmb.created_by in (self.identity.name, self.identity.node_id):
-            return  # our own block echoed back
-        if self.store.has(cmb.key):
-            return  # duplicate: already verified and surfaced once
-        sender = KnownKey(info.node_id, info.name, info.public_key, "handshake")
-        reason = self.verifier.check(cmb, sender)
-        if reason is not None:
-            self._emit(
-                "cmb-rejected",
-                {**audit, "reason": reason, "key": cmb.key[:80], "createdBy": cmb.created_by[:80]},
-            )
-            return
-        if not self.store.put(cmb, source=info.name):
-            return
-        if self.on_cmb is not None:
-            try:
-                await self.on_cmb(cmb, info)
-            except Exception:
-                log.exception("on_cmb handler failed for %s", cmb.key)

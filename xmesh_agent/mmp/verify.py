@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,15 @@ class KnownKey:
     name: str
     public_key: bytes
     source: str  # "handshake" | "gossip"
+
+
+@dataclass(frozen=True)
+class ExternalSig:
+    """A signature in another dialect: is one present, does it verify with a key, do keys match."""
+
+    signed: bool
+    verify: Callable[[bytes], bool]
+    content_ok: bool
 
 
 def _sane(cmb: CMB) -> bool:
@@ -121,16 +131,20 @@ class Verifier:
 
     # -- the checks ----------------------------------------------------------------------------
 
-    def check(self, cmb: CMB, sender: KnownKey) -> str | None:
-        """None when the CMB may be stored and surfaced, else the reject reason for the audit log."""
+    def check(self, cmb: CMB, sender: KnownKey, *, external: ExternalSig | None = None) -> str | None:
+        """None when the CMB may be stored and surfaced, else the reject reason for the audit log.
+
+        `external` carries the signature of another dialect (the stock record's mmp-sig-v2),
+        whose audience rules also allow an empty group.
+        """
         if not _sane(cmb):
             return "malformed"
-        signed = bool(cmb.sig)
+        signed = external.signed if external else bool(cmb.sig)
         # Audience: a signed CMB binds its group, so it must be ours exactly; an unsigned legacy
         # block without a group rides on the connection's group, already checked at handshake.
         if cmb.group is not None and cmb.group != self.group:
             return "wrong-group"
-        if signed and cmb.group is None:
+        if signed and cmb.group is None and external is None:
             return "wrong-group"
         if cmb.to and cmb.to not in (self.node_id, self.name):
             return "not-for-us"
@@ -140,9 +154,14 @@ class Verifier:
             author = self.resolve(cmb.created_by)
         author_ids = (cmb.created_by, author.node_id if author else "", author.name if author else "")
         if signed and author is not None:
-            if not verify_cmb_signature(cmb, author.public_key):
+            if external is not None:
+                sig_ok, content_ok = external.verify(author.public_key), external.content_ok
+            else:
+                sig_ok = verify_cmb_signature(cmb, author.public_key)
+                content_ok = key_matches(cmb, author.node_id)
+            if not sig_ok:
                 return "bad-signature"
-            if not key_matches(cmb, author.node_id):
+            if not content_ok:
                 return "key-mismatch"
             reason = self._admit_key(author)
             if reason:
@@ -158,6 +177,8 @@ class Verifier:
             reason = self._admit_key(author)
             if reason:
                 return reason
+        if external is not None:
+            return None if external.content_ok else "key-mismatch"
         if cmb.key.startswith("cmb1-") and not cmb.parents and not key_matches(cmb):
             return "key-mismatch"
         if cmb.key.startswith("cmb1-") and cmb.parents and author and not key_matches(cmb, author.node_id):

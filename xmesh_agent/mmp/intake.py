@@ -1,0 +1,129 @@
+"""CMB frames in and out of a MeshNode, in the peer's dialect: the spec's flat CMB, or the stock
+node's record (docs/interop.md). Either way one internal CMB is verified, stored and surfaced.
+
+A mixin over MeshNode; it uses the node's `identity`, `group`, `store`, `verifier`, `on_cmb` and
+`_emit`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from xmesh_agent.mmp.cmb import CMB
+from xmesh_agent.mmp.connection import PeerInfo
+from xmesh_agent.mmp.verify import ExternalSig, KnownKey
+
+if TYPE_CHECKING:
+    from xmesh_agent.mmp.node import MeshNode, _Session
+
+log = logging.getLogger(__name__)
+
+_MAX_ALIASES = 10_000
+
+
+def is_stock_record(body: dict[str, Any]) -> bool:
+    return "metadata" in body and "fields" not in body
+
+
+class IntakeMixin:
+    async def _on_cmb_frame(self: MeshNode, session: _Session, frame: dict[str, Any]) -> None:
+        info = session.info
+        assert info is not None
+        body = frame.get("cmb")
+        audit = {"from": info.name, "fromNodeId": info.node_id}
+        if not isinstance(body, dict):
+            self._emit("cmb-rejected", {**audit, "reason": "malformed"})
+            return
+        sender = KnownKey(info.node_id, info.name, info.public_key, "handshake")
+        external: ExternalSig | None = None
+        try:
+            if is_stock_record(body):
+                cmb, external = self._decode_stock(frame, sender)
+            else:
+                cmb = CMB.from_wire(body)
+        except (ValidationError, ValueError, TypeError):
+            self._emit("cmb-rejected", {**audit, "reason": "malformed", "key": str(body.get("key"))[:80]})
+            return
+        if cmb.created_by in (self.identity.name, self.identity.node_id):
+            return  # our own block echoed back
+        if self.store.has(cmb.key):
+            return  # duplicate: already verified and surfaced once
+        reason = self.verifier.check(cmb, sender, external=external)
+        if reason is not None:
+            self._emit(
+                "cmb-rejected",
+                {**audit, "reason": reason, "key": cmb.key[:80], "createdBy": cmb.created_by[:80]},
+            )
+            return
+        if not self.store.put(cmb, source=info.name):
+            return
+        if self.on_cmb is not None:
+            try:
+                await self.on_cmb(cmb, info)
+            except Exception:
+                log.exception("on_cmb handler failed for %s", cmb.key)
+
+    def _decode_stock(self: MeshNode, frame: dict[str, Any], sender: KnownKey) -> tuple[CMB, ExternalSig]:
+        """A stock record as our CMB plus its mmp-sig-v2 check. ValueError when unreadable."""
+        from xmesh_agent.mmp.dialect_stock import decode_stock_cmb
+        from xmesh_agent.mmp.dialect_stock_keys import verify_stock_record
+
+        meta = frame["cmb"].get("metadata")
+        author = meta.get("createdBy") if isinstance(meta, dict) else None
+        known = (
+            sender
+            if author == sender.name
+            else self.verifier.resolve(author if isinstance(author, str) else "")
+        )
+        decoded = decode_stock_cmb(
+            frame, author_node_id=known.node_id if known else None, aliases=self._stock_aliases
+        )
+        if len(self._stock_aliases) < _MAX_ALIASES:
+            self._stock_aliases.update(decoded.aliases)
+        record = decoded.record
+        external = ExternalSig(
+            signed=decoded.sig is not None,
+            verify=lambda key: verify_stock_record(record, key, check_content=False),
+            content_ok=decoded.key_matches,
+        )
+        return decoded.cmb, external
+
+    def _cmb_frame_for(self: MeshNode, cmb: CMB, session: _Session) -> dict[str, Any] | None:
+        """The `cmb` frame for this peer: a signed stock record for stock nodes, else the spec CMB."""
+        if not session.stock:
+            return {"type": "cmb", "timestamp": _now_ms(), "cmb": cmb.to_wire()}
+        from xmesh_agent.mmp.dialect_stock import encode_stock_cmb
+        from xmesh_agent.mmp.dialect_stock_keys import StockDialectError, stock_key_for
+
+        if cmb.created_by != self.identity.name:
+            return None  # a stock node verifies only the delivering peer's own blocks
+        info: PeerInfo | None = session.info
+        parents = []
+        for key in cmb.parents:
+            parent = self.store.get(key)
+            if parent is not None:
+                parents.append(stock_key_for(parent))
+        try:
+            frame = encode_stock_cmb(
+                cmb,
+                self.identity,
+                self.group,
+                info.node_id if (cmb.to and info) else None,
+                timestamp=_now_ms(),
+                parents=parents,
+            )
+        except StockDialectError as exc:
+            log.warning("cannot encode %s for a stock peer: %s", cmb.key, exc)
+            return None
+        if len(self._stock_aliases) < _MAX_ALIASES:
+            self._stock_aliases[frame["cmb"]["metadata"]["key"]] = cmb.key
+        return frame
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
