@@ -47,7 +47,7 @@ class WakeActivities:
     @activity.defn(name="call_model")
     async def call_model(self, inp: ModelCallInput) -> ModelReply:
         try:
-            return await self.steps.call_model(inp.wake_id, inp.plan)
+            return await self.steps.call_model(inp.wake_id, inp.plan, activity.info().attempt)
         except ModelError as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(

@@ -31,6 +31,7 @@ from xmesh_agent.identity import NodeIdentity, load_or_create_identity
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
+from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.steps import WakeSteps
 
@@ -77,7 +78,10 @@ class Peer:
             admission=cfg.mesh.admission,
             on_cmb=self.starter.on_cmb,
         )
-        steps = WakeSteps(cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model))
+        self.envelope = Envelope.open(home / "safety.db", cfg)
+        steps = WakeSteps(
+            cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.envelope
+        )
         self.steps = steps
         self.worker = Worker(
             self.client,
@@ -119,6 +123,7 @@ class Peer:
             await self.steps.adapter.aclose()
         self.store.close()
         self.ledger.close()
+        self.envelope.close()
         status_file(self.config.name).unlink(missing_ok=True)
 
 

@@ -111,7 +111,11 @@ class GateRule(Section):
 
 class SafetyConfig(Section):
     cycle_depth: Annotated[int, Field(ge=1, le=64)] = 5
-    approval_gates: Literal["default", "none"] = "default"
+    approval_gates: Literal["default", "approve", "none"] = Field(
+        default="default",
+        description="default: the built-in rules (git push, deploy, .env, secrets...) block; approve: they "
+        "wait for `xmesh-agent approve`; none: off. Secret-shaped text (private keys, API keys) always blocks.",
+    )
     gates: list[GateRule] = Field(default_factory=list, description="Custom rules, added.")
     approval_timeout_seconds: Annotated[int, Field(ge=1)] = 3600
 

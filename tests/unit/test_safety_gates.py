@@ -10,6 +10,8 @@ from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.mmp.cmb import CMBField
 from xmesh_agent.safety.gates import Gates, check_gates, redact
 
+APPROVE = SafetyConfig(approval_gates="approve")
+
 # Fake credentials, assembled from parts so no scanner mistakes this file for a leak.
 SECRETS = {
     "anthropic-api-key": "sk-ant-api03-" + "Zx9_Qw-4" * 10,
@@ -37,7 +39,9 @@ SECRETS = {
 )
 def test_default_approval_rules_fire_on_their_field(field: str, text: str, rule: str) -> None:
     v = check_gates({field: text})
-    assert v.action == "approve" and v.rule == rule and v.field == field
+    assert v.action == "block" and v.rule == rule and v.field == field
+    asked = check_gates({field: text}, APPROVE)
+    assert asked.action == "approve" and asked.rule == rule and asked.field == field
 
 
 @pytest.mark.parametrize(
@@ -70,7 +74,7 @@ def test_secret_shapes_block_on_every_field(rule: str, field: str) -> None:
 
 def test_block_wins_over_approve_and_every_hit_is_listed() -> None:
     key = SECRETS["openai-api-key"]
-    v = check_gates({"intent": "deploy now", "focus": f"use {key}"})
+    v = check_gates({"intent": "deploy now", "focus": f"use {key}"}, APPROVE)
     assert v.action == "block" and v.rule == "openai-api-key"
     assert {(h.rule, h.action) for h in v.hits} == {("deploy", "approve"), ("openai-api-key", "block")}
 
@@ -103,7 +107,9 @@ def test_custom_rules_are_added_with_their_action_and_fields() -> None:
 
 
 def test_fields_as_cmb_field_objects_and_odd_values() -> None:
-    v = check_gates({"intent": CMBField(text="deploy"), "focus": {"text": "fine"}, "mood": 42, "issue": None})
+    v = check_gates(
+        {"intent": CMBField(text="deploy"), "focus": {"text": "fine"}, "mood": 42, "issue": None}, APPROVE
+    )
     assert v.action == "approve" and v.rule == "deploy"
     assert check_gates({}).action == "pass"
 

@@ -12,6 +12,7 @@ logged, put in a workflow memo or shown in a UI without re-leaking what they cau
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ class Gates:
         safety = safety or SafetyConfig()
         rules: list[CompiledRule] = list(SECRET_RULES)
         if safety.approval_gates == "default":
+            rules.extend(dataclasses.replace(r, action="block") for r in APPROVAL_RULES)
+        elif safety.approval_gates == "approve":
             rules.extend(APPROVAL_RULES)
         rules.extend(compile_custom(r) for r in safety.gates)
         return cls(rules)

@@ -35,6 +35,10 @@ class Mesh(Protocol):
     def peers(self) -> list: ...
 
 
+ANCHOR_WINDOW = 50
+"""How many of the peer's most recent CMBs SVAF compares an inbound one against."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -47,6 +51,7 @@ class WakeSteps:
     ledger: WakeLedger
     mesh: Mesh
     adapter: ModelAdapter
+    envelope: Envelope
 
     def _cmb(self, key: str) -> CMB:
         cmb = self.store.get(key)
@@ -55,21 +60,66 @@ class WakeSteps:
         return cmb
 
     async def admit(self, cmb_key: str) -> AdmitResult:
-        self._cmb(cmb_key)
-        return AdmitResult(admitted=True, decision="aligned")
+        """SVAF per-field drift with this peer's α weights, against what it already holds."""
+        cmb = self._cmb(cmb_key)
+        anchors = self.store.recent_in_group(self.config.group, ANCHOR_WINDOW)
+        result = svaf_admit(cmb, anchors, self.config.weights, now_ms())
+        return AdmitResult(
+            admitted=result.accepted,
+            decision=result.decision,
+            drift=round(result.total_drift, 4),
+            reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
+        )
 
     async def reserve(self, wake_id: str) -> ReserveResult:
-        return ReserveResult(allowed=True)
+        """Cost caps, then the wake budget, then the breaker: a wake that may not run says why."""
+        env, now = self.envelope, now_ms()
+        cost = env.cost.check(now)
+        if not cost.allowed:
+            return ReserveResult(allowed=False, outcome=Outcome.COST_CAP, reason=cost.reason or "cost cap")
+        budget = env.budget.reserve(wake_id, now)
+        if not budget.allowed:
+            counts = budget.counts
+            return ReserveResult(
+                allowed=False,
+                outcome=Outcome.BUDGET_EXCEEDED,
+                reason=f"{budget.reason} (minute={counts.minute} hour={counts.hour} day={counts.day})",
+            )
+        permit = env.breaker.allow(now)
+        if not permit.allowed:
+            snap = permit.snapshot
+            return ReserveResult(
+                allowed=False,
+                outcome=Outcome.CIRCUIT_OPEN,
+                reason=f"circuit open after {snap.consecutive_failures} model failures",
+            )
+        warning = f"wake budget at 80% of the {budget.soft_warning} cap" if budget.soft_warning else None
+        return ReserveResult(allowed=True, warning=warning)
 
     async def assemble_context(self, cmb_key: str) -> ContextPlan:
         return plan_context(self.store, self.config, cmb_key)
 
-    async def call_model(self, wake_id: str, plan: ContextPlan) -> ModelReply:
+    async def call_model(self, wake_id: str, plan: ContextPlan, attempt: int = 1) -> ModelReply:
         request = render_request(self.store, self.config, plan)
         trigger = self._cmb(plan.cmb_key)
         request.role = self.config.identity.role or ""
         request.trigger = trigger.texts()
-        response = await self.adapter.complete(request)
+        request.max_tokens = clamp_max_tokens(request.max_tokens, self.config.model.max_tokens_per_call)
+        try:
+            response = await self.adapter.complete(request)
+        except ModelError as exc:
+            self.envelope.breaker.record_failure(now_ms(), transient=exc.transient)
+            raise
+        self.envelope.breaker.record_success(now_ms())
+        self.envelope.cost.record(
+            wake_id,
+            attempt,
+            response.cost_usd,
+            now_ms(),
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            model=response.model,
+        )
         fields = None
         if response.fields is not None:
             fields = {
@@ -88,13 +138,37 @@ class WakeSteps:
         )
 
     async def check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:
+        """Empty replies, cycles back to this peer (unless it commits to something), approval gates."""
         if not fields:
             return SafetyVerdict(action="block", outcome=Outcome.SUPPRESSED_EMPTY, reason="no field text")
-        return SafetyVerdict(action="pass")
+        trigger = self._cmb(cmb_key)
+        cycle = detect_cycle(
+            fields,
+            [trigger.key, *trigger.ancestors],
+            self.config.name,
+            self.config.safety.cycle_depth,
+            resolver=self.store.get,
+        )
+        if cycle.suspect:
+            return SafetyVerdict(
+                action="block",
+                outcome=Outcome.SUPPRESSED_CYCLE,
+                rule="self-ancestor",
+                reason=f"own CMB {cycle.hit_key} at depth {cycle.hit_depth}",
+            )
+        gate = self.envelope.gates.check(fields)
+        if gate.action == "pass":
+            return SafetyVerdict(action="pass")
+        reason = f"rule {gate.rule} on {gate.field}: {gate.excerpt}"
+        outcome = Outcome.SUPPRESSED_GATE if gate.action == "block" else None
+        return SafetyVerdict(action=gate.action, outcome=outcome, rule=gate.rule or "", reason=reason)
 
     async def emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
         """Mint, store and send the reply. Idempotent: a retried emit re-sends the same CMB."""
         trigger = self._cmb(cmb_key)
+        peers = list(self.mesh.peers())
+        route = choose_route(self.config.routing.response_routing, trigger.created_by, [p.name for p in peers])
+        to = next((p.node_id for p in peers if p.name == route.to), None) if route.to else None
         key = self.ledger.emission_of(wake_id) or content_key(
             minted_texts(fields), [trigger.key], self.identity.node_id
         )
@@ -106,8 +180,10 @@ class WakeSteps:
                 group=self.config.group,
                 created_at=now_ms(),
                 parents=[trigger],
+                to=to,
             )
             self.store.put(cmb, source="own")
         self.ledger.record_emission(wake_id, cmb.key)
         delivered = await self.mesh.publish(cmb)
-        return EmitResult(key=cmb.key, route="broadcast", to=cmb.to, delivered_to=delivered)
+        kind = "targeted" if cmb.to else "broadcast"
+        return EmitResult(key=cmb.key, route=kind, to=route.to if cmb.to else None, delivered_to=delivered)
