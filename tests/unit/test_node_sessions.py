@@ -181,3 +181,60 @@ async def test_two_nodes_in_different_groups_never_connect(tmp_path: Path) -> No
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_slow_cmb_handler_does_not_stall_the_session(tmp_path: Path) -> None:
+    import asyncio
+
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def slow_on_cmb(cmb, peer) -> None:
+        seen.append(cmb.key)
+        await release.wait()
+
+    node, inbox = make_node(tmp_path, "host", discovery=[], ping_interval=0.2, heartbeat_timeout=0.6)
+    node.on_cmb = slow_on_cmb
+    await node.start()
+    bob = NodeIdentity.generate("bob")
+    raw = await RawPeer(bob).connect(node.port)
+    try:
+        await raw.handshake()
+        first, second = note(bob, "team", "one"), note(bob, "team", "two")
+        await raw.send_cmb(first)
+        await raw.send_cmb(second)
+        assert await poll(lambda: seen == [first.key])
+        # The handler is stuck, yet pings are answered and the next block is already stored.
+        await raw.send({"type": "ping"})
+        while (frame := await raw.recv(2.0)) is not None and frame["type"] != "pong":
+            pass
+        assert frame is not None and node.store.has(second.key)
+        release.set()
+        assert await poll(lambda: seen == [first.key, second.key])
+    finally:
+        release.set()
+        await raw.close()
+        await node.stop()
+
+
+async def test_connections_that_never_handshake_are_capped(tmp_path: Path) -> None:
+    node, _ = make_node(tmp_path, "host", discovery=[], max_pending_handshakes=3, handshake_timeout=5.0)
+    await node.start()
+    idle = [await RawPeer(NodeIdentity.generate(f"idle{i}")).connect(node.port) for i in range(3)]
+    try:
+        for raw in idle:
+            assert (await raw.recv())["type"] == "handshake"
+        extra = await RawPeer(NodeIdentity.generate("extra")).connect(node.port)
+        frames, closed = await extra.frames_until_closed(2.0)
+        assert closed and frames == []
+        await extra.close()
+        await idle[0].close()
+        assert await poll(lambda: node._pending_handshakes == 2)
+        late = await RawPeer(NodeIdentity.generate("late")).connect(node.port)
+        await late.handshake()
+        assert await node.wait_for_peers(1, 2.0)
+        await late.close()
+    finally:
+        for raw in idle:
+            await raw.close()
+        await node.stop()

@@ -212,3 +212,39 @@ async def test_own_blocks_echoed_back_are_ignored(tmp_path: Path) -> None:
     finally:
         await raw.close()
         await node.stop()
+
+
+async def test_gossip_teaches_keys_but_never_overrides_a_handshake(tmp_path: Path) -> None:
+    from xmesh_agent.identity import b64url_encode
+
+    bob, carol, dave = (NodeIdentity.generate(n) for n in ("bob", "carol", "dave"))
+    node, inbox, raw_bob = await _session(tmp_path, bob)
+    try:
+        # A newcomer is told about the peers already connected (§5.6).
+        raw_dave = await RawPeer(dave).connect(node.port)
+        await raw_dave.handshake()
+        gossip = await raw_dave.recv(2.0)
+        assert gossip is not None and gossip["type"] == "peer-info"
+        assert [(p["nodeId"], p["name"]) for p in gossip["peers"]] == [(bob.node_id, "bob")]
+        assert gossip["peers"][0]["publicKey"] == bob.public_key_b64url
+        # bob vouches for carol's key (and lies about dave's, which a handshake already gave us).
+        liar = NodeIdentity.generate("dave")
+        await raw_bob.send(
+            {
+                "type": "peer-info",
+                "peers": [
+                    {"nodeId": carol.node_id, "name": "carol", "publicKey": carol.public_key_b64url},
+                    {"nodeId": dave.node_id, "name": "dave", "publicKey": b64url_encode(liar.public_key)},
+                ],
+            }
+        )
+        await raw_bob.send_cmb(note(carol, "team", "relayed from carol"))
+        await raw_bob.send_cmb(sign_cmb(note(carol, "team", "carol never said this"), bob))
+        await raw_bob.send_cmb(note(liar, "team", "fake dave"))
+        await _settle(raw_bob, inbox, node)
+        assert [c.text("focus") for c, _ in inbox.cmbs] == ["relayed from carol"]
+        assert inbox.rejects() == ["bad-signature", "bad-signature"]
+        await raw_dave.close()
+    finally:
+        await raw_bob.close()
+        await node.stop()

@@ -61,10 +61,20 @@ class IntakeMixin:
         if not self.store.put(cmb, source=info.name):
             return
         if self.on_cmb is not None:
+            # Surfaced by one worker, in arrival order, so a slow handler never stalls this
+            # session's reads (and with them its heartbeat).
+            await self._deliveries.put((cmb, info))
+
+    async def _deliver_loop(self: MeshNode) -> None:
+        while True:
+            cmb, info = await self._deliveries.get()
             try:
-                await self.on_cmb(cmb, info)
+                if self.on_cmb is not None:
+                    await self.on_cmb(cmb, info)
             except Exception:
                 log.exception("on_cmb handler failed for %s", cmb.key)
+            finally:
+                self._deliveries.task_done()
 
     def _decode_stock(self: MeshNode, frame: dict[str, Any], sender: KnownKey) -> tuple[CMB, ExternalSig]:
         """A stock record as our CMB plus its mmp-sig-v2 check. ValueError when unreadable."""

@@ -79,6 +79,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
         reconnect_max: float = 30.0,
         connect_timeout: float = 10.0,
         mdns_interfaces: list[str] | None = None,
+        max_pending_handshakes: int = 256,
     ):
         if not valid_group(group):
             raise ValueError(f"invalid mesh group {group!r}: [a-z0-9-_.]{{1,64}}")
@@ -104,6 +105,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self.reconnect_max = reconnect_max
         self.connect_timeout = connect_timeout
         self.mdns_interfaces = mdns_interfaces
+        self.max_pending_handshakes = max_pending_handshakes
         self.verifier = Verifier(
             group, identity.node_id, identity.name, verify_db_path(store.path), admission=admission
         )
@@ -111,6 +113,9 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self._targets: dict[str, DialTarget] = {}
         self._relay_links: dict[str, RelayLink] = {}
         self._relay_backoff: dict[str, float] = {}
+        self._deliveries: asyncio.Queue[tuple[CMB, PeerInfo]] = asyncio.Queue(maxsize=1000)
+        self._delivery_task: asyncio.Task | None = None
+        self._pending_handshakes = 0
         self._stock_aliases: dict[str, str] = {}  # stock block key -> our cmb1 key
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Condition()
@@ -124,6 +129,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
 
     async def start(self) -> None:
         self._running = True
+        self._delivery_task = self._spawn(self._deliver_loop(), "deliver")
         self._server = await asyncio.start_server(self._on_inbound, self.host, self._requested_port)
         self.port = self._server.sockets[0].getsockname()[1]
         for spec in self.static_peers:
@@ -140,6 +146,9 @@ class MeshNode(PeeringMixin, IntakeMixin):
                 await session.link.close()
         for link in list(self._relay_links.values()):
             link.feed(None)
+        # Blocks already stored must still surface: give the handler a moment to drain.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._deliveries.join(), 5.0)
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
@@ -220,8 +229,8 @@ class MeshNode(PeeringMixin, IntakeMixin):
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if not self._running:
-            writer.close()
+        if not self._running or self._pending_handshakes >= self.max_pending_handshakes:
+            writer.close()  # stopping, or a flood of connections that never handshake
             return
         await self.run_session(TcpLink(reader, writer, outbound=False))
 
@@ -232,11 +241,14 @@ class MeshNode(PeeringMixin, IntakeMixin):
         heartbeat: asyncio.Task | None = None
         try:
             await link.send(build_handshake(self.identity, self.group))
+            self._pending_handshakes += 1
             try:
                 first = await asyncio.wait_for(link.recv(), self.handshake_timeout)
             except TimeoutError:
                 await link.send({"type": "error", "code": 1004, "message": "handshake timeout"})
                 return None
+            finally:
+                self._pending_handshakes -= 1
             if first is None:
                 return None
             try:
