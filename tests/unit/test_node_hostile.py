@@ -132,7 +132,9 @@ async def test_node_survives_a_flood_of_malformed_input_and_keeps_serving(tmp_pa
         tmp_path, "host", discovery=[], heartbeat_timeout=5.0, ping_interval=2.0, handshake_timeout=0.8
     )
     await host.start()
-    good, good_inbox = make_node(tmp_path, "good", discovery=[], static_peers=[f"127.0.0.1:{host.port}"])
+    good, good_inbox = make_node(
+        tmp_path, "good", discovery=[], static_peers=[f"127.0.0.1:{host.port}"], heartbeat_timeout=5.0
+    )
     await good.start()
     try:
         assert await host.wait_for_peers(1, 5.0)

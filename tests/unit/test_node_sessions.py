@@ -144,14 +144,14 @@ async def test_heartbeat_pings_then_closes_a_silent_peer(tmp_path: Path) -> None
 
 
 async def test_heartbeat_keeps_a_peer_that_answers_and_pongs_our_ping(tmp_path: Path) -> None:
-    node, inbox = make_node(tmp_path, "host", discovery=[], ping_interval=0.2, heartbeat_timeout=0.6)
+    node, inbox = make_node(tmp_path, "host", discovery=[], ping_interval=0.2, heartbeat_timeout=1.0)
     await node.start()
     raw = await RawPeer(NodeIdentity.generate("awake")).connect(node.port)
     try:
         await raw.handshake()
         await raw.send({"type": "ping"})
         pongs = pings = 0
-        deadline = time.monotonic() + 1.2  # twice the heartbeat timeout
+        deadline = time.monotonic() + 1.6  # well past the heartbeat timeout
         while time.monotonic() < deadline:
             frame = await raw.recv(max(0.01, deadline - time.monotonic()))
             if frame is None:
