@@ -181,3 +181,37 @@ async def test_wait_for_peers_times_out_and_registry_skips_foreign_entries(tmp_p
         assert await poll(lambda: not a._targets, 0.1)
     finally:
         await a.stop()
+
+
+async def test_a_peer_that_drops_us_right_after_the_handshake_is_redialed_with_backoff(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from xmesh_agent.identity import NodeIdentity
+    from xmesh_agent.mmp import framing
+    from xmesh_agent.mmp.handshake import build_handshake
+
+    rude = NodeIdentity.generate("rude")
+    accepted = 0
+
+    async def handshake_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.write(framing.encode_frame(build_handshake(rude, "team")))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handshake_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    a, _ = make_node(tmp_path, "patient", discovery=[], static_peers=[f"127.0.0.1:{port}"])
+    await a.start()
+    try:
+        assert await poll(lambda: accepted >= 3, 3.0)
+        before = accepted
+        await asyncio.sleep(1.0)  # measuring a rate: the interval itself is the point here
+        assert accepted - before <= 8, accepted - before  # reconnect_max 0.3 s: at most ~1 per 0.15 s
+    finally:
+        await a.stop()
+        server.close()
+        await server.wait_closed()

@@ -39,6 +39,7 @@ class Link:
     kind: TransportKind = "tcp"
     address: str = ""
     outbound: bool = False
+    remote_node_id: str | None = None  # set once the peer's handshake has been read
 
     async def send(self, frame: dict[str, Any]) -> bool:  # pragma: no cover - interface
         raise NotImplementedError

@@ -8,6 +8,7 @@ A mixin over MeshNode; it uses the node's `identity`, `group`, `store`, `verifie
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -134,6 +135,4 @@ class IntakeMixin:
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)

@@ -32,10 +32,6 @@ OnEvent = Callable[[str, dict], None]
 _TRANSPORT_RANK = {"tcp": 0, "relay": 1}
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class _Session:
     def __init__(self, link: Link, self_id: str):
         self.link = link
@@ -259,7 +255,9 @@ class MeshNode(PeeringMixin, IntakeMixin):
             session.stock = is_stock_handshake(first)
             if hs.node_id == self.identity.node_id:
                 return None
-            if hs.group != self.group:
+            if hs.group == self.group:
+                link.remote_node_id = hs.node_id
+            else:
                 log.info("refusing %s (%s): group %r is not ours", hs.name, link.address, hs.group)
                 return None
             session.info = PeerInfo(

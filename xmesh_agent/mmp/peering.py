@@ -259,7 +259,7 @@ class PeeringMixin:
                         )
                     )
                 continue
-            info = None
+            info, link, started = None, None, time.monotonic()
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(target.host, target.port), self.connect_timeout
@@ -267,12 +267,17 @@ class PeeringMixin:
             except (OSError, TimeoutError):
                 pass
             else:
-                info = await self.run_session(TcpLink(reader, writer, outbound=True))
+                link = TcpLink(reader, writer, outbound=True)
+                info = await self.run_session(link)
+            if link is not None and link.remote_node_id and target.node_id is None:
+                # Even a refused duplicate tells us who listens there, so we can wait instead.
+                target.node_id = link.remote_node_id
             if info is not None:
-                target.node_id, target.name = info.node_id, info.name
-                backoff = self.reconnect_min
-                continue
+                target.name = info.name
             if not self._running or target.removed:
                 return
+            # A session that held for a while earns a quick redial; one dropped at once backs off.
+            if info is not None and time.monotonic() - started > max(2.0, self.heartbeat_timeout):
+                backoff = self.reconnect_min
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self.reconnect_max)
