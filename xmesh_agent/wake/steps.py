@@ -12,9 +12,12 @@ from typing import Protocol
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
+from xmesh_agent.mmp.encoder import admit as svaf_admit
 from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.models.base import ModelAdapter
+from xmesh_agent.models.base import ModelAdapter, ModelError
+from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
 from xmesh_agent.wake.context import plan_context, render_request
+from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import (
     AdmitResult,
