@@ -121,3 +121,54 @@ async def test_a_peer_on_tcp_and_relay_survives_losing_one_transport(tmp_path: P
         finally:
             await a.stop()
             await b.stop()
+
+
+async def test_client_against_a_scripted_relay_harness(tmp_path: Path) -> None:
+    """Garbage, keepalive, re-auth and a 4004 replacement, from a relay that follows a script."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.server import serve
+
+    connections = 0
+    seen: list[dict] = []
+    script_done = asyncio.Event()
+
+    async def harness(ws) -> None:
+        nonlocal connections
+        connections += 1
+        seen.append(json.loads(await ws.recv()))
+        for junk in ("not json", "[1,2]", '{"type": 5}', '{"payload": "x"}', '{"from": "a", "payload": {}}'):
+            await ws.send(junk)
+        await ws.send(b"\x00\x01binary")
+        await ws.send(json.dumps({"type": "relay-peers", "peers": [1, {"nodeId": 7}, {"offline": True}]}))
+        await ws.send(json.dumps({"type": "relay-ping"}))
+        seen.append(json.loads(await ws.recv()))
+        await ws.send(json.dumps({"type": "relay-reauth"}))
+        seen.append(json.loads(await ws.recv()))
+        await ws.close(4004, "replaced by new connection")
+        script_done.set()
+
+    async with serve(harness, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        node, inbox = make_node(
+            tmp_path, "solo", discovery=[], relay_url=f"ws://127.0.0.1:{port}", relay_token="t0k"
+        )
+        await node.start()
+        try:
+            assert await inbox.wait(lambda: bool(inbox.named("identity-collision")))
+            assert inbox.named("identity-collision")[0]["code"] == 4004
+            auth, pong, reauth = seen
+            assert auth == {
+                "type": "relay-auth",
+                "nodeId": node.identity.node_id,
+                "name": "solo",
+                "token": "t0k",
+            }
+            assert pong == {"type": "relay-pong"} and reauth == auth
+            assert node.peers() == []
+            await asyncio.wait_for(script_done.wait(), 2.0)
+            # No reconnect after 4004: give the client several backoff periods to (wrongly) return.
+            assert not await poll(lambda: connections > 1, 0.8)
+        finally:
+            await node.stop()
