@@ -44,7 +44,11 @@ class OfflineAdapter:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         if not request.messages:
             raise PermanentModelError("offline: a model call needs at least one message")
-        trigger = {k: v for k, v in request.trigger.items() if k in CAT7 and isinstance(v, str) and v.strip()}
+        trigger = {
+            k: v
+            for k, v in request.trigger.items()
+            if k in CAT7 and isinstance(v, str) and v.strip() and v.strip().lower() != "neutral"
+        }
         role = (request.role or "generic").strip() or "generic"
         subject = _shorten(
             trigger.get("focus")
