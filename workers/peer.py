@@ -111,11 +111,14 @@ class Peer:
         )
 
     async def stop(self) -> None:
-        """Stop taking new CMBs, let in-flight wakes finish, then close the stores."""
+        """Stop starting wakes, let in-flight ones finish (they still emit), then leave the mesh.
+
+        CMBs that arrive while draining are spooled in the wake ledger and woken on the next start.
+        """
         for task in self._tasks[1:]:
             task.cancel()
-        await self.node.stop()
         await self.worker.shutdown()
+        await self.node.stop()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
