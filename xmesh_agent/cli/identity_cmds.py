@@ -1,0 +1,164 @@
+"""`keygen`, `fingerprint`, `trust`: a peer's ed25519 identity and the operator's pinned keys.
+
+Every CMB a peer emits is signed with its key; peers in `strict` admission accept only authors whose
+key an operator pinned with `trust add` after comparing keyprints out of band.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, print_json
+
+trust_app = typer.Typer(
+    help='Pin, list and unpin peers\' public keys per mesh group (used by `admission = "strict"`).\n\n'
+    "Example: on the other machine run `xmesh-agent fingerprint writer-01`, compare the keyprint by "
+    "phone or chat, then `xmesh-agent trust add --group team --peer writer-01 --public-key <b64url>`.",
+    no_args_is_help=True,
+)
+
+
+def _show(identity, header: str) -> None:  # noqa: ANN001 - xmesh_agent.identity.NodeIdentity
+    from xmesh_agent.identity import fingerprint as full_fingerprint
+    from xmesh_agent.identity import key_paths
+
+    typer.echo(header)
+    typer.echo(f"  peer:        {identity.name}")
+    typer.echo("  algorithm:   ed25519")
+    typer.echo(f"  node id:     {identity.node_id}")
+    typer.echo(f"  keyprint:    {identity.keyprint}")
+    typer.echo(f"  fingerprint: {full_fingerprint(identity.public_key)}")
+    typer.echo(f"  public key:  {identity.public_key_b64url}")
+    if identity.created_at:
+        typer.echo(f"  created:     {identity.created_at}")
+    typer.echo(f"  key file:    {key_paths(identity.name)[0]}")
+
+
+def _check_peer(peer: str) -> None:
+    import re
+
+    from xmesh_agent.config import NAME_PATTERN
+
+    if not re.match(NAME_PATTERN, peer):
+        fail(f"invalid peer name {peer!r}: letters, digits, '.', '_' and '-', at most 64", EXIT_USAGE)
+
+
+def keygen(
+    peer: str = typer.Argument(..., help="The peer's name (as in [identity] name)."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing key (peers that pinned it must re-pin)."
+    ),
+) -> None:
+    """Create the peer's ed25519 signing key under ~/.xmesh/keys (private key mode 0600).
+
+    `xmesh-agent run` creates one on first start anyway; run keygen to share the public key for
+    `trust add` before the first start. Example: `xmesh-agent keygen reviewer-01`.
+    """
+    from xmesh_agent.identity import KeyExistsError, NodeIdentity, load_identity, save_identity
+
+    _check_peer(peer)
+    identity = NodeIdentity.generate(peer)
+    try:
+        path = save_identity(identity, force=force)
+    except KeyExistsError:
+        existing = load_identity(peer)
+        shown = existing.keyprint if existing else "unreadable"
+        typer.echo(f"a key for {peer} already exists (keyprint {shown}); --force replaces it")
+        raise typer.Exit(EXIT_FAIL) from None
+    _show(identity, f"created {path}")
+    typer.echo(
+        "share the public key; others pin it with `xmesh-agent trust add --group … --peer … --public-key …`"
+    )
+
+
+def fingerprint(peer: str = typer.Argument(..., help="The peer whose key to show.")) -> None:
+    """Show a peer's keyprint (16 hex), full fingerprint (64 hex SHA-256) and public key.
+
+    Compare the keyprint with the other operator before `trust add`. Example:
+    `xmesh-agent fingerprint reviewer-01`.
+    """
+    from xmesh_agent.identity import load_identity
+
+    _check_peer(peer)
+    try:
+        identity = load_identity(peer)
+    except (OSError, ValueError) as exc:
+        fail(f"the key of {peer} is unreadable: {exc}")
+    if identity is None:
+        typer.echo(f"no key for {peer} (create one with `xmesh-agent keygen {peer}`)")
+        raise typer.Exit(EXIT_FAIL)
+    _show(identity, f"identity of {peer}")
+
+
+GroupOption = typer.Option(..., "--group", "-g", help="The mesh group the pin applies to.")
+
+
+@trust_app.command("add")
+def trust_add(
+    group: str = GroupOption,
+    peer: str = typer.Option(..., "--peer", "-p", help="The peer's name."),
+    public_key: str = typer.Option(..., "--public-key", "-k", help="Its public key, base64url (32 bytes)."),
+) -> None:
+    """Pin a peer's public key for a group (replaces an earlier pin of that peer).
+
+    Example: `xmesh-agent trust add --group team --peer writer-01 --public-key Yx0…`.
+    """
+    from xmesh_agent.identity import b64url_decode
+    from xmesh_agent.identity import fingerprint as full_fingerprint
+    from xmesh_agent.mmp import trust
+
+    try:
+        path = trust.add(group, peer, public_key)
+    except trust.TrustError as exc:
+        fail(f"not trusted: {exc}", EXIT_USAGE)
+    raw = b64url_decode(public_key.strip())
+    typer.echo(f"trusted {peer} in group {group} ({path})")
+    typer.echo(f"  keyprint:    {full_fingerprint(raw)[:16]}")
+    typer.echo(f"  fingerprint: {full_fingerprint(raw)}")
+    typer.echo(
+        "  verify this keyprint with the peer's operator (`xmesh-agent fingerprint <peer>`) before relying on it"
+    )
+
+
+@trust_app.command("list")
+def trust_list(
+    group: str = GroupOption,
+    as_json: bool = typer.Option(False, "--json", help="A JSON list of {peer, keyprint, publicKey}."),
+) -> None:
+    """List the pinned keys of a group. Example: `xmesh-agent trust list --group team`."""
+    from xmesh_agent.identity import b64url_decode, keyprint
+    from xmesh_agent.mmp import trust
+
+    try:
+        pins = trust.list(group)
+    except trust.TrustError as exc:
+        fail(str(exc), EXIT_USAGE)
+    rows = [{"peer": p, "keyprint": keyprint(b64url_decode(k)), "publicKey": k} for p, k in pins.items()]
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        typer.echo(f"no trusted keys in group {group}")
+    else:
+        for row in rows:
+            typer.echo(f"{row['keyprint']}  {row['peer']}  {row['publicKey']}")
+    raise typer.Exit(EXIT_OK)
+
+
+@trust_app.command("remove")
+def trust_remove(
+    group: str = GroupOption,
+    peer: str = typer.Option(..., "--peer", "-p", help="The peer to unpin."),
+) -> None:
+    """Unpin a peer's key: in strict groups its CMBs are refused from now on.
+
+    Example: `xmesh-agent trust remove --group team --peer writer-01`.
+    """
+    from xmesh_agent.mmp import trust
+
+    try:
+        removed = trust.remove(group, peer)
+    except trust.TrustError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if not removed:
+        fail(f"{peer} is not pinned in group {group}")
+    typer.echo(f"removed {peer} from group {group}")
