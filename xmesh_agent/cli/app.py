@@ -7,7 +7,7 @@ import json
 import typer
 
 from xmesh_agent import __version__
-from xmesh_agent.cli import demo_cmd, peer_cmds, server_cmds
+from xmesh_agent.cli import demo_cmd, identity_cmds, peer_cmds, server_cmds, setup_cmds, wakes_cmds
 
 app = typer.Typer(
     name="xmesh-agent",
@@ -47,6 +47,16 @@ app.command("run")(peer_cmds.run)
 app.command("dry-run")(peer_cmds.dry_run)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(server_cmds.app, name="server")
+app.command("init")(setup_cmds.init)
+app.command("doctor")(setup_cmds.doctor)
+app.command("migrate")(setup_cmds.migrate)
+app.command("keygen")(identity_cmds.keygen)
+app.command("fingerprint")(identity_cmds.fingerprint)
+app.add_typer(identity_cmds.trust_app, name="trust")
+app.add_typer(wakes_cmds.wakes_app, name="wakes")
+app.command("replay")(wakes_cmds.replay)
+app.command("approve")(wakes_cmds.approve)
+app.command("deny")(wakes_cmds.deny)
 
 
 def main() -> None:

@@ -1,0 +1,158 @@
+"""Looking at wakes from outside a peer: list them from Temporal visibility, export a history, decide.
+
+Every wake is a `WakeWorkflow` tagged with our search attributes, so an operator needs no peer
+process to see what happened: visibility answers "which wakes, why did they end like that".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows import search
+from xmesh_agent.wake.payloads import ApprovalDecision
+
+WORKFLOW_TYPE = "WakeWorkflow"
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_KEY_IN_ID = re.compile(r"(cmb1-[0-9a-f]{64})")
+_QUOTE_SAFE = re.compile(r"^[A-Za-z0-9_.:+-]{1,128}$")
+
+
+class InspectError(Exception):
+    """A request about wakes that cannot be answered; the message says why in the user's terms."""
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`1h`, `30m`, `2d`, `1w` back from now, or an ISO date/time (`2026-11-25`, `2026-11-25T08:00`)."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text)
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InspectError(
+            f"--since {text!r}: use a duration like 1h, 30m, 2d or a date like 2026-11-25"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _quoted(name: str, value: str) -> str:
+    if not _QUOTE_SAFE.match(value):
+        raise InspectError(f"{name} {value!r}: only letters, digits and . _ - : + are allowed")
+    return f"'{value}'"
+
+
+def wake_query(
+    peer: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    group: str | None = None,
+) -> str:
+    """The visibility query for wakes matching the filters (all wakes when none is given)."""
+    parts = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+    if peer:
+        parts.append(f"{search.PEER.name} = {_quoted('--peer', peer)}")
+    if group:
+        parts.append(f"{search.GROUP.name} = {_quoted('--group', group)}")
+    if outcome:
+        parts.append(f"{search.OUTCOME.name} = {_quoted('--outcome', outcome)}")
+    if since:
+        parts.append(f"StartTime > '{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'")
+    return " AND ".join(parts)
+
+
+def trigger_from_id(workflow_id: str) -> str | None:
+    """The trigger CMB key inside a wake id `wake-<peer>-<cmb key>[-replay-<n>]`."""
+    match = _KEY_IN_ID.search(workflow_id)
+    return match.group(1) if match else None
+
+
+@dataclass
+class WakeRow:
+    """One wake as `xmesh-agent wakes` shows it."""
+
+    workflow_id: str
+    peer: str | None
+    group: str | None
+    trigger_author: str | None
+    trigger_key: str | None
+    outcome: str | None
+    stage: str | None
+    status: str
+    tokens: int | None
+    cost_usd: float | None
+    start_time: str | None
+    replay_of: str | None
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+async def _row(wf: WorkflowExecution) -> WakeRow:
+    attrs = wf.typed_search_attributes
+    try:
+        memo = await wf.memo()
+    except Exception:  # noqa: BLE001 - a memo we cannot decode only costs us the trigger column
+        memo = {}
+    result = memo.get("result") if isinstance(memo.get("result"), dict) else {}
+    cost = attrs.get(search.COST)
+    if cost is None and result:
+        cost = result.get("cost_usd")
+    return WakeRow(
+        workflow_id=wf.id,
+        peer=attrs.get(search.PEER),
+        group=attrs.get(search.GROUP),
+        trigger_author=attrs.get(search.TRIGGER_AUTHOR),
+        trigger_key=(memo.get("trigger") or None) or trigger_from_id(wf.id),
+        outcome=attrs.get(search.OUTCOME),
+        stage=attrs.get(search.STAGE),
+        status=wf.status.name.lower() if wf.status else "unknown",
+        tokens=attrs.get(search.TOKENS),
+        cost_usd=cost,
+        start_time=wf.start_time.astimezone(UTC).isoformat(timespec="seconds") if wf.start_time else None,
+        replay_of=memo.get("replay_of") or None,
+    )
+
+
+async def list_wakes(client: Client, query: str, limit: int | None = 50) -> list[WakeRow]:
+    """Wakes matching a visibility query, newest first."""
+    try:
+        return [await _row(wf) async for wf in client.list_workflows(query, limit=limit)]
+    except RPCError as exc:
+        raise InspectError(f"Temporal rejected the wake query ({exc.message})") from None
+
+
+async def export_history(client: Client, workflow_id: str) -> str:
+    """The wake's full event history as Temporal's JSON (what `replay --history` reads back)."""
+    try:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as exc:
+        raise rpc_error(workflow_id, exc) from None
+    return history.to_json()
+
+
+def rpc_error(workflow_id: str, exc: RPCError) -> InspectError:
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return InspectError(f"no wake {workflow_id!r} (see `xmesh-agent wakes` for ids)")
+    return InspectError(f"Temporal: {exc.message}")
+
+
+async def decide(client: Client, workflow_id: str, decision: ApprovalDecision) -> str:
+    """Send the operator's approve/deny to a wake waiting at an approval gate; returns the wake's answer."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await handle.execute_update("decide", decision, result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause or exc)
+        raise InspectError(f"{workflow_id}: {message}") from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND and "completed" in exc.message.lower():
+            raise InspectError(f"{workflow_id}: this wake has already finished") from None
+        raise rpc_error(workflow_id, exc) from None

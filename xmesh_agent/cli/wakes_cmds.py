@@ -1,0 +1,228 @@
+"""`wakes`, `replay`, `approve`, `deny`: an operator's view of and hand on wakes, through Temporal.
+
+None of these need the peer's process except to execute a replay or finish an approved wake: they
+talk to Temporal (visibility, histories, workflow updates), where every wake is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+
+from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail, print_json
+
+T = TypeVar("T")
+
+wakes_app = typer.Typer(
+    help="List wakes from Temporal visibility (newest first), or export one wake's history.\n\n"
+    "Every inbound CMB a peer admits becomes one wake workflow; this shows how each ended.\n\n"
+    "Examples: `xmesh-agent wakes --peer reviewer-01 --since 1h`, "
+    "`xmesh-agent wakes --outcome suppressed-gate --json`, `xmesh-agent wakes export <id> > h.json`.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T:
+    """Connect (flag, TEMPORAL_ADDRESS, else the running embedded server) and run `action(client)`."""
+    from workers.client import TemporalTarget, connect, external_target
+    from workers.devserver import running_server
+    from workers.inspect import InspectError
+
+    target = external_target(temporal_address)
+    if target is None:
+        info = running_server()
+        if info is None:
+            fail(
+                "the embedded Temporal server is not running (start a peer with `xmesh-agent run`, or "
+                "`xmesh-agent server`), or pass --temporal-address"
+            )
+        target = TemporalTarget(address=info.address)
+
+    async def go() -> T:
+        try:
+            client = await connect(target)
+        except RuntimeError as exc:
+            fail(f"cannot reach Temporal at {target.address}: {exc}")
+        return await action(client)
+
+    try:
+        return asyncio.run(go())
+    except InspectError as exc:
+        fail(str(exc))
+
+
+def _table(rows: list) -> None:
+    headers = ("WORKFLOW ID", "PEER", "FROM", "OUTCOME", "STAGE", "STATUS", "TOKENS", "COST", "STARTED")
+    lines = [
+        (
+            r.workflow_id,
+            r.peer or "?",
+            r.trigger_author or "?",
+            r.outcome or "-",
+            r.stage or "-",
+            r.status,
+            "-" if r.tokens is None else str(r.tokens),
+            "-" if r.cost_usd is None else f"${r.cost_usd:.6f}",
+            r.start_time or "?",
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    for line in [headers, *lines]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+@wakes_app.callback()
+def wakes(
+    ctx: typer.Context,
+    peer: str | None = typer.Option(None, "--peer", "-p", help="Only this peer's wakes."),
+    outcome: str | None = typer.Option(
+        None, "--outcome", "-o", help="Only wakes that ended so: emitted, suppressed-gate, denied, failed, …"
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        "-s",
+        help="Only wakes started after: a duration (30m, 1h, 2d) or a date (2026-11-25).",
+    ),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many wakes."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON list (workflow_id, outcome, trigger_key, …)."),
+    temporal_address: str | None = TemporalOption,
+) -> None:
+    """List wakes: id, peer, trigger author, outcome, stage, status, tokens, cost, start time."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from workers.inspect import InspectError, list_wakes, parse_since, wake_query
+
+    try:
+        query = wake_query(peer, outcome, parse_since(since) if since else None)
+    except InspectError as exc:
+        fail(str(exc), EXIT_USAGE)
+    rows = _run(temporal_address, lambda client: list_wakes(client, query, limit))
+    if as_json:
+        print_json([r.as_json() for r in rows])
+    elif not rows:
+        typer.echo("no wakes match (peers wake on admitted CMBs; `xmesh-agent demo` shows some)")
+    else:
+        _table(rows)
+    raise typer.Exit(EXIT_OK)
+
+
+@wakes_app.command("export")
+def export(
+    workflow_id: str = typer.Argument(..., help="The wake's workflow id (from `xmesh-agent wakes`)."),
+    temporal_address: str | None = TemporalOption,
+) -> None:
+    """Print one wake's full event history as JSON, to keep for `xmesh-agent replay --history FILE`.
+
+    Example: `xmesh-agent wakes export wake-reviewer-01-cmb1-… > wake.json`.
+    """
+    from workers.inspect import export_history
+
+    typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id)))
+
+
+def replay(
+    workflow_id: str | None = typer.Argument(None, help="The wake to re-run (a failed or suppressed one)."),
+    history: Path | None = typer.Option(
+        None, "--history", help="Check this recorded history (JSON) against the current workflow code."
+    ),
+    check_id: str | None = typer.Option(
+        None, "--workflow-id", help="Fetch this wake's history from Temporal (with --check and/or --save)."
+    ),
+    check: bool = typer.Option(False, "--check", help="Replay the history against the current code."),
+    save: Path | None = typer.Option(None, "--save", help="Write the fetched history to this file."),
+    force: bool = typer.Option(False, "--force", help="Replay even a wake that already emitted."),
+    temporal_address: str | None = TemporalOption,
+) -> None:
+    """Re-run a wake as a new linked workflow, or check recorded histories for non-determinism.
+
+    `replay <id>`: re-runs a failed or suppressed wake from its trigger CMB as `<id>-replay-<n>`
+    (memo replay_of=<id>); the peer must be running, its worker executes the new wake.
+
+    `replay --history FILE` / `replay --workflow-id ID --check`: runs the CURRENT WakeWorkflow code
+    against the recorded events, the way a worker does after an upgrade. Exit 0 "replays cleanly",
+    exit 1 on non-determinism (deploying this code would stall such wakes). `--save FILE` keeps it.
+
+    Examples: `xmesh-agent replay wake-reviewer-01-cmb1-…`,
+    `xmesh-agent replay --workflow-id wake-… --save wake.json`, `xmesh-agent replay --history wake.json`.
+    """
+    from workers.inspect import export_history
+    from workers.replay import check_history, load_history, replay_wake
+
+    if history is not None:
+        if workflow_id or check_id:
+            fail("--history checks a file; do not also give a workflow id", EXIT_USAGE)
+        try:
+            text = history.read_text()
+        except OSError as exc:
+            fail(f"cannot read {history}: {exc.strerror}", EXIT_USAGE)
+        _report(asyncio.run(_check_text(text, history.stem, check_history, load_history)))
+    target_id = check_id or workflow_id
+    if target_id is None:
+        fail("give a workflow id to replay, or --history FILE / --workflow-id ID --check", EXIT_USAGE)
+    if check_id or check or save:
+        text = _run(temporal_address, lambda client: export_history(client, target_id))
+        if save:
+            save.write_text(text)
+            typer.echo(f"saved the history of {target_id} to {save}")
+        if check or not save:
+            _report(asyncio.run(_check_text(text, target_id, check_history, load_history)))
+        raise typer.Exit(EXIT_OK)
+    handle = _run(temporal_address, lambda client: replay_wake(client, target_id, force=force))
+    typer.echo(f"started {handle.id} (replay_of {target_id}); follow it with `xmesh-agent wakes`")
+
+
+async def _check_text(text: str, workflow_id: str, check_history: Callable, load_history: Callable):
+    from workers.inspect import InspectError
+
+    try:
+        return await check_history(load_history(text, workflow_id))
+    except InspectError as exc:
+        fail(str(exc))
+
+
+def _report(result) -> None:  # noqa: ANN001 - workers.replay.ReplayCheck, imported lazily
+    typer.echo(result.message, err=not result.ok)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAIL)
+
+
+def approve(
+    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
+    by: str = typer.Option("operator", "--by", help="Who approves (recorded in the wake's history)."),
+    temporal_address: str | None = TemporalOption,
+) -> None:
+    """Let a wake that an `approve` gate paused emit its reply.
+
+    Gates with action "approve" (or approval_gates = "approve") pause a wake until a human decides;
+    `xmesh-agent wakes --outcome …` or the Web UI shows which wait. Example:
+    `xmesh-agent approve wake-writer-01-cmb1-… --by alice`.
+    """
+    _decide(workflow_id, True, by, "", temporal_address)
+
+
+def deny(
+    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded as the wake's outcome reason)."),
+    by: str = typer.Option("operator", "--by", help="Who denies."),
+    temporal_address: str | None = TemporalOption,
+) -> None:
+    """Stop a wake that an `approve` gate paused: it ends `denied` and emits nothing.
+
+    Example: `xmesh-agent deny wake-writer-01-cmb1-… --reason "no deploys on Fridays"`.
+    """
+    _decide(workflow_id, False, by, reason, temporal_address)
+
+
+def _decide(workflow_id: str, approved: bool, by: str, reason: str, temporal_address: str | None) -> None:
+    from workers.inspect import decide
+    from xmesh_agent.wake.payloads import ApprovalDecision
+
+    decision = ApprovalDecision(approved=approved, by=by, reason=reason)
+    answer = _run(temporal_address, lambda client: decide(client, workflow_id, decision))
+    typer.echo(f"{workflow_id}: {answer}")
