@@ -12,11 +12,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from xmesh_agent import paths
+
+if TYPE_CHECKING:
+    from xmesh_agent.mmp.e2e import X25519KeyPair
 
 
 def b64url_encode(data: bytes) -> str:
@@ -132,3 +136,30 @@ def load_or_create_identity(peer: str) -> NodeIdentity:
         identity = NodeIdentity.generate(peer)
         save_identity(identity)
     return identity
+
+
+def e2e_key_path(peer: str) -> Path:
+    """The peer's X25519 private key for stock-node end-to-end encryption (raw 32 bytes, base64url)."""
+    return paths.keys_dir() / f"{peer}.x25519"
+
+
+def load_or_create_e2e_keypair(peer: str) -> X25519KeyPair:
+    """The peer's persistent X25519 keypair: stock nodes encrypt to the key we announce, so it must
+    survive restarts (a new key would make them send ciphertext we cannot open until they re-handshake).
+    """
+    from xmesh_agent.mmp.e2e import X25519KeyPair  # noqa: PLC0415 - keeps identity free of mmp at import
+
+    key_file = e2e_key_path(peer)
+    if key_file.exists():
+        try:
+            return X25519KeyPair.from_private_bytes(b64url_decode(key_file.read_text().strip()))
+        except ValueError:
+            pass  # corrupt: replace it below, as a fresh key only costs peers a re-handshake
+    pair = X25519KeyPair.generate()
+    paths.ensure_dir(key_file.parent)
+    tmp = key_file.with_suffix(".x25519.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(b64url_encode(pair.private_key) + "\n")
+    os.replace(tmp, key_file)
+    return pair

@@ -33,9 +33,10 @@ def valid_group(group: str) -> bool:
     return bool(GROUP_RE.match(group))
 
 
-def build_handshake(identity: NodeIdentity, group: str) -> dict[str, Any]:
-    """Our announcement. `room` repeats the group because stock nodes read that name."""
-    return {
+def build_handshake(identity: NodeIdentity, group: str, e2e_public_key: str | None = None) -> dict[str, Any]:
+    """Our announcement. `room` repeats the group because stock nodes read that name; `e2ePublicKey`
+    (X25519 SPKI, base64) makes stock nodes encrypt what they send us (docs/interop.md)."""
+    frame = {
         "type": "handshake",
         "nodeId": identity.node_id,
         "name": identity.name,
@@ -46,6 +47,9 @@ def build_handshake(identity: NodeIdentity, group: str) -> dict[str, Any]:
         "group": group,
         "room": group,
     }
+    if e2e_public_key:
+        frame["e2ePublicKey"] = e2e_public_key
+    return frame
 
 
 def parse_handshake(frame: dict[str, Any]) -> Handshake:

@@ -15,6 +15,13 @@ from pydantic import ValidationError
 
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import PeerInfo
+from xmesh_agent.mmp.e2e import (
+    E2EError,
+    E2EUnavailableError,
+    decrypt_record,
+    encrypt_record,
+    is_encrypted_record,
+)
 from xmesh_agent.mmp.verify import ExternalSig, KnownKey
 
 if TYPE_CHECKING:
@@ -38,6 +45,12 @@ class IntakeMixin:
         if not isinstance(body, dict):
             self._emit("cmb-rejected", {**audit, "reason": "malformed"})
             return
+        if is_encrypted_record(body):
+            opened = self._open_e2e(session, body)
+            if opened is None:
+                self._emit("cmb-rejected", {**audit, "reason": "e2e-undecryptable"})
+                return
+            body, frame = opened, {**frame, "cmb": opened}
         sender = KnownKey(info.node_id, info.name, info.public_key, "handshake")
         external: ExternalSig | None = None
         try:
@@ -65,6 +78,17 @@ class IntakeMixin:
             # Surfaced by one worker, in arrival order, so a slow handler never stalls this
             # session's reads (and with them its heartbeat).
             await self._deliveries.put((cmb, info))
+
+    @staticmethod
+    def _open_e2e(session: _Session, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Plaintext categories of a stock e2e record, or None (no shared secret, or tampered)."""
+        if session.e2e_secret is None:
+            return None
+        try:
+            return decrypt_record(record, session.e2e_secret)
+        except E2EError as exc:
+            log.info("dropping an e2e cmb from %s: %s", session.info.name if session.info else "?", exc)
+            return None
 
     async def _deliver_loop(self: MeshNode) -> None:
         while True:
@@ -115,7 +139,9 @@ class IntakeMixin:
         parents = []
         for key in cmb.parents:
             parent = self.store.get(key)
-            if parent is not None:
+            # A stock node drops as an echo any block whose parents it holds, so an answer to its
+            # own block travels to it as a root (our store keeps the lineage; docs/interop.md).
+            if parent is not None and not (info and parent.created_by == info.name):
                 parents.append(stock_key_for(parent))
         try:
             frame = encode_stock_cmb(
@@ -131,6 +157,12 @@ class IntakeMixin:
             return None
         if len(self._stock_aliases) < _MAX_ALIASES:
             self._stock_aliases[frame["cmb"]["metadata"]["key"]] = cmb.key
+        if session.e2e_secret is not None:
+            try:
+                frame["cmb"] = encrypt_record(frame["cmb"], session.e2e_secret)
+            except (E2EError, E2EUnavailableError) as exc:
+                log.warning("cannot encrypt %s for %s: %s", cmb.key, info.name if info else "?", exc)
+                return None  # never fall back to plaintext for a peer that expects ciphertext
         return frame
 
 

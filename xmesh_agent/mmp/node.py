@@ -17,6 +17,7 @@ from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink, TcpLink
 from xmesh_agent.mmp.dialect_stock_frames import is_stock_handshake
+from xmesh_agent.mmp.e2e import E2EError, X25519KeyPair, aes_gcm_available
 from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
 from xmesh_agent.mmp.intake import IntakeMixin
 from xmesh_agent.mmp.peering import DialTarget, PeeringMixin
@@ -38,6 +39,7 @@ class _Session:
         self.self_id = self_id
         self.info: PeerInfo | None = None
         self.stock = False  # the peer speaks the stock node's dialect (docs/interop.md)
+        self.e2e_secret: bytes | None = None  # X25519 secret with a peer that announced e2ePublicKey
         self.last_rx = time.monotonic()
         self.last_ping = 0.0
 
@@ -76,6 +78,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
         connect_timeout: float = 10.0,
         mdns_interfaces: list[str] | None = None,
         max_pending_handshakes: int = 256,
+        e2e_keypair: X25519KeyPair | None = None,
     ):
         if not valid_group(group):
             raise ValueError(f"invalid mesh group {group!r}: [a-z0-9-_.]{{1,64}}")
@@ -102,6 +105,10 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self.connect_timeout = connect_timeout
         self.mdns_interfaces = mdns_interfaces
         self.max_pending_handshakes = max_pending_handshakes
+        if e2e_keypair is not None and not aes_gcm_available():
+            log.warning("AES-256-GCM unavailable here: not announcing an e2e key, stock peers send plaintext")
+            e2e_keypair = None
+        self.e2e_keypair = e2e_keypair
         self.verifier = Verifier(
             group, identity.node_id, identity.name, verify_db_path(store.path), admission=admission
         )
@@ -236,7 +243,8 @@ class MeshNode(PeeringMixin, IntakeMixin):
         registered = False
         heartbeat: asyncio.Task | None = None
         try:
-            await link.send(build_handshake(self.identity, self.group))
+            e2e_public = self.e2e_keypair.public_spki_b64 if self.e2e_keypair else None
+            await link.send(build_handshake(self.identity, self.group, e2e_public))
             self._pending_handshakes += 1
             try:
                 first = await asyncio.wait_for(link.recv(), self.handshake_timeout)
@@ -253,6 +261,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
                 log.info("refusing %s: %s", link.address, exc)
                 return None
             session.stock = is_stock_handshake(first)
+            session.e2e_secret = self._e2e_secret(first, hs.name)
             if hs.node_id == self.identity.node_id:
                 return None
             if hs.group == self.group:
@@ -286,6 +295,17 @@ class MeshNode(PeeringMixin, IntakeMixin):
             await link.close()
             if registered:
                 await self._unregister(session)
+
+    def _e2e_secret(self, handshake: dict[str, Any], name: str) -> bytes | None:
+        """The shared secret with a peer that announced an X25519 key, when we announced one too."""
+        announced = handshake.get("e2ePublicKey")
+        if self.e2e_keypair is None or not isinstance(announced, str):
+            return None
+        try:
+            return self.e2e_keypair.shared_secret(announced)
+        except E2EError as exc:
+            log.info("ignoring %s's e2e key: %s", name, exc)
+            return None
 
     async def _register(self, session: _Session) -> bool:
         info = session.info

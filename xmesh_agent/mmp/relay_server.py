@@ -30,6 +30,8 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from xmesh_agent.mmp.framing import MAX_FRAME_BYTES
+
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 4001
@@ -43,6 +45,10 @@ TRY_AGAIN_LATER = 1013  # the client could not keep up with its outbound queue
 OPEN_CHANNEL = ""
 MAX_ID_LENGTH = 256
 MISSED_PINGS_LIMIT = 2
+# A relay message is an envelope ({to|from, fromName, payload}) around one frame of up to 1 MiB, so
+# it must be allowed slightly more than the frame itself or a max-size frame could never be relayed.
+RELAY_HEADROOM = 64 * 1024
+MAX_MESSAGE_BYTES = MAX_FRAME_BYTES + RELAY_HEADROOM
 
 
 def _dumps(frame: Any) -> str:
@@ -103,7 +109,7 @@ class RelayServer:
         auth_timeout: float = 10.0,
         ping_interval: float = 10.0,
         duplicate_window: float = 5.0,
-        max_frame_bytes: int = 1 << 20,
+        max_frame_bytes: int = MAX_MESSAGE_BYTES,
         outbox_limit: int = 1024,
     ):
         self.host = host
