@@ -1,0 +1,419 @@
+"""Wake overhead: one real peer (node + Temporal worker + listener, offline model) on a dev server
+that persists to a SQLite file, like the embedded one.
+
+An observer MeshNode publishes triggers to the peer over loopback TCP and times each until the
+peer's reply frame arrives back (inbound frame -> emitted frame). Measured in the same run:
+- sequential latency p50/p95, then 1, 4 and 16 triggers in flight, then a sustained burst (wakes/s);
+- the same wake as a plain in-process call of the WakeSteps methods (no Temporal): the ratio is
+  the price of durability, with the per-step CPU cost of the steps themselves;
+- the do-nothing Temporal floor: empty workflows shaped like the wake (eager start), so our wake
+  is compared with what Temporal itself costs on this machine;
+- whether eager start took effect, and the size of one wake's history.
+
+usage: python benchmarks/wake.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio import activity, workflow
+
+# The sandbox re-imports this module to run the floor workflows: everything else passes through.
+with workflow.unsafe.imports_passed_through():
+    from _common import ROOT, Row, cpu_seconds, emit, fmt_ms, median, pct
+    from temporalio.client import Client
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from workers.client import XMESH_PLUGIN
+    from workers.peer import Peer
+    from workflows import search
+    from xmesh_agent.config import parse_config
+    from xmesh_agent.identity import NodeIdentity
+    from xmesh_agent.mmp.cmb import CMB, mint
+    from xmesh_agent.mmp.connection import PeerInfo
+    from xmesh_agent.mmp.node import MeshNode
+    from xmesh_agent.mmp.store import CMBStore
+
+STEP = {"start_to_close_timeout": timedelta(seconds=30)}
+FLOOR_QUEUE = "bench-floor"
+SVC = ["login", "billing", "search", "upload", "export", "profile", "admin", "webhook", "report", "invoice"]
+ALG = ["token bucket", "sliding window", "fixed window", "leaky bucket"]
+W1 = ["north", "south", "east", "west", "blue", "green", "red"]
+W2 = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda", "zeta", "theta", "iota"]
+
+
+# -- the floor: do-nothing workflows shaped like a wake ------------------------------------------
+
+
+@activity.defn(name="bench_step")
+async def bench_step(x: str) -> str:
+    return x
+
+
+@workflow.defn(name="BenchWakeShape")
+class WakeShape:
+    """Our wake's shape with empty steps: 3 local, 1 regular (the model call), 2 local."""
+
+    @workflow.run
+    async def run(self, x: str) -> str:
+        for _ in range(3):
+            x = await workflow.execute_local_activity(bench_step, x, **STEP)
+        x = await workflow.execute_activity(bench_step, x, **STEP)
+        for _ in range(2):
+            x = await workflow.execute_local_activity(bench_step, x, **STEP)
+        return x
+
+
+@workflow.defn(name="BenchAllLocal")
+class AllLocal:
+    """Six local activities: what the wake would cost with the model call local too."""
+
+    @workflow.run
+    async def run(self, x: str) -> str:
+        for _ in range(6):
+            x = await workflow.execute_local_activity(bench_step, x, **STEP)
+        return x
+
+
+async def floor_rows(client: Client, n_seq: int, n_burst: int) -> list[Row]:
+    rows = []
+    async with Worker(
+        client, task_queue=FLOOR_QUEUE, workflows=[WakeShape, AllLocal], activities=[bench_step]
+    ):
+        for wf in (WakeShape, AllLocal):
+
+            async def once(wf=wf) -> None:
+                await client.execute_workflow(
+                    wf.run, "x", id=f"floor-{uuid.uuid4()}", task_queue=FLOOR_QUEUE, request_eager_start=True
+                )
+
+            for _ in range(3):
+                await once()
+            lat = []
+            for _ in range(n_seq):
+                start = time.perf_counter()
+                await once()
+                lat.append(time.perf_counter() - start)
+            server = child_pids()
+            cpu0 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
+            start = time.perf_counter()
+            await asyncio.gather(*[once() for _ in range(n_burst)])
+            rate = n_burst / (time.perf_counter() - start)
+            cpu1 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
+            name = f"floor {wf.__name__}"
+            rows.append(Row("wake", f"{name} p50 / p95", f"{fmt_ms(pct(lat, 50))} / {fmt_ms(pct(lat, 95))}"))
+            rows.append(
+                Row(
+                    "wake",
+                    f"{name} burst",
+                    f"{rate:.1f} wf/s",
+                    note=f"{n_burst} at once; CPU per wf: this process "
+                    f"{fmt_ms((cpu1[0] - cpu0[0]) / n_burst)}, server {fmt_ms((cpu1[1] - cpu0[1]) / n_burst)}",
+                )
+            )
+    return rows
+
+
+# -- one real peer and an observer ----------------------------------------------------------------
+
+
+def trigger_texts(i: int) -> dict[str, str]:
+    """Distinct, on-topic triggers: SVAF admits them as aligned (an exact repeat would be redundant)."""
+    return {
+        "focus": f"rate limiter for the {SVC[i % 10]} endpoint, {W1[i % 7]} {W2[i % 11]} case {i}",
+        "intent": f"implement a {ALG[i % 4]} limit of {10 + i} requests per key",
+    }
+
+
+class Observer:
+    """A plain MeshNode that seeds triggers and times the peer's replies by their parent key."""
+
+    def __init__(self, tmp: Path, group: str, peer_port: int) -> None:
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.identity = NodeIdentity.generate("bench-seed")
+        self.node = MeshNode(
+            self.identity,
+            group,
+            CMBStore(tmp / "observer.db"),
+            discovery=[],
+            static_peers=[f"127.0.0.1:{peer_port}"],
+            on_cmb=self._on_cmb,
+        )
+        self.group = group
+        self.seq = 0
+
+    async def _on_cmb(self, cmb: CMB, peer: PeerInfo) -> None:
+        for parent in cmb.parents:
+            fut = self.waiting.pop(parent, None)
+            if fut is not None and not fut.done():
+                fut.set_result(time.perf_counter())
+
+    def next_trigger(self) -> CMB:
+        self.seq += 1
+        now = int(time.time() * 1000)
+        return mint(trigger_texts(self.seq), identity=self.identity, group=self.group, created_at=now)
+
+    async def fire(self, cmb: CMB) -> tuple[float, asyncio.Future[float]]:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[cmb.key] = fut
+        start = time.perf_counter()
+        await self.node.publish(cmb)
+        return start, fut
+
+    async def wave(self, n: int, timeout: float = 60.0) -> tuple[list[float], float, int]:
+        """n triggers back to back; per-wake latencies, wall time, and how many got no reply."""
+        cmbs = [self.next_trigger() for _ in range(n)]
+        began = time.perf_counter()
+        fired = [await self.fire(c) for c in cmbs]
+        done, _ = await asyncio.wait([f for _, f in fired], timeout=timeout)
+        lat = [f.result() - s for s, f in fired if f in done]
+        return lat, time.perf_counter() - began, n - len(done)
+
+
+def bench_config(group: str):
+    big = 10**9
+    return parse_config(
+        {
+            "identity": {"name": "bench-reviewer", "role": "reviewer"},
+            "mesh": {"group": group, "discovery": []},
+            "model": {"adapter": "offline"},
+            "budget": {
+                "max_wakes_per_minute": big,
+                "max_wakes_per_hour": big,
+                "max_wakes_per_day": big,
+                "max_cost_usd_per_hour": big,
+                "max_cost_usd_per_day": big,
+                "max_cost_usd_per_run": big,
+            },
+        }
+    )
+
+
+def child_pids() -> list[int]:
+    """This process's children (the Temporal dev server), from /proc."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def time_starts(peer: Peer) -> list[float]:
+    """Wrap the listener's start_wake to time each workflow start (measurement only)."""
+    starts: list[float] = []
+    original = peer.starter.start_wake
+
+    async def timed(cmb_key: str, **kw):
+        began = time.perf_counter()
+        handle = await original(cmb_key, **kw)
+        starts.append(time.perf_counter() - began)
+        return handle
+
+    peer.starter.start_wake = timed  # type: ignore[method-assign]
+    return starts
+
+
+async def plain_rows(peer: Peer, observer: Observer, n: int) -> tuple[list[Row], float]:
+    """The wake's steps called in sequence in-process: no Temporal, same store, node and model."""
+    steps = peer.steps
+    per_step: dict[str, list[float]] = {}
+    totals = []
+    for i in range(n + 3):
+        cmb = observer.next_trigger()
+        steps.store.put(cmb, source=observer.identity.name)
+        wid = f"plain-{uuid.uuid4().hex}"
+        marks = [("start", time.perf_counter())]
+        admitted = await steps.admit(cmb.key)
+        marks.append(("admit", time.perf_counter()))
+        await steps.reserve(wid)
+        marks.append(("reserve", time.perf_counter()))
+        plan = await steps.assemble_context(cmb.key)
+        marks.append(("assemble_context", time.perf_counter()))
+        reply = await steps.call_model(wid, plan)
+        marks.append(("call_model", time.perf_counter()))
+        await steps.check_safety(wid, cmb.key, reply.fields or {})
+        marks.append(("check_safety", time.perf_counter()))
+        await steps.emit(wid, cmb.key, reply.fields or {})
+        marks.append(("emit", time.perf_counter()))
+        if i < 3 or not admitted.admitted:
+            continue  # warm-up
+        totals.append(marks[-1][1] - marks[0][1])
+        for (_, t0), (name, t1) in zip(marks, marks[1:], strict=False):
+            per_step.setdefault(name, []).append(t1 - t0)
+    rows = [Row("wake", "plain in-process wake p50", fmt_ms(median(totals)), note=f"n={len(totals)}")]
+    for name, values in per_step.items():
+        rows.append(Row("wake", f"  step {name} p50", fmt_ms(median(values))))
+    return rows, median(totals)
+
+
+async def probe_rows(client: Client, peer: Peer, observer: Observer) -> list[Row]:
+    """Did eager start take effect? How big is one wake's history?"""
+    cmb = observer.next_trigger()
+    peer.store.put(cmb, source=observer.identity.name)
+    handle = await peer.starter.start_wake(cmb.key)
+    eager = bool(getattr(handle, "__temporal_eagerly_started", False))
+    await handle.result()
+    history = await handle.fetch_history()
+    events = list(history.events)
+    size = sum(e.ByteSize() for e in events)
+    kinds: dict[str, int] = {}
+    by_kind_bytes: dict[str, int] = {}
+    for e in events:
+        kind = (e.WhichOneof("attributes") or "?").removesuffix("_event_attributes")
+        kinds[kind] = kinds.get(kind, 0) + 1
+        by_kind_bytes[kind] = by_kind_bytes.get(kind, 0) + e.ByteSize()
+    markers = kinds.get("marker_recorded", 0)
+    upserts = kinds.get("upsert_workflow_search_attributes", 0)
+    tasks = kinds.get("workflow_task_completed", 0)
+    heavy = sorted(by_kind_bytes.items(), key=lambda kv: -kv[1])[:3]
+    heaviest = ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in heavy)
+    return [
+        Row("wake", "eager start took effect", str(eager), "True", eager, "listener start_wake"),
+        Row(
+            "wake",
+            "one wake's history",
+            f"{len(events)} events, {size / 1024:.1f} KiB",
+            note=f"{tasks} workflow tasks, {markers} local-activity markers, {upserts} SA upserts",
+        ),
+        Row("wake", "  heaviest history events", heaviest),
+    ]
+
+
+async def durable_rows(peer: Peer, observer: Observer, n_seq: int, n_burst: int) -> tuple[list[Row], float]:
+    rows: list[Row] = []
+    await observer.wave(3)  # warm-up: worker caches, first workflow tasks
+    seq: list[float] = []
+    missed = 0
+    for _ in range(n_seq):
+        lat, _, miss = await observer.wave(1, timeout=30.0)
+        seq += lat
+        missed += miss
+    rows.append(
+        Row(
+            "wake",
+            "frame->frame wake p50 / p95",
+            f"{fmt_ms(pct(seq, 50))} / {fmt_ms(pct(seq, 95))}",
+            note=f"sequential, n={len(seq)}, no reply: {missed}",
+        )
+    )
+    for conc in (1, 4, 16):
+        lat, wall = [], 0.0
+        missed = 0
+        rounds = max(2, 48 // conc) if n_seq >= 30 else max(1, 16 // conc)
+        for _ in range(rounds):
+            got, took, miss = await observer.wave(conc)
+            lat += got
+            wall += took
+            missed += miss
+        rows.append(
+            Row(
+                "wake",
+                f"{conc:>2} in flight: p50 / p95, rate",
+                f"{fmt_ms(pct(lat, 50))} / {fmt_ms(pct(lat, 95))}, {len(lat) / wall:.1f} wakes/s",
+                note=f"{rounds} rounds, no reply: {missed}",
+            )
+        )
+    server = child_pids()
+    cpu0 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
+    lat, wall, missed = await observer.wave(n_burst, timeout=180.0)
+    cpu1 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
+    done = max(1, len(lat))
+    rows.append(
+        Row(
+            "wake",
+            "sustained wakes/s per peer",
+            f"{len(lat) / wall:.1f} wakes/s",
+            note=f"{n_burst} triggers at once, p50 {fmt_ms(pct(lat, 50))}, no reply: {missed}",
+        )
+    )
+    rows.append(
+        Row(
+            "wake",
+            "  CPU per wake: peer process / server",
+            f"{fmt_ms((cpu1[0] - cpu0[0]) / done)} / {fmt_ms((cpu1[1] - cpu0[1]) / done)}",
+            note=f"peer process at {(cpu1[0] - cpu0[0]) / wall:.0%} of one core during the burst",
+        )
+    )
+    return rows, pct(seq, 50)
+
+
+async def run(quick: bool) -> list[Row]:
+    n_seq, n_burst, n_plain = (15, 30, 15) if quick else (40, 100, 40)
+    tmp = Path(tempfile.mkdtemp(prefix="wake-bench-"))
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
+        search_attributes=list(search.ALL),
+        plugins=[XMESH_PLUGIN],
+        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
+    )
+    rows: list[Row] = []
+    try:
+        client = env.client
+        rows += await floor_rows(client, n_seq, n_burst)
+        group = f"bench-{uuid.uuid4().hex[:8]}"
+        peer = Peer(bench_config(group), client)
+        starts = time_starts(peer)
+        await peer.start()
+        observer = Observer(tmp, group, peer.node.port)
+        await observer.node.start()
+        try:
+            if not await observer.node.wait_for_peers(1, 15.0):
+                raise RuntimeError("observer could not reach the peer")
+            durable, seq_p50 = await durable_rows(peer, observer, n_seq, n_burst)
+            plain, plain_p50 = await plain_rows(peer, observer, n_plain)
+            rows += durable
+            rows.append(
+                Row(
+                    "wake",
+                    "listener start_wake p50 / p95",
+                    f"{fmt_ms(pct(starts, 50))} / {fmt_ms(pct(starts, 95))}",
+                    note=f"n={len(starts)}; WakeStarter.drain_once awaits each start in turn",
+                )
+            )
+            rows += plain
+            rows.append(
+                Row(
+                    "wake",
+                    "price of durability (p50 ratio)",
+                    f"{seq_p50 / plain_p50:.1f}x",
+                    note=f"{fmt_ms(seq_p50)} durable vs {fmt_ms(plain_p50)} plain",
+                )
+            )
+            rows += await probe_rows(client, peer, observer)
+        finally:
+            await observer.node.stop()
+            await peer.stop()
+    finally:
+        await env.shutdown()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer wakes")
+    parser.add_argument("--json", help="also write the rows here (run_all uses it)")
+    args = parser.parse_args()
+    home = tempfile.mkdtemp(prefix="wake-home-")
+    os.environ["XMESH_HOME"] = home
+    os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")
+    rows = asyncio.run(run(args.quick))
+    emit(rows, args.json, "wake: one peer, offline model, dev server on a SQLite file")
+    # The Temporal core runtime's threads can abort interpreter finalisation (PyGILState_Release);
+    # everything is stopped and printed by now, so leave without it.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
