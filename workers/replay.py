@@ -28,6 +28,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
@@ -40,6 +41,7 @@ from xmesh_agent.wake.payloads import Outcome, WakeInput
 
 MAX_REPLAYS = 100
 _REPLAY_SUFFIX = re.compile(r"-replay-\d+$")
+_CORE_REASON = re.compile(r"Nondeterminism error: ([^\"]+)")
 
 
 def replay_root(workflow_id: str) -> str:
@@ -121,6 +123,18 @@ class ReplayCheck:
     message: str
 
 
+_RUNTIME: Runtime | None = None
+
+
+def _quiet_runtime() -> Runtime:
+    """A runtime whose core logs only errors: the report says what diverged, without the core's warnings."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+        _RUNTIME = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
+    return _RUNTIME
+
+
 def load_history(text: str, workflow_id: str = "recorded-wake") -> WorkflowHistory:
     """A history from Temporal's JSON (`wakes export`, `replay --save`, `temporal workflow show -o json`)."""
     try:
@@ -133,7 +147,7 @@ async def check_history(history: WorkflowHistory, workflows: Sequence[type] = (W
     """Replay `history` against `workflows` (the current code by default) and say whether it diverged."""
     if not history.events:
         return ReplayCheck(False, False, "the history has no events")
-    replayer = Replayer(workflows=list(workflows), plugins=[XMESH_PLUGIN])
+    replayer = Replayer(workflows=list(workflows), plugins=[XMESH_PLUGIN], runtime=_quiet_runtime())
     try:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     except Exception as exc:  # noqa: BLE001 - a malformed history must be a report, not a crash
@@ -144,10 +158,11 @@ async def check_history(history: WorkflowHistory, workflows: Sequence[type] = (W
             True, False, f"{history.workflow_id}: replays cleanly ({len(history.events)} events)"
         )
     if isinstance(failure, NondeterminismError):
+        found = _CORE_REASON.search(str(failure))
         return ReplayCheck(
             False,
             True,
             f"{history.workflow_id}: NON-DETERMINISM — the current workflow code does not match the "
-            f"recorded history: {failure}",
+            f"recorded history: {found.group(1) if found else failure}",
         )
     return ReplayCheck(False, False, f"{history.workflow_id}: replay failed: {failure}")
