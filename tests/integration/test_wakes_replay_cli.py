@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from typer.testing import CliRunner
 
+from tests.fakes.model_servers import FakeOllamaServer
 from tests.integration.peer_kit import eventually, peer_config, start_peer
 from workers.client import wake_id
 from workers.peer import Peer
@@ -223,3 +224,24 @@ async def test_decisions_on_unknown_or_ungated_wakes_fail_clearly(temporal_env):
         assert done.exit_code == 1 and "already finished" in done.output
     unknown = await cli(temporal_env, "deny", "wake-nobody-x", "--reason", "no")
     assert unknown.exit_code == 1 and "no wake" in unknown.output
+
+
+async def test_approving_a_wake_not_at_a_gate_shows_the_validators_refusal(temporal_env):
+    """While the model call is in flight the wake is running but not waiting: the update validator refuses."""
+    client = temporal_env.client
+    with FakeOllamaServer() as srv:
+        reply = FakeOllamaServer.tool_call({"issue": "looks fine"})
+        reply.delay = 3.0
+        srv.script(reply)
+        group = f"t-{uuid.uuid4().hex[:8]}"
+        model = {"adapter": "ollama", "base_url": srv.base_url}
+        peer = await start_peer(client, peer_config("gate-e", "reviewer", group, model=model))
+        try:
+            cmb = await deliver(peer, "rename the config loader")
+            await asyncio.to_thread(srv.wait_for_requests, 1, 20.0)
+            early = await cli(temporal_env, "approve", wake_id("gate-e", cmb.key))
+            assert early.exit_code == 1
+            assert "not awaiting approval" in early.output
+            assert (await finished(client, wake_id("gate-e", cmb.key))).outcome == "emitted"
+        finally:
+            await peer.stop()
