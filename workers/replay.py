@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -112,6 +115,20 @@ async def replay_wake(client: Client, workflow_id: str, *, force: bool = False) 
         except WorkflowAlreadyStartedError:
             continue
     raise InspectError(f"{root} has been replayed {MAX_REPLAYS} times already; no more replay ids")
+
+
+async def has_worker(client: Client, queue: str) -> bool:
+    """Whether any worker polls `queue` for workflow tasks (i.e. the wake's peer is running)."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    try:
+        response = await client.workflow_service.describe_task_queue(request)
+    except RPCError:
+        return False
+    return bool(response.pollers)
 
 
 @dataclass(frozen=True)

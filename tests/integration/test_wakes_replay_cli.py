@@ -24,7 +24,7 @@ from tests.fakes.model_servers import FakeOllamaServer
 from tests.integration.peer_kit import eventually, peer_config, start_peer
 from workers.client import wake_id
 from workers.peer import Peer
-from workers.replay import check_history, load_history
+from workers.replay import check_history, has_worker, load_history
 from workflows.wake import WakeWorkflow
 from xmesh_agent.cli.app import app
 from xmesh_agent.identity import NodeIdentity
@@ -108,7 +108,8 @@ async def test_list_replay_and_replayer_checks(temporal_env, tmp_path: Path):
         replayed = await cli(temporal_env, "replay", old_id)
         assert replayed.exit_code == 0, replayed.output
         new_id = f"{old_id}-replay-1"
-        assert new_id in replayed.stdout
+        assert new_id in replayed.stdout and "no worker polls" not in replayed.output
+        assert not await has_worker(client, f"xmesh-{uuid.uuid4().hex}-nobody")
         assert (await finished(client, new_id)).outcome == "suppressed-gate"
         desc = await client.get_workflow_handle(new_id).describe()
         assert (await desc.memo())["replay_of"] == old_id

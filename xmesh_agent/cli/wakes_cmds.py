@@ -153,7 +153,7 @@ def replay(
     `xmesh-agent replay --workflow-id wake-… --save wake.json`, `xmesh-agent replay --history wake.json`.
     """
     from workers.inspect import export_history
-    from workers.replay import check_history, load_history, replay_wake
+    from workers.replay import check_history, has_worker, load_history, replay_wake
 
     if history is not None:
         if workflow_id or check_id:
@@ -174,8 +174,16 @@ def replay(
         if check or not save:
             _report(asyncio.run(_check_text(text, target_id, check_history, load_history)))
         raise typer.Exit(EXIT_OK)
-    handle = _run(temporal_address, lambda client: replay_wake(client, target_id, force=force))
+
+    async def start(client):  # noqa: ANN001, ANN202 - temporalio Client; (handle, queue, served)
+        handle = await replay_wake(client, target_id, force=force)
+        queue = (await handle.describe()).task_queue
+        return handle, queue, await has_worker(client, queue)
+
+    handle, queue, served = _run(temporal_address, start)
     typer.echo(f"started {handle.id} (replay_of {target_id}); follow it with `xmesh-agent wakes`")
+    if not served:
+        typer.echo(f"note: no worker polls {queue}: the replay runs once its peer is started", err=True)
 
 
 async def _check_text(text: str, workflow_id: str, check_history: Callable, load_history: Callable):
