@@ -27,7 +27,7 @@ from workers.listener import WakeStarter
 from workflows.wake import WakeWorkflow
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig
-from xmesh_agent.identity import NodeIdentity, load_or_create_identity
+from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
@@ -77,6 +77,7 @@ class Peer:
             relay_token=cfg.mesh.relay_token,
             admission=cfg.mesh.admission,
             on_cmb=self.starter.on_cmb,
+            e2e_keypair=load_or_create_e2e_keypair(cfg.name),
         )
         self.envelope = Envelope.open(home / "safety.db", cfg)
         steps = WakeSteps(

@@ -1,0 +1,193 @@
+"""LIVE interop with a real stock `sym` node (0.12.x): it publishes, our peer wakes and answers, the
+stock node accepts the answer. Over same-host TCP (loopback registry) and over our relay server.
+
+Skipped unless SYM_NODE_DIR names a checkout of the public `sym-bot/sym` repository with its npm
+dependencies installed (docs/interop.md says how). The stock node runs in its own process with a
+scratch HOME; tests/interop/stock_driver.js starts it and reports what IT observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.peer_kit import eventually, peer_config
+from workers.client import wake_id
+from workers.peer import Peer
+from workflows.wake import WakeWorkflow
+from xmesh_agent.mmp.e2e import aes_gcm_available
+from xmesh_agent.mmp.relay_server import RelayServer
+
+SYM_NODE_DIR = os.environ.get("SYM_NODE_DIR", "")
+DRIVER = Path(__file__).with_name("stock_driver.js")
+STOCK = "stock-writer"
+OURS = "xm-reviewer"
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (SYM_NODE_DIR and Path(SYM_NODE_DIR, "lib", "node.js").exists() and shutil.which("node")),
+        reason="set SYM_NODE_DIR to a stock sym 0.12.x checkout (npm installed) and install node.js",
+    ),
+]
+
+
+class StockNode:
+    """The stock node process: JSON-line reports in, commands out."""
+
+    def __init__(self, home: Path, opts: dict[str, Any]):
+        self.home, self.opts = home, opts
+        self.events: list[dict[str, Any]] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+
+    async def start(self) -> dict[str, Any]:
+        env = {**os.environ, "HOME": str(self.home), "SYM_NODE_DIR": SYM_NODE_DIR}
+        env.pop("SYM_STATE_DIR", None)
+        self.proc = await asyncio.create_subprocess_exec(
+            shutil.which("node") or "node",
+            str(DRIVER),
+            json.dumps(self.opts),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return await self.wait(lambda e: e["event"] == "started", 20)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            try:
+                self.events.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.events.append({"event": "stderr", "msg": line.decode(errors="replace").rstrip()})
+
+    def find(self, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        return [e for e in self.events if pred(e)]
+
+    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+        try:
+            await eventually(lambda: self.find(pred), timeout=timeout)
+        except AssertionError:
+            tail = "\n".join(json.dumps(e) for e in self.events[-40:])
+            raise AssertionError(f"stock node never reported it; its last events:\n{tail}") from None
+        return self.find(pred)[0]
+
+    async def command(self, cmd: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.command({"cmd": "stop"})
+            await asyncio.wait_for(self.proc.wait(), 10)
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "relay"])
+async def test_stock_node_publishes_we_wake_and_it_accepts_our_answer(
+    temporal_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    client = temporal_env.client
+    # unique texts too: wake ids are <peer>-<cmb key>, and a root key is a function of its texts
+    group = f"t-{uuid.uuid4().hex[:8]}"
+    stock_home = tmp_path / "stock-home"
+    stock_home.mkdir()
+    # our registry IS the stock node's ~/.sym/loopback
+    monkeypatch.setenv("XMESH_SYM_LOOPBACK_DIR", str(stock_home / ".sym" / "loopback"))
+    relay: RelayServer | None = None
+    stock_opts: dict[str, Any] = {"name": STOCK, "room": group}
+    mesh: dict[str, Any] = {"discovery": ["registry"]}
+    if transport == "relay":
+        relay = RelayServer("127.0.0.1", 0, {"interop-token"})
+        await relay.start()
+        stock_opts.update(relay=relay.url, relayToken="interop-token", relayOnly=True)
+        mesh = {"discovery": [], "relay": relay.url, "relay_token": "interop-token"}
+
+    stock = StockNode(stock_home, stock_opts)
+    peer: Peer | None = None
+    our_events: list[tuple[str, dict]] = []
+    try:
+        await stock.start()
+        peer = Peer(peer_config(OURS, "reviewer", group, mesh=mesh), client)
+        peer.node.on_event = lambda name, data: our_events.append((name, data))
+        await peer.start()
+        assert peer.node.e2e_keypair is not None or not aes_gcm_available()
+
+        # both sides see each other, over the transport under test
+        await stock.wait(lambda e: e["event"] == "peer-joined" and e["name"] == OURS, 40)
+        await eventually(lambda: [p for p in peer.node.peers() if p.name == STOCK], timeout=20)
+        [seen] = [p for p in peer.node.peers() if p.name == STOCK]
+        assert seen.transport == transport and seen.version.startswith("0.")
+
+        # the stock node publishes one CMB (signed mmp-sig-v2, and encrypted to us)
+        await stock.command(
+            {
+                "cmd": "remember",
+                "categories": {
+                    "focus": f"login endpoint rate limiting ({group})",
+                    "issue": "credential stuffing spikes on /api/login at night",
+                    "intent": "add a token bucket per account and per IP",
+                    "motivation": "lockouts are hurting real users",
+                },
+            }
+        )
+        remembered = await stock.wait(lambda e: e["event"] == "remembered")
+        assert remembered["key"] and remembered["signed"] is True
+
+        # our peer verified, decrypted, stored it and woke on it
+        def stock_cmb():
+            return next(iter(peer.store.recent_by_author(STOCK, 1)), None)
+
+        trigger = await eventually(stock_cmb, timeout=30)
+        assert trigger.text("focus") == f"login endpoint rate limiting ({group})"
+        assert [d for n, d in our_events if n == "cmb-rejected"] == []
+        assert peer.node.verifier.has_signed(STOCK)  # its mmp-sig-v2 signature checked out here
+        if aes_gcm_available():
+            await stock.wait(
+                lambda e: e["event"] == "log" and "E2E encrypted categories for peer" in e["msg"]
+            )
+        handle = client.get_workflow_handle_for(WakeWorkflow.run, wake_id(OURS, trigger.key))
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert result.outcome == "emitted", result
+        answer = peer.store.get(result.emitted_key)
+        assert answer is not None and answer.parents == [trigger.key] and answer.created_by == OURS
+
+        # the stock node got it (ciphertext on the wire), verified our signature, and accepted it
+        frame = await stock.wait(lambda e: e["event"] == "cmb-frame" and e["from"] == OURS)
+        assert frame["encrypted"] is aes_gcm_available()
+        sig = await stock.wait(lambda e: e["event"] == "signature" and e["from"] == OURS)
+        assert sig["verified"] is True and sig["rejected"] is False
+        # cmb-accepted is the stock node's own event: it stored a fused remix of our answer, naming
+        # us among its sources and carrying our text
+        accepted = await stock.wait(lambda e: e["event"] == "cmb-accepted" and OURS in (e["source"] or ""))
+        assert accepted["remixed"] is True and answer.text("issue") in accepted["content"]
+    finally:
+        if peer is not None:
+            await peer.stop()
+        await stock.stop()
+        if relay is not None:
+            await relay.stop()
+        print(f"\n--- stock node ({transport}) reported ---")
+        for event in stock.events:
+            if event["event"] != "log" or "E2E" in event["msg"] or "SVAF" in event["msg"]:
+                print(json.dumps(event)[:300])
