@@ -53,6 +53,7 @@ def wake_query(
     outcome: str | None = None,
     since: datetime | None = None,
     group: str | None = None,
+    stage: str | None = None,
 ) -> str:
     """The visibility query for wakes matching the filters (all wakes when none is given)."""
     parts = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
@@ -62,6 +63,8 @@ def wake_query(
         parts.append(f"{search.GROUP.name} = {_quoted('--group', group)}")
     if outcome:
         parts.append(f"{search.OUTCOME.name} = {_quoted('--outcome', outcome)}")
+    if stage:
+        parts.append(f"{search.STAGE.name} = {_quoted('--stage', stage)}")
     if since:
         parts.append(f"StartTime > '{since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}'")
     return " AND ".join(parts)

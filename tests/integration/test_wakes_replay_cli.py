@@ -190,6 +190,14 @@ async def test_approve_lets_a_gated_wake_emit(temporal_env):
         cmb = await deliver(peer, "launch the rocket on friday")
         wid = wake_id("gate-b", cmb.key)
         await awaiting(client, wid)
+
+        async def listed_waiting():
+            result = await cli(
+                temporal_env, "wakes", "--stage", "awaiting-approval", "--peer", "gate-b", "--json"
+            )
+            return result.exit_code == 0 and [r["workflow_id"] for r in json.loads(result.stdout)] == [wid]
+
+        await eventually(listed_waiting, timeout=30, interval=0.5)
         approved = await cli(temporal_env, "approve", wid, "--by", "alice")
         assert approved.exit_code == 0, approved.output
         assert "approved" in approved.stdout

@@ -44,15 +44,16 @@ def _check_peer(peer: str) -> None:
 
 
 def keygen(
-    peer: str = typer.Argument(..., help="The peer's name (as in [identity] name)."),
+    peer: str = typer.Argument(..., help="The peer's name (identity.name in its agent.toml)."),
     force: bool = typer.Option(
         False, "--force", help="Replace an existing key (peers that pinned it must re-pin)."
     ),
 ) -> None:
     """Create the peer's ed25519 signing key under ~/.xmesh/keys (private key mode 0600).
 
-    `xmesh-agent run` creates one on first start anyway; run keygen to share the public key for
-    `trust add` before the first start. Example: `xmesh-agent keygen reviewer-01`.
+    `xmesh-agent run` creates one on first start; keygen makes it now, to share it for `trust add`.
+
+    Example: `xmesh-agent keygen reviewer-01`.
     """
     from xmesh_agent.identity import KeyExistsError, NodeIdentity, load_identity, save_identity
 
@@ -74,8 +75,9 @@ def keygen(
 def fingerprint(peer: str = typer.Argument(..., help="The peer whose key to show.")) -> None:
     """Show a peer's keyprint (16 hex), full fingerprint (64 hex SHA-256) and public key.
 
-    Compare the keyprint with the other operator before `trust add`. Example:
-    `xmesh-agent fingerprint reviewer-01`.
+    Compare the keyprint with the other operator before `trust add`.
+
+    Example: `xmesh-agent fingerprint reviewer-01`.
     """
     from xmesh_agent.identity import load_identity
 

@@ -112,10 +112,11 @@ def init(
     cost_cap: float = typer.Option(5.0, "--cost-cap", help="USD per run; per hour = cap/2, per day = cap×2."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Scaffold a peer: a commented agent.toml with the role's α weights and budget, and its signing key.
+    """Scaffold a peer: a commented agent.toml with the role's α weights and budget, and its key.
 
-    Example: `xmesh-agent init reviewer-01 --role reviewer --adapter anthropic`, then
-    `xmesh-agent dry-run --config reviewer-01.toml` and `xmesh-agent run --config reviewer-01.toml`.
+    Example: `xmesh-agent init reviewer-01 --role reviewer --adapter anthropic`.
+
+    Then: `xmesh-agent dry-run --config reviewer-01.toml` and `xmesh-agent run --config reviewer-01.toml`.
     """
     import re
 
@@ -177,10 +178,11 @@ def init(
 def doctor() -> None:
     """Check this machine: Python, Temporal, ports, keys, environment, Ollama, running peers.
 
-    Looks at the temporal binary and embedded server, ports 7233/8233, private key modes (0600),
-    trusted keys, environment variables (presence only, never values), Ollama (2 s) and peer.json
-    files of running peers. Exit 0 HEALTHY, 1 when issues need attention (each says what to do).
-    Example: `xmesh-agent doctor`.
+    Looks at the temporal binary, the embedded server, ports 7233/8233 and private key modes (0600).
+
+    Environment variables are shown as present or not, never their values; Ollama gets 2 s.
+
+    Exit 0 HEALTHY, 1 when issues need attention (each says what to do). Example: `xmesh-agent doctor`.
     """
     issues = run_doctor(typer.echo)
     if not issues:
@@ -197,8 +199,11 @@ def migrate(
 ) -> None:
     """Move a legacy ~/.xmesh-agent runtime directory to ~/.xmesh (or $XMESH_HOME).
 
-    Dry run by default: prints what would move. With --apply the directory is renamed in one step and
-    legacy keys and trust pins are rewritten in this runtime's format. Example: `xmesh-agent migrate --apply`.
+    Dry run by default: prints what would move. --apply renames the directory in one step.
+
+    Legacy keys (PKCS#8) and trust pins are then rewritten in this runtime's format.
+
+    Example: `xmesh-agent migrate --apply`.
     """
     from xmesh_agent import paths
     from xmesh_agent.cli.doctor import convert_legacy, legacy_plan

@@ -21,7 +21,7 @@ wakes_app = typer.Typer(
     help="List wakes from Temporal visibility (newest first), or export one wake's history.\n\n"
     "Every inbound CMB a peer admits becomes one wake workflow; this shows how each ended.\n\n"
     "Examples: `xmesh-agent wakes --peer reviewer-01 --since 1h`, "
-    "`xmesh-agent wakes --outcome suppressed-gate --json`, `xmesh-agent wakes export <id> > h.json`.",
+    "`xmesh-agent wakes --outcome suppressed-gate --json`, `xmesh-agent wakes --stage awaiting-approval`, `xmesh-agent wakes export <id> > h.json`.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -90,6 +90,11 @@ def wakes(
         "-s",
         help="Only wakes started after: a duration (30m, 1h, 2d) or a date (2026-11-25).",
     ),
+    stage: str | None = typer.Option(
+        None,
+        "--stage",
+        help="Only wakes at this stage: awaiting-approval (they wait for approve/deny), model, …",
+    ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many wakes."),
     as_json: bool = typer.Option(False, "--json", help="A JSON list (workflow_id, outcome, trigger_key, …)."),
     temporal_address: str | None = TemporalOption,
@@ -100,7 +105,7 @@ def wakes(
     from workers.inspect import InspectError, list_wakes, parse_since, wake_query
 
     try:
-        query = wake_query(peer, outcome, parse_since(since) if since else None)
+        query = wake_query(peer, outcome, parse_since(since) if since else None, stage=stage)
     except InspectError as exc:
         fail(str(exc), EXIT_USAGE)
     rows = _run(temporal_address, lambda client: list_wakes(client, query, limit))
@@ -142,15 +147,16 @@ def replay(
 ) -> None:
     """Re-run a wake as a new linked workflow, or check recorded histories for non-determinism.
 
-    `replay <id>`: re-runs a failed or suppressed wake from its trigger CMB as `<id>-replay-<n>`
-    (memo replay_of=<id>); the peer must be running, its worker executes the new wake.
+    `replay <id>` re-runs a failed or suppressed wake from its trigger CMB as `<id>-replay-<n>`.
 
-    `replay --history FILE` / `replay --workflow-id ID --check`: runs the CURRENT WakeWorkflow code
-    against the recorded events, the way a worker does after an upgrade. Exit 0 "replays cleanly",
-    exit 1 on non-determinism (deploying this code would stall such wakes). `--save FILE` keeps it.
+    The new wake's memo names the old one (replay_of); the running peer's worker executes it.
 
-    Examples: `xmesh-agent replay wake-reviewer-01-cmb1-…`,
-    `xmesh-agent replay --workflow-id wake-… --save wake.json`, `xmesh-agent replay --history wake.json`.
+    `replay --history FILE` or `replay --workflow-id ID --check` replays recorded events on the CURRENT code.
+
+    That is what a worker does after an upgrade: exit 0 "replays cleanly", exit 1 on non-determinism.
+
+    Examples: `xmesh-agent replay wake-reviewer-01-cmb1-…`, `xmesh-agent replay --history wake.json`,
+    `xmesh-agent replay --workflow-id wake-… --save wake.json`.
     """
     from workers.inspect import export_history
     from workers.replay import check_history, has_worker, load_history, replay_wake
@@ -207,9 +213,11 @@ def approve(
 ) -> None:
     """Let a wake that an `approve` gate paused emit its reply.
 
-    Gates with action "approve" (or approval_gates = "approve") pause a wake until a human decides;
-    `xmesh-agent wakes --outcome …` or the Web UI shows which wait. Example:
-    `xmesh-agent approve wake-writer-01-cmb1-… --by alice`.
+    Gates with action "approve" (or approval_gates = "approve") pause a wake until a human decides.
+
+    `xmesh-agent wakes --stage awaiting-approval` (or the Web UI) lists the waiting wakes.
+
+    Example: `xmesh-agent approve wake-writer-01-cmb1-… --by alice`.
     """
     _decide(workflow_id, True, by, "", temporal_address)
 
