@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -254,3 +255,13 @@ async def test_approving_a_wake_not_at_a_gate_shows_the_validators_refusal(tempo
             assert (await finished(client, wake_id("gate-e", cmb.key))).outcome == "emitted"
         finally:
             await peer.stop()
+
+
+def test_without_a_reachable_temporal_the_commands_say_so():
+    no_server = runner.invoke(app, ["wakes"])
+    assert no_server.exit_code == 1 and "embedded Temporal server is not running" in no_server.output
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    refused = runner.invoke(app, ["approve", "wake-x", "--temporal-address", f"127.0.0.1:{closed}"])
+    assert refused.exit_code == 1 and f"cannot reach Temporal at 127.0.0.1:{closed}" in refused.output

@@ -7,6 +7,7 @@ talk to Temporal (visibility, histories, workflow updates), where every wake is 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -47,7 +48,8 @@ def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T
         try:
             client = await connect(target)
         except RuntimeError as exc:
-            fail(f"cannot reach Temporal at {target.address}: {exc}")
+            why = re.search(r'message: "([^"]+)"', str(exc))
+            fail(f"cannot reach Temporal at {target.address} ({why.group(1) if why else exc})")
         return await action(client)
 
     try:
