@@ -38,7 +38,7 @@ class WakeActivities:
 
     @activity.defn(name="reserve")
     async def reserve(self, inp: ReserveInput) -> ReserveResult:
-        return await self.steps.reserve(inp.wake_id)
+        return await self.steps.reserve(inp.wake_id, inp.at_ms)
 
     @activity.defn(name="assemble_context")
     async def assemble_context(self, inp: AdmitInput) -> ContextPlan:
@@ -47,7 +47,9 @@ class WakeActivities:
     @activity.defn(name="call_model")
     async def call_model(self, inp: ModelCallInput) -> ModelReply:
         try:
-            return await self.steps.call_model(inp.wake_id, inp.plan, activity.info().attempt)
+            info = activity.info()
+            scheduled = int(info.current_attempt_scheduled_time.timestamp() * 1000)
+            return await self.steps.call_model(inp.wake_id, inp.plan, info.attempt, scheduled)
         except ModelError as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(

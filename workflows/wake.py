@@ -60,7 +60,10 @@ class WakeWorkflow:
 
         self._enter("reserve")
         reservation = await workflow.execute_local_activity_method(
-            WakeActivities.reserve, ReserveInput(wake_id=wake_id), summary="reserve budget", **LOCAL
+            WakeActivities.reserve,
+            ReserveInput(wake_id=wake_id, at_ms=int(workflow.now().timestamp() * 1000)),
+            summary="reserve budget",
+            **LOCAL,
         )
         if not reservation.allowed:
             outcome = reservation.outcome or Outcome.BUDGET_EXCEEDED

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xmesh_agent.config import AgentConfig
-from xmesh_agent.safety import CircuitBreaker, CostLedger, Gates, WakeBudget
+from xmesh_agent.safety import CircuitBreaker, CostDecision, CostLedger, Gates, WakeBudget
+
+log = logging.getLogger("xmesh.envelope")
 
 
 @dataclass
@@ -18,6 +21,7 @@ class Envelope:
     gates: Gates
     run_id: str
     run_started_ms: int
+    _capped: str | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, path: Path, config: AgentConfig, run_id: str | None = None) -> Envelope:
@@ -31,6 +35,24 @@ class Envelope:
             run_id=run_id,
             run_started_ms=started,
         )
+
+    def check_cost(self, now_ms: int) -> CostDecision:
+        """The cost caps at `now_ms`; says so in the log once when a cap stops this peer's wakes."""
+        decision = self.cost.check(now_ms)
+        if decision.allowed:
+            self._capped = None
+        elif decision.reason != self._capped:
+            self._capped = decision.reason
+            t = decision.totals
+            log.warning(
+                "cost cap reached (%s): spent $%.6f this hour, $%.6f today, $%.6f this run; "
+                "this peer stops waking (its wakes end cost-cap) until the window frees up or it restarts",
+                decision.reason,
+                t.hour_usd,
+                t.day_usd,
+                t.run_usd,
+            )
+        return decision
 
     def close(self) -> None:
         self.budget.close()

@@ -45,6 +45,7 @@ class AdmitResult(BaseModel):
 
 class ReserveInput(BaseModel):
     wake_id: str
+    at_ms: int | None = Field(default=None, description="The workflow's clock; budget windows follow it.")
 
 
 class ReserveResult(BaseModel):

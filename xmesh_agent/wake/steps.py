@@ -74,10 +74,13 @@ class WakeSteps:
             reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
         )
 
-    async def reserve(self, wake_id: str) -> ReserveResult:
-        """Cost caps, then the wake budget, then the breaker: a wake that may not run says why."""
-        env, now = self.envelope, now_ms()
-        cost = env.cost.check(now)
+    async def reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
+        """Cost caps, then the wake budget, then the breaker: a wake that may not run says why.
+
+        `at_ms` is the wake's own clock (the workflow's time), so budget and cost windows follow it.
+        """
+        env, now = self.envelope, at_ms or now_ms()
+        cost = env.check_cost(now)
         if not cost.allowed:
             return ReserveResult(allowed=False, outcome=Outcome.COST_CAP, reason=cost.reason or "cost cap")
         budget = env.budget.reserve(wake_id, now)
@@ -102,7 +105,11 @@ class WakeSteps:
     async def assemble_context(self, cmb_key: str) -> ContextPlan:
         return plan_context(self.store, self.config, cmb_key)
 
-    async def call_model(self, wake_id: str, plan: ContextPlan, attempt: int = 1) -> ModelReply:
+    async def call_model(
+        self, wake_id: str, plan: ContextPlan, attempt: int = 1, at_ms: int | None = None
+    ) -> ModelReply:
+        """`at_ms`: when this attempt was scheduled (server time); the cost is charged at that time."""
+        at = at_ms or now_ms()
         request = render_request(self.store, self.config, plan)
         trigger = self._cmb(plan.cmb_key)
         request.role = self.config.identity.role or ""
@@ -111,14 +118,14 @@ class WakeSteps:
         try:
             response = await self.adapter.complete(request)
         except ModelError as exc:
-            self.envelope.breaker.record_failure(now_ms(), transient=exc.transient)
+            self.envelope.breaker.record_failure(at, transient=exc.transient)
             raise
-        self.envelope.breaker.record_success(now_ms())
+        self.envelope.breaker.record_success(at)
         self.envelope.cost.record(
             wake_id,
             attempt,
             response.cost_usd,
-            now_ms(),
+            at,
             input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
             model=response.model,
