@@ -1,7 +1,10 @@
-"""The demo: a scenario's peers as separate processes on one Temporal, one seed task, live progress.
+"""The demo: a scenario's peers as separate processes on one Temporal, a seed task, live progress.
 
-The demo joins the mesh itself as an observer node ("demo-seed"): it publishes the seed CMB, sees
-every CMB the peers emit, and reads each wake's outcome from Temporal visibility as it closes.
+The demo joins the mesh itself as an observer node ("demo-seed", a persistent identity so peers that
+pinned its key on an earlier run still trust it): it publishes the seed, sees every CMB the peers
+emit, and reads each wake's outcome from Temporal visibility as it closes. A plain run ends when the
+mesh goes quiet (the safety envelope ends the conversation); soak mode keeps seeding tasks for
+`duration`, SIGKILLs and restarts a random peer every `chaos` seconds, then drains and checks the books.
 """
 
 from __future__ import annotations
@@ -9,107 +12,282 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 
 from workers import devserver
 from workers.client import TemporalTarget, connect
+from workers.demo_procs import STOP_TIMEOUT, PeerProcs
+from workers.demo_soak import Check, account
+from workers.demo_watch import Tally, WakeRow, group_query, lineage_lines, poll_wakes, ui_link, wake_line
 from xmesh_agent import paths
-from xmesh_agent.config import AgentConfig, to_toml
-from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, mint
+from xmesh_agent.config import AgentConfig
+from xmesh_agent.identity import load_or_create_identity
+from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.scenario import Scenario
 
-QUIET_SECONDS = 4.0
+__all__ = ["DemoOptions", "DemoReport", "DemoRun", "lineage_lines", "run_demo"]
+
+OBSERVER = "demo-seed"
+TICK = 0.5
+
+
+@dataclass
+class DemoOptions:
+    duration: float = 300.0
+    """Plain run: the latest it may take. Soak: how long it keeps seeding and crashing peers."""
+    soak: bool = False
+    chaos: float | None = None
+    """Soak: seconds between SIGKILL + restart of a random peer (None: no chaos)."""
+    seed_every: float = 15.0
+    quiet: float = 4.0
+    """The mesh is done when no CMB and no wake has closed for this long and none is running."""
+    drain: float = 75.0
+    summary_every: float = 10.0
+    join_timeout: float = 60.0
 
 
 @dataclass
 class DemoReport:
-    outcomes: dict[str, str] = field(default_factory=dict)  # workflow id -> outcome
+    run: int = 0
+    tally: Tally = field(default_factory=Tally)
     cmbs: list[CMB] = field(default_factory=list)
-    seed_key: str = ""
+    seed_keys: list[str] = field(default_factory=list)
+    ui_url: str | None = None
     timed_out: bool = False
+    interrupted: bool = False
+    error: str | None = None
+    kills: int = 0
+    checks: list[Check] = field(default_factory=list)
 
-    def by_outcome(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for outcome in self.outcomes.values():
-            counts[outcome] = counts.get(outcome, 0) + 1
-        return counts
+    @property
+    def seed_key(self) -> str:
+        return self.seed_keys[0] if self.seed_keys else ""
 
-
-def _spawn_peer(cfg_path: Path, log_path: Path, address: str) -> subprocess.Popen:
-    env = dict(os.environ, TEMPORAL_ADDRESS=address, PYTHONUNBUFFERED="1")
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(
-        [sys.executable, "-m", "xmesh_agent.cli.app", "run", "--config", str(cfg_path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    @property
+    def ok(self) -> bool:
+        if self.error or not self.tally.closed:
+            return False
+        return all(c.ok for c in self.checks)
 
 
-def _stop_peers(procs: list[subprocess.Popen], timeout: float = 40.0) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in procs:
+def _next_run(name: str) -> int:
+    """A per-scenario run counter under ~/.xmesh/demo: reruns resume the same mesh with a fresh seed."""
+    counter = paths.ensure_dir(paths.xmesh_home() / "demo" / name) / "runs"
+    try:
+        run = int(counter.read_text().strip() or 0) + 1
+    except (OSError, ValueError):
+        run = 1
+    counter.write_text(f"{run}\n")
+    return run
+
+
+def tagged_seed(texts: dict[str, str], run: int, task: int | None, now: datetime) -> dict[str, str]:
+    """The seed texts made distinct per run, so SVAF does not drop them as redundant with earlier runs."""
+    tag = f"run {run}" + (f" task {task}" if task is not None else "") + f", {now:%H:%M:%S}"
+    out = dict(texts)
+    out["focus"] = f"{texts.get('focus', 'task')} ({tag})"
+    if texts.get("motivation"):
+        out["motivation"] = f"{texts['motivation']} ({tag})"
+    return out
+
+
+class DemoRun:
+    def __init__(
+        self,
+        scenario: Scenario,
+        configs: list[AgentConfig],
+        target: TemporalTarget | None,
+        options: DemoOptions,
+        say: Callable[[str], None] = print,
+    ):
+        self.scenario = scenario
+        self.group = scenario.scenario.group
+        self.configs = configs
+        self.target = target
+        self.opt = options
+        self.say = say
+        self.report = DemoReport()
+        self._stop = asyncio.Event()
+        self._last_activity = time.monotonic()
+        self._seeds = 0
+
+    async def _on_cmb(self, cmb: CMB, sender: object) -> None:
+        self._last_activity = time.monotonic()
+        self.report.cmbs.append(cmb)
+
+    def _on_wake(self, row: WakeRow) -> None:
+        self._last_activity = time.monotonic()
+        self.say(wake_line(row))
+
+    async def run(self) -> DemoReport:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._interrupt)
+        embedded = self.target is None
+        target = self.target
+        if target is None:
+            info = await asyncio.to_thread(devserver.acquire)
+            target = TemporalTarget(address=info.address)
+            self.report.ui_url = info.ui_url
+            self.say(f"Temporal: embedded dev server at {info.address}")
+        else:
+            self.report.ui_url = os.environ.get("TEMPORAL_UI_URL")
+            self.say(f"Temporal: {target.address} (namespace {target.namespace})")
+        if self.report.ui_url:
+            self.say(f"Web UI:   {ui_link(self.report.ui_url, target.namespace, self.group)}")
+        run_dir = paths.ensure_dir(paths.xmesh_home() / "demo" / self.scenario.scenario.name)
+        procs = PeerProcs(run_dir, target.address, target.namespace)
+        store = CMBStore(":memory:")
+        node = MeshNode(
+            load_or_create_identity(OBSERVER),
+            self.group,
+            store,
+            on_cmb=self._on_cmb,
+            registry_interval=1.0,
+            reconnect_max=5.0,
+        )
+        client: Client | None = None
+        since = datetime.now(UTC)
         try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            client = await connect(target)
+            self.report.run = _next_run(self.scenario.scenario.name)
+            await self._main(client, procs, node, since)
+            if self.opt.soak and not self.report.error:
+                await self._drain(client, procs, since)
+        except (RuntimeError, OSError) as exc:
+            self.report.error = str(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await node.stop()
+            if procs.peers:
+                self.say(
+                    f"stopping {len(procs.peers)} peer(s): SIGTERM, in-flight wakes drain (≤{STOP_TIMEOUT:.0f} s)"
+                )
+            await asyncio.to_thread(procs.stop_all)
+            if client is not None:  # wakes that closed while the peers drained
+                with contextlib.suppress(Exception):
+                    await poll_wakes(client, group_query(self.group, since), self.report.tally, self._on_wake)
+            store.close()
+            if embedded:
+                await asyncio.to_thread(devserver.release)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        if self.opt.soak and not self.report.error and not self.report.interrupted:
+            since_ms = int(since.timestamp() * 1000)
+            names = list(procs.peers)
+            self.report.checks = account(
+                names, self.group, since_ms, self.report.tally, self.report.cmbs, OBSERVER
+            )
+        return self.report
 
+    def _interrupt(self) -> None:
+        if not self._stop.is_set():
+            self.say("interrupted: stopping the demo (peers drain, the server lease is released)")
+        self.report.interrupted = True
+        self._stop.set()
 
-def lineage_lines(cmbs: list[CMB], root: str) -> list[str]:
-    """The conversation as a tree from the seed: who answered what, nearest parent first."""
-    children: dict[str, list[CMB]] = {}
-    for cmb in cmbs:
-        for parent in cmb.parents:
-            children.setdefault(parent, []).append(cmb)
-    by_key = {c.key: c for c in cmbs}
-    lines: list[str] = []
+    async def _tick(self) -> bool:
+        """Wait one tick; True when the run was interrupted."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), TICK)
+        return self._stop.is_set()
 
-    def walk(key: str, depth: int) -> None:
-        cmb = by_key.get(key)
-        if cmb is None:
-            return
-        said = next((f"{f}: {cmb.text(f)}" for f in CAT7 if cmb.text(f) not in ("", NEUTRAL)), "")
-        lines.append(f"{'  ' * depth}{cmb.created_by} {cmb.key[:17]}…  {said[:90]}")
-        for child in sorted(children.get(key, []), key=lambda c: c.created_at):
-            walk(child.key, depth + 1)
+    async def _seed(self, node: MeshNode) -> None:
+        soak = self.opt.soak
+        now = datetime.now(UTC)
+        index = self._seeds
+        texts = tagged_seed(self.scenario.task(index), self.report.run, index + 1 if soak else None, now)
+        seed = mint(texts, identity=node.identity, group=self.group, created_at=int(now.timestamp() * 1000))
+        self._seeds += 1
+        self.report.seed_keys.append(seed.key)
+        self.report.cmbs.append(seed)
+        sent = await node.publish(seed)
+        self._last_activity = time.monotonic()
+        self.say(f"seed  {seed.key[:21]}… to {sent} peer(s): {texts['focus']}")
 
-    walk(root, 0)
-    return lines
+    async def _main(self, client: Client, procs: PeerProcs, node: MeshNode, since: datetime) -> None:
+        for cfg in self.configs:
+            procs.add(cfg)
+            offline = (
+                " (OFFLINE adapter: deterministic, no network, no cost)"
+                if cfg.model.adapter == "offline"
+                else ""
+            )
+            self.say(f"peer  {cfg.name:<18} {cfg.model.adapter}/{cfg.model.model_name}{offline}")
+        await node.start()
+        if not await node.wait_for_peers(len(self.configs), timeout=self.opt.join_timeout):
+            raise RuntimeError(
+                f"peers did not join the mesh within {self.opt.join_timeout:.0f} s; see {procs.logs()}"
+            )
+        await asyncio.sleep(1.0)  # the peers finish meeting each other, not only the observer
+        query = group_query(self.group, since)
+        await self._seed(node)
+        start = time.monotonic()
+        deadline = start + self.opt.duration
+        next_seed = start + self.opt.seed_every
+        next_chaos = start + self.opt.chaos if self.opt.chaos else float("inf")
+        next_summary = start + self.opt.summary_every
+        while not await self._tick():
+            await poll_wakes(client, query, self.report.tally, self._on_wake)
+            now = time.monotonic()
+            if now >= next_summary:
+                next_summary = now + self.opt.summary_every
+                self.say(self.report.tally.summary_line())
+            dead = procs.dead()
+            if dead and not self.opt.soak:
+                raise RuntimeError(f"peer {dead[0].name} exited early; see {dead[0].log_path}")
+            for peer in dead:
+                self.say(f"  !     {peer.name} exited on its own (code {peer.proc.returncode}); restarting")
+                procs.restart(peer.name)
+            if now >= deadline:
+                self.report.timed_out = not self.opt.soak
+                return
+            if self.opt.soak:
+                if now >= next_seed:
+                    next_seed = now + self.opt.seed_every
+                    await self._seed(node)
+                if now >= next_chaos:
+                    next_chaos = now + (self.opt.chaos or 0)
+                    await self._chaos(procs)
+            elif self._quiet():
+                return
 
+    def _quiet(self) -> bool:
+        tally = self.report.tally
+        idle = time.monotonic() - self._last_activity > self.opt.quiet
+        return bool(tally.closed) and not tally.running and idle
 
-async def _watch_wakes(client: Client, group: str, since: datetime, report: DemoReport, say: Callable) -> int:
-    """Print each wake as it closes; return how many are still running."""
-    query = f"XmGroup = '{group}' AND StartTime >= '{since.isoformat()}'"
-    running = 0
-    async for wf in client.list_workflows(query):
-        if wf.status == WorkflowExecutionStatus.RUNNING:
-            running += 1
-            continue
-        if wf.id in report.outcomes:
-            continue
-        attrs = {k: v for k, v in wf.search_attributes.items()}
-        outcome = (attrs.get("XmOutcome") or [wf.status.name.lower() if wf.status else "?"])[0]
-        peer = (attrs.get("XmPeer") or ["?"])[0]
-        report.outcomes[wf.id] = outcome
-        trigger = wf.id.rsplit("-", 1)[-1][:12]
-        say(f"  wake  {peer:<16} on …{trigger}  -> {outcome}")
-    return running
+    async def _chaos(self, procs: PeerProcs) -> None:
+        victim = random.choice(sorted(procs.peers))
+        pid = procs.peers[victim].proc.pid if procs.peers[victim].proc else "?"
+        await asyncio.to_thread(procs.kill, victim)
+        procs.restart(victim)
+        self.report.kills += 1
+        self.say(f"  chaos SIGKILL {victim} (pid {pid}) and restarted it")
+
+    async def _drain(self, client: Client, procs: PeerProcs, since: datetime) -> None:
+        """Soak end: no more seeds or kills; wait for every wake to close (the restarted peers resume them)."""
+        self.say(f"soak: seeding and chaos stopped; draining (≤{self.opt.drain:.0f} s)")
+        query = group_query(self.group, since)
+        deadline = time.monotonic() + self.opt.drain
+        while not await self._tick():
+            await poll_wakes(client, query, self.report.tally, self._on_wake)
+            for peer in procs.dead():
+                procs.restart(peer.name)
+            if self._quiet() or time.monotonic() > deadline:
+                break
+        await poll_wakes(client, query, self.report.tally, self._on_wake)
 
 
 async def run_demo(
@@ -119,69 +297,8 @@ async def run_demo(
     target: TemporalTarget | None,
     duration: float = 300.0,
     say: Callable[[str], None] = print,
+    options: DemoOptions | None = None,
 ) -> DemoReport:
-    group = scenario.scenario.group
-    run_dir = paths.ensure_dir(paths.xmesh_home() / "demo" / scenario.scenario.name)
-    embedded = target is None
-    if embedded:
-        info = await asyncio.to_thread(devserver.acquire)
-        target = TemporalTarget(address=info.address)
-        say(f"Temporal: embedded dev server at {info.address} — Web UI {info.ui_url}")
-    else:
-        say(f"Temporal: {target.address} (namespace {target.namespace})")
-    client = await connect(target)
-    procs: list[subprocess.Popen] = []
-    report = DemoReport()
-    observer = NodeIdentity.generate("demo-seed")
-    store = CMBStore(":memory:")
-    last_activity = time.monotonic()
-
-    async def on_cmb(cmb: CMB, sender: object) -> None:
-        nonlocal last_activity
-        last_activity = time.monotonic()
-        report.cmbs.append(cmb)
-        say(f"  cmb   {cmb.created_by:<16} emitted {cmb.key[:21]}…")
-
-    node = MeshNode(observer, group, store, on_cmb=on_cmb)
-    try:
-        for cfg in configs:
-            cfg_path = run_dir / f"{cfg.name}.toml"
-            cfg_path.write_text(to_toml(cfg))
-            procs.append(_spawn_peer(cfg_path, run_dir / f"{cfg.name}.log", target.address))
-            label = " (OFFLINE adapter: deterministic, no network)" if cfg.model.adapter == "offline" else ""
-            say(f"peer  {cfg.name:<16} {cfg.model.adapter}/{cfg.model.model_name}{label}")
-        await node.start()
-        if not await node.wait_for_peers(len(configs), timeout=60):
-            logs = ", ".join(str(run_dir / f"{c.name}.log") for c in configs)
-            raise RuntimeError(f"peers did not join the mesh within 60 s; see {logs}")
-        await asyncio.sleep(1.0)  # let the peers finish meeting each other, not only the observer
-        since = datetime.now(UTC)
-        texts = dict(scenario.seed)
-        texts["motivation"] = f"{texts.get('motivation', '')} (demo run {since:%Y-%m-%d %H:%M:%S})".strip()
-        seed = mint(texts, identity=observer, group=group, created_at=int(since.timestamp() * 1000))
-        report.seed_key = seed.key
-        report.cmbs.append(seed)
-        sent = await node.publish(seed)
-        say(f"seed  {seed.key[:21]}… sent to {sent} peer(s): {texts.get('intent') or texts.get('focus')}")
-        deadline = time.monotonic() + duration
-        last_activity = time.monotonic()
-        while True:
-            await asyncio.sleep(0.5)
-            running = await _watch_wakes(client, group, since, report, say)
-            quiet = time.monotonic() - last_activity > QUIET_SECONDS
-            if report.outcomes and running == 0 and quiet:
-                break
-            if time.monotonic() > deadline:
-                report.timed_out = True
-                break
-            dead = [p for p in procs if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"a peer process exited early (code {dead[0].returncode}); see {run_dir}")
-    finally:
-        with contextlib.suppress(Exception):
-            await node.stop()
-        await asyncio.to_thread(_stop_peers, procs)
-        store.close()
-        if embedded:
-            await asyncio.to_thread(devserver.release)
-    return report
+    """Run the scenario once (see DemoOptions for soak and chaos) and report what happened."""
+    opts = options or DemoOptions(duration=duration)
+    return await DemoRun(scenario, configs, target, opts, say).run()

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from xmesh_agent.config import AgentConfig, ConfigError, load_config, parse_config
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-DEFAULT_SCENARIO = "pair"
+DEFAULT_SCENARIO = "trio"
 
 
 class ScenarioSpec(BaseModel):
@@ -21,6 +21,9 @@ class ScenarioSpec(BaseModel):
     description: str = ""
     group: str = "xmesh-demo"
     peers: list[str] = Field(min_length=1)
+    duration: str | None = Field(
+        default=None, pattern=r"^\s*\d+(\.\d+)?\s*[smh]?\s*$", description="Default --duration (90s, 2m)."
+    )
 
 
 class Scenario(BaseModel):
@@ -28,6 +31,14 @@ class Scenario(BaseModel):
 
     scenario: ScenarioSpec
     seed: dict[str, str]
+    tasks: list[dict[str, str]] = Field(
+        default_factory=list, description="Further seeds that soak mode publishes in turn."
+    )
+
+    def task(self, index: int) -> dict[str, str]:
+        """The index-th seed of soak mode: the main seed first, then each task in turn, round robin."""
+        seeds = [self.seed, *self.tasks]
+        return dict(seeds[index % len(seeds)])
 
 
 def resolve(name_or_path: str | None) -> Path:

@@ -1,4 +1,8 @@
-"""`demo`: run a scenario's peers on the embedded Temporal and watch them work."""
+"""`demo`: run a scenario's peers on the embedded (or a given) Temporal and watch them work.
+
+`xmesh-agent demo` runs the trio; `--soak --duration 2m --chaos 20s` keeps seeding tasks, crashes a
+random peer every 20 s and exits 1 unless every wake is accounted for.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import re
 
 import typer
 
-from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, TemporalOption, fail
-from xmesh_agent.config import ConfigError
+from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail
+from xmesh_agent.config import AgentConfig, ConfigError
 
 _KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+MODELS = ("offline", "openai", "anthropic", "ollama")
+DEFAULT_DURATION = "5m"
 
 
 def parse_duration(text: str) -> float:
@@ -22,57 +28,110 @@ def parse_duration(text: str) -> float:
     return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
+def _ollama_up(cfg: AgentConfig) -> bool:
+    import httpx
+
+    base = cfg.model.base_url or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+    if "://" not in base:
+        base = f"http://{base}"
+    try:
+        return httpx.get(f"{base.rstrip('/')}/api/tags", timeout=1.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def pick_adapter(cfg: AgentConfig, model: str | None) -> tuple[str | None, str | None]:
+    """(adapter override or None, a note when the peer falls back to offline)."""
+    wanted = model or cfg.model.adapter
+    needed = _KEY_VARS.get(wanted)
+    if needed and not os.environ.get(needed) and not (cfg.model.api_key and not model):
+        return "offline", f"{cfg.name}: {needed} is not set, using the offline adapter instead"
+    if wanted == "ollama" and not _ollama_up(cfg):
+        return "offline", f"{cfg.name}: no Ollama answers, using the offline adapter instead"
+    return model, None
+
+
 def demo(
-    scenario: str = typer.Argument("pair", help="Scenario name (scenarios/<name>.toml) or path."),
+    scenario: str = typer.Argument("trio", help="Scenario name (scenarios/<name>.toml) or path."),
     model: str = typer.Option(
         None,
         "--model",
-        help="offline | openai | anthropic | ollama. Default: the scenario's own adapter, or offline "
-        "when its API key is not set.",
+        help="offline | openai | anthropic | ollama. Default: each peer's own adapter, or offline "
+        "when its API key is not set (or no Ollama answers).",
     ),
     duration: str = typer.Option(
-        "5m", "--duration", help="Stop after this long at the latest (90s, 10m, 1h)."
+        None,
+        "--duration",
+        help=f"Stop after this long at the latest (90s, 10m, 1h); soak: how long to keep seeding. "
+        f"Default: the scenario's, else {DEFAULT_DURATION}.",
     ),
+    soak: bool = typer.Option(
+        False, "--soak", help="Keep seeding tasks for --duration, then drain and check the accounting."
+    ),
+    chaos: str = typer.Option(
+        None, "--chaos", help="With --soak: SIGKILL and restart a random peer this often (e.g. 20s)."
+    ),
+    seed_every: str = typer.Option("15s", "--seed-every", help="With --soak: seed a new task this often."),
     temporal_address: str | None = TemporalOption,
 ) -> None:
-    """Run a demo mesh: the scenario's peers as separate processes, one seed task, live progress.
+    """Run a demo mesh: the scenario's peers as separate processes, a seed task, live progress.
 
     Each wake is a Temporal workflow you can open in the Web UI. With no API key set, the peers
-    use the offline adapter (deterministic, no network, no cost) and the demo says so.
+    use the offline adapter (deterministic, no network, no cost) and the demo says so. Running it
+    again resumes the same mesh (state lives under ~/.xmesh) with a fresh seed.
     """
     from workers.client import external_target
-    from workers.demo import lineage_lines, run_demo
+    from workers.demo import DemoOptions, lineage_lines, run_demo
     from xmesh_agent.scenario import load_scenario, resolve, with_overrides
 
-    seconds = parse_duration(duration)
-    if model and model not in ("offline", "openai", "anthropic", "ollama"):
-        fail("--model must be offline, openai, anthropic or ollama", 2)
+    if model and model not in MODELS:
+        fail("--model must be offline, openai, anthropic or ollama", EXIT_USAGE)
+    if chaos and not soak:
+        fail("--chaos needs --soak", EXIT_USAGE)
     try:
         spec, configs = load_scenario(resolve(scenario))
+        seconds = parse_duration(duration or spec.scenario.duration or DEFAULT_DURATION)
+        chaos_s = parse_duration(chaos) if chaos else None
+        seed_s = parse_duration(seed_every)
     except ConfigError as exc:
-        fail(str(exc), 2)
+        fail(str(exc), EXIT_USAGE)
+    except typer.BadParameter as exc:
+        fail(str(exc), EXIT_USAGE)
+    if (chaos_s is not None and chaos_s < 1) or seed_s < 1:
+        fail("--chaos and --seed-every must be at least 1s", EXIT_USAGE)
     adapted = []
     for cfg in configs:
-        adapter = model
-        needed = _KEY_VARS.get(model or cfg.model.adapter)
-        if needed and not os.environ.get(needed) and not cfg.model.api_key:
-            typer.echo(f"{cfg.name}: {needed} is not set, using the offline adapter instead", err=True)
-            adapter = "offline"
+        adapter, note = pick_adapter(cfg, model)
+        if note:
+            typer.echo(note, err=True)
         adapted.append(with_overrides(cfg, group=spec.scenario.group, adapter=adapter))  # type: ignore[arg-type]
-    typer.echo(f"demo {spec.scenario.name}: {spec.scenario.description}")
-    try:
-        report = asyncio.run(
-            run_demo(spec, adapted, target=external_target(temporal_address), duration=seconds)
-        )
-    except (RuntimeError, OSError) as exc:
-        fail(str(exc))
-    typer.echo("")
-    typer.echo("lineage of what the peers said:")
-    for line in lineage_lines(report.cmbs, report.seed_key):
+    mode = " (soak" + (f", chaos every {chaos_s:g}s" if chaos_s else "") + ")" if soak else ""
+    typer.echo(f"demo {spec.scenario.name}{mode}: {spec.scenario.description}")
+    options = DemoOptions(duration=seconds, soak=soak, chaos=chaos_s, seed_every=seed_s)
+    report = asyncio.run(
+        run_demo(spec, adapted, target=external_target(temporal_address), options=options, say=_say)
+    )
+    if report.error:
+        fail(report.error)
+    if not soak and report.seed_key:
+        typer.echo("\nlineage of what the peers said:")
+        for line in lineage_lines(report.cmbs, report.seed_key):
+            typer.echo(f"  {line}")
+    typer.echo(f"\nrun {report.run} of {spec.scenario.name}, group {spec.scenario.group}:")
+    for line in report.tally.table():
         typer.echo(f"  {line}")
-    counts = ", ".join(f"{k}={v}" for k, v in sorted(report.by_outcome().items()))
-    typer.echo(f"\n{len(report.outcomes)} wakes: {counts}")
-    typer.echo("browse them: `xmesh-agent server` then open its Web UI, or `xmesh-agent wakes`")
+    if soak:
+        typer.echo(f"\nsoak accounting ({len(report.seed_keys)} seeds, {report.kills} peer kills):")
+        for check in report.checks:
+            typer.echo(check.line())
+    if report.ui_url:
+        typer.echo(f"\nbrowse the wakes: {report.ui_url} (filter XmGroup = '{spec.scenario.group}')")
     if report.timed_out:
         typer.echo("stopped at --duration before the mesh went quiet", err=True)
-    raise typer.Exit(EXIT_OK if report.outcomes else EXIT_FAIL)
+    if report.interrupted:
+        raise typer.Exit(EXIT_FAIL if soak else EXIT_OK)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAIL)
+
+
+def _say(line: str) -> None:
+    typer.echo(line)
