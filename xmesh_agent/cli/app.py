@@ -7,7 +7,7 @@ import json
 import typer
 
 from xmesh_agent import __version__
-from xmesh_agent.cli import demo_cmd, identity_cmds, peer_cmds, server_cmds, setup_cmds, wakes_cmds
+from xmesh_agent.cli import demo_cmd, identity_cmds, peer_cmds, relay_cmd, server_cmds, setup_cmds, wakes_cmds
 
 app = typer.Typer(
     name="xmesh-agent",
@@ -46,6 +46,7 @@ def schema() -> None:
 app.command("run")(peer_cmds.run)
 app.command("dry-run")(peer_cmds.dry_run)
 app.command("demo")(demo_cmd.demo)
+app.command("relay")(relay_cmd.relay)
 app.add_typer(server_cmds.app, name="server")
 app.command("init")(setup_cmds.init)
 app.command("doctor")(setup_cmds.doctor)
