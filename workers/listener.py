@@ -8,6 +8,7 @@ is unreachable the spool keeps the CMB and the start is retried until it lands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -24,6 +25,7 @@ from workers.client import task_queue, wake_id
 from workflows import search
 from workflows.wake import WakeWorkflow
 from xmesh_agent.config import AgentConfig
+from xmesh_agent.logs import EventLog, no_log
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
@@ -60,6 +62,7 @@ class WakeStarter:
         self.task_queue = task_queue(config.group, config.name)
         self._kick = asyncio.Event()
         self.started = 0
+        self.log: EventLog = no_log
 
     async def on_cmb(self, cmb: CMB, sender: object = None) -> None:
         """Node callback: spool, then let the start loop take it."""
@@ -108,7 +111,7 @@ class WakeStarter:
 
     async def drain_once(self) -> bool:
         """Start every spooled wake; False when Temporal did not answer (try again later)."""
-        for cmb_key, _author in self.ledger.pending():
+        for cmb_key, author in self.ledger.pending():
             try:
                 handle = await self.start_wake(cmb_key)
             except LookupError:
@@ -121,15 +124,14 @@ class WakeStarter:
                 return False
             self.ledger.mark_woken(cmb_key, handle.id)
             self.started += 1
+            self.log("wake-started", {"wakeId": handle.id, "cmbKey": cmb_key, "author": author})
         return True
 
     async def run(self, retry_seconds: float = 2.0) -> None:
         """Start loop: woken by new CMBs, retrying the spool while Temporal is away."""
         self._kick.set()
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout=retry_seconds)
-            except TimeoutError:
-                pass
             self._kick.clear()
             await self.drain_once()

@@ -23,11 +23,13 @@ from temporalio.worker import Worker
 from activities.wake import WakeActivities
 from workers import devserver
 from workers.client import TemporalTarget, connect, task_queue
+from workers.control import ControlServer, ensure_not_running
 from workers.listener import WakeStarter
 from workflows.wake import WakeWorkflow
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
+from xmesh_agent.logs import PeerLog
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
@@ -60,11 +62,14 @@ class Peer:
 
     def __post_init__(self) -> None:
         cfg = self.config
+        ensure_not_running(cfg.name)  # before any store, socket or worker is opened
         home = paths.ensure_dir(paths.peer_dir(cfg.name))
         self.identity = load_or_create_identity(cfg.name)
         self.store = CMBStore(home / "cmbs.db")
         self.ledger = WakeLedger(home / "wakes.db")
+        self.events = PeerLog.for_config(cfg)
         self.starter = WakeStarter(self.client, cfg, self.store, self.ledger)
+        self.starter.log = self.events
         self.node = MeshNode(
             self.identity,
             cfg.group,
@@ -78,12 +83,15 @@ class Peer:
             admission=cfg.mesh.admission,
             on_cmb=self.starter.on_cmb,
             e2e_keypair=load_or_create_e2e_keypair(cfg.name),
+            on_event=self.events.node_event,
         )
         self.envelope = Envelope.open(home / "safety.db", cfg)
         steps = WakeSteps(
             cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.envelope
         )
+        steps.log = self.events
         self.steps = steps
+        self.control = ControlServer(self)
         self.worker = Worker(
             self.client,
             task_queue=task_queue(cfg.group, cfg.name),
@@ -93,6 +101,7 @@ class Peer:
         )
 
     async def start(self) -> None:
+        await self.control.start()  # refuses when a live peer of this name holds the socket
         self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
         await self.node.start()
         self._tasks.append(asyncio.create_task(self.starter.run(), name="listener"))
@@ -116,6 +125,8 @@ class Peer:
 
         CMBs that arrive while draining are spooled in the wake ledger and woken on the next start.
         """
+        owned = self.control.serving
+        await self.control.close()
         for task in self._tasks[1:]:
             task.cancel()
         await self.worker.shutdown()
@@ -128,7 +139,9 @@ class Peer:
         self.store.close()
         self.ledger.close()
         self.envelope.close()
-        status_file(self.config.name).unlink(missing_ok=True)
+        self.events.close()
+        if owned:
+            status_file(self.config.name).unlink(missing_ok=True)
 
 
 async def open_client(target: TemporalTarget | None) -> tuple[Client, bool]:
@@ -150,6 +163,7 @@ async def open_client(target: TemporalTarget | None) -> tuple[Client, bool]:
 async def run_peer(
     config: AgentConfig, target: TemporalTarget | None, ready: asyncio.Event | None = None
 ) -> int:
+    ensure_not_running(config.name)
     client, embedded = await open_client(target)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,6 +171,7 @@ async def run_peer(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     peer = Peer(config, client)
+    peer.control.on_stop = stop.set
     try:
         await peer.start()
         log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)

@@ -7,7 +7,16 @@ import json
 import typer
 
 from xmesh_agent import __version__
-from xmesh_agent.cli import demo_cmd, identity_cmds, peer_cmds, relay_cmd, server_cmds, setup_cmds, wakes_cmds
+from xmesh_agent.cli import (
+    demo_cmd,
+    identity_cmds,
+    ops_cmds,
+    peer_cmds,
+    relay_cmd,
+    server_cmds,
+    setup_cmds,
+    wakes_cmds,
+)
 
 app = typer.Typer(
     name="xmesh-agent",
@@ -58,6 +67,9 @@ app.add_typer(wakes_cmds.wakes_app, name="wakes")
 app.command("replay")(wakes_cmds.replay)
 app.command("approve")(wakes_cmds.approve)
 app.command("deny")(wakes_cmds.deny)
+
+for _name in ("stop", "status", "cost", "trace", "peers", "logs"):
+    app.command(_name)(getattr(ops_cmds, _name))
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ def run(
     """
     cfg = load_or_exit(config)
     from workers.client import external_target
+    from workers.control import PeerAlreadyRunning
     from workers.devserver import ServerError
     from workers.peer import run_peer
 
@@ -37,7 +38,7 @@ def run(
         )
     try:
         code = asyncio.run(run_peer(cfg, target))
-    except ServerError as exc:
+    except (ServerError, PeerAlreadyRunning) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         code = EXIT_OK

@@ -6,11 +6,12 @@ Plain async Python with no Temporal import: `activities/` wraps each method as a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
 from xmesh_agent.mmp.encoder import admit as svaf_admit
 from xmesh_agent.mmp.store import CMBStore
@@ -55,6 +56,8 @@ class WakeSteps:
     mesh: Mesh
     adapter: ModelAdapter
     envelope: Envelope
+    log: EventLog = field(default=no_log)
+    """Where the steps report what they decided (the peer's structured log); a no-op by default."""
 
     def _cmb(self, key: str) -> CMB:
         cmb = self.store.get(key)
@@ -62,7 +65,7 @@ class WakeSteps:
             raise LookupError(f"CMB {key} is not in {self.config.name}'s store")
         return cmb
 
-    async def admit(self, cmb_key: str) -> AdmitResult:
+    async def _admit(self, cmb_key: str) -> AdmitResult:
         """SVAF per-field drift with this peer's α weights, against what it already holds."""
         cmb = self._cmb(cmb_key)
         anchors = self.store.recent_in_group(self.config.group, ANCHOR_WINDOW)
@@ -74,7 +77,7 @@ class WakeSteps:
             reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
         )
 
-    async def reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
+    async def _reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
         """Cost caps, then the wake budget, then the breaker: a wake that may not run says why.
 
         `at_ms` is the wake's own clock (the workflow's time), so budget and cost windows follow it.
@@ -105,7 +108,7 @@ class WakeSteps:
     async def assemble_context(self, cmb_key: str) -> ContextPlan:
         return plan_context(self.store, self.config, cmb_key)
 
-    async def call_model(
+    async def _call_model(
         self, wake_id: str, plan: ContextPlan, attempt: int = 1, at_ms: int | None = None
     ) -> ModelReply:
         """`at_ms`: when this attempt was scheduled (server time); the cost is charged at that time."""
@@ -147,7 +150,7 @@ class WakeSteps:
             model=response.model,
         )
 
-    async def check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:
+    async def _check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:
         """Empty replies, cycles back to this peer (unless it commits to something), approval gates."""
         if not fields:
             return SafetyVerdict(action="block", outcome=Outcome.SUPPRESSED_EMPTY, reason="no field text")
@@ -173,11 +176,13 @@ class WakeSteps:
         outcome = Outcome.SUPPRESSED_GATE if gate.action == "block" else None
         return SafetyVerdict(action=gate.action, outcome=outcome, rule=gate.rule or "", reason=reason)
 
-    async def emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
+    async def _emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
         """Mint, store and send the reply. Idempotent: a retried emit re-sends the same CMB."""
         trigger = self._cmb(cmb_key)
         peers = list(self.mesh.peers())
-        route = choose_route(self.config.routing.response_routing, trigger.created_by, [p.name for p in peers])
+        route = choose_route(
+            self.config.routing.response_routing, trigger.created_by, [p.name for p in peers]
+        )
         to = next((p.node_id for p in peers if p.name == route.to), None) if route.to else None
         key = self.ledger.emission_of(wake_id) or content_key(
             minted_texts(fields), [trigger.key], self.identity.node_id
@@ -197,3 +202,24 @@ class WakeSteps:
         delivered = await self.mesh.publish(cmb)
         kind = "targeted" if cmb.to else "broadcast"
         return EmitResult(key=cmb.key, route=kind, to=route.to if cmb.to else None, delivered_to=delivered)
+
+    # -- the entry points the activities call: each step, then its log event -----------------------
+
+    async def admit(self, cmb_key: str) -> AdmitResult:
+        return wake_events.admit(self.log, cmb_key, await self._admit(cmb_key))
+
+    async def reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
+        return wake_events.reserve(self.log, wake_id, await self._reserve(wake_id, at_ms))
+
+    async def call_model(
+        self, wake_id: str, plan: ContextPlan, attempt: int = 1, at_ms: int | None = None
+    ) -> ModelReply:
+        with wake_events.model_errors(self.log, wake_id, attempt):
+            reply = await self._call_model(wake_id, plan, attempt, at_ms)
+            return wake_events.model_call(self.log, wake_id, reply)
+
+    async def check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:
+        return wake_events.safety(self.log, wake_id, await self._check_safety(wake_id, cmb_key, fields))
+
+    async def emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
+        return wake_events.emitted(self.log, wake_id, await self._emit(wake_id, cmb_key, fields))

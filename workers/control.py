@@ -1,0 +1,446 @@
+"""The control plane of a running peer: a Unix socket that `xmesh-agent status/cost/trace/peers/stop` talk to.
+
+~/.xmesh/peers/<name>/control.sock (0600), newline-delimited JSON: a request {"cmd": "status", ...} gets
+one reply line, {"ok": true, ...} or {"ok": false, "error": "..."}. Commands are looked up in one fixed
+dict, so a name like "__class__" or "constructor" is just an unknown command.
+
+The socket doubles as the peer's liveness lock: a socket that accepts a connection means the peer is
+running (a second peer of the same name refuses to start); one that refuses is left over from a dead
+process and is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from temporalio.client import WorkflowFailureError
+
+from workflows.wake import WakeWorkflow
+from xmesh_agent import paths
+from xmesh_agent.wake.payloads import Outcome
+
+if TYPE_CHECKING:
+    from workers.peer import Peer
+
+MAX_REQUEST = 64 * 1024
+TRACE_MAX_DEPTH = 20
+TRACE_MAX_NODES = 500
+DRAIN_TIMEOUT = 30.0
+SUN_PATH_MAX = 100
+"""Unix socket paths are limited (~108 bytes); a longer home gets its socket in /tmp behind a symlink."""
+
+
+class PeerAlreadyRunning(RuntimeError):
+    """A live peer of this name already serves its control socket."""
+
+
+class PeerNotRunning(RuntimeError):
+    """No live peer of this name answers on its control socket."""
+
+
+def control_path(peer: str) -> Path:
+    return paths.peer_dir(peer) / "control.sock"
+
+
+def _connect_address(path: Path) -> str:
+    """The address to bind/connect: the path itself, or its symlink target when the path is too long."""
+    if path.is_symlink():
+        return os.readlink(path)
+    return str(path)
+
+
+def _short_address(path: Path) -> str:
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    base = Path(tempfile.gettempdir()) / f"xmesh-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    return str(base / f"{digest}.sock")
+
+
+def is_live(path: Path, timeout: float = 1.0) -> bool:
+    """True when something accepts connections on the control socket at `path`."""
+    if not path.exists() and not path.is_symlink():
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(_connect_address(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def ensure_not_running(peer: str) -> None:
+    """Raise PeerAlreadyRunning when a live peer of this name answers on its control socket."""
+    path = control_path(peer)
+    if is_live(path):
+        info = _read_status(path.parent / "peer.json")
+        pid = f" (pid {info['pid']})" if "pid" in info else ""
+        raise PeerAlreadyRunning(
+            f"peer {peer} is already running{pid}; stop it with `xmesh-agent stop {peer}` or pick another name"
+        )
+
+
+def running_peers() -> list[str]:
+    """Names of the local peers whose control socket answers."""
+    root = paths.xmesh_home() / "peers"
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if is_live(d / "control.sock"))
+
+
+def call(peer: str, cmd: str, timeout: float = 10.0, **args: Any) -> dict[str, Any]:
+    """Send one command to a running peer and return its reply (raises PeerNotRunning)."""
+    path = control_path(peer)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(_connect_address(path))
+        except OSError:
+            raise PeerNotRunning(peer) from None
+        sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        return {"ok": False, "error": f"{peer} did not answer within {timeout:g}s"}
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        return {"ok": False, "error": f"{peer} closed the control connection without a reply"}
+    return reply if isinstance(reply, dict) else {"ok": False, "error": "malformed reply"}
+
+
+Handler = Callable[["ControlServer", dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlServer:
+    """Serves one peer's control socket and keeps the little state the read commands show."""
+
+    def __init__(self, peer: Peer, on_stop: Callable[[], None] | None = None) -> None:
+        self.peer = peer
+        self.on_stop = on_stop
+        self.path = control_path(peer.config.name)
+        self.state = "starting"
+        self.started_monotonic = time.monotonic()
+        self.seen: Counter[str] = Counter()
+        self._watchers: dict[str, asyncio.Task] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._address: str | None = None
+        self._drain_task: asyncio.Task | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the socket; refuse if a live peer of this name holds it, replace it if stale."""
+        path = self.path
+        ensure_not_running(self.peer.config.name)
+        with contextlib.suppress(FileNotFoundError):
+            stale = _connect_address(path) if path.is_symlink() else None
+            path.unlink()
+            if stale:
+                Path(stale).unlink(missing_ok=True)
+        paths.ensure_dir(path.parent)
+        address = str(path)
+        if len(address) > SUN_PATH_MAX:
+            address = _short_address(path)
+            Path(address).unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._serve, address, limit=MAX_REQUEST)
+        os.chmod(address, 0o600)
+        if address != str(path):
+            os.symlink(address, path)
+        self._address = address
+        self.state = "running"
+        self.started_monotonic = time.monotonic()
+        self.peer.events.listeners.append(self._on_event)
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        self._server = None
+        for task in self._watchers.values():
+            task.cancel()
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+        self._watchers.clear()
+        with contextlib.suppress(ValueError):
+            self.peer.events.listeners.remove(self._on_event)
+        self.path.unlink(missing_ok=True)
+        if self._address and self._address != str(self.path):
+            Path(self._address).unlink(missing_ok=True)
+
+    # -- the wire -------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._reply(writer, {"ok": False, "error": f"request over {MAX_REQUEST} bytes"})
+                    return
+                if not line:
+                    return
+                await self._reply(writer, await self.handle(line))
+        except (ConnectionError, OSError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+        writer.write(json.dumps(reply, default=str).encode() + b"\n")
+        await writer.drain()
+
+    async def handle(self, line: bytes) -> dict[str, Any]:
+        """One request line -> one reply; bad input is an error reply, never an exception."""
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "request is not JSON"}
+        if not isinstance(request, dict):
+            return {"ok": False, "error": 'request must be a JSON object like {"cmd": "status"}'}
+        cmd = request.get("cmd")
+        handler = HANDLERS.get(cmd) if isinstance(cmd, str) else None
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {str(cmd)[:40]!r}; known: {', '.join(HANDLERS)}"}
+        try:
+            return {"ok": True, **await handler(self, request)}
+        except LookupError as exc:
+            return {"ok": False, "error": str(exc.args[0]) if exc.args else "not found"}
+        except Exception as exc:  # a control command must never take the peer down
+            return {"ok": False, "error": f"{cmd} failed: {type(exc).__name__}: {exc}"}
+
+    # -- wake tracking --------------------------------------------------------------------------
+
+    def _on_event(self, evt: str, data: dict[str, Any]) -> None:
+        wake = data.get("wakeId")
+        if evt == "wake-started" and isinstance(wake, str) and wake not in self._watchers:
+            self._watch(wake)
+
+    def _watch(self, wake: str) -> None:
+        self._watchers[wake] = asyncio.get_running_loop().create_task(self._await_wake(wake))
+
+    async def _await_wake(self, wake: str) -> None:
+        handle = self.peer.client.get_workflow_handle_for(WakeWorkflow.run, wake)
+        try:
+            result = await handle.result()
+            self.seen[str(result.outcome)] += 1
+        except WorkflowFailureError:
+            self.seen[Outcome.FAILED.value] += 1
+        except Exception:
+            self.seen["unknown"] += 1
+
+    def in_flight(self) -> list[str]:
+        return [w for w, t in self._watchers.items() if not t.done()]
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> list[str]:
+        """Stop starting wakes (the spool keeps new CMBs), wait for in-flight ones; return leftovers.
+
+        A wake parked awaiting approval is not waited for: it survives the restart in Temporal.
+        """
+        self.state = "draining"
+        for task in self.peer._tasks:
+            if task.get_name() == "listener":
+                task.cancel()
+        with contextlib.suppress(Exception):
+            query = f"{_peer_query(self.peer)} AND ExecutionStatus = 'Running'"
+            async for wf in self.peer.client.list_workflows(query):
+                if wf.id not in self._watchers:
+                    self._watch(wf.id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            waiting = [w for w in self.in_flight() if not await self._parked(w)]
+            if not waiting:
+                return []
+            await asyncio.wait([self._watchers[w] for w in waiting], timeout=0.5)
+        return self.in_flight()
+
+    async def _parked(self, wake: str) -> bool:
+        handle = self.peer.client.get_workflow_handle_for(WakeWorkflow.run, wake)
+        try:
+            return await asyncio.wait_for(handle.query(WakeWorkflow.stage), 2.0) == "awaiting-approval"
+        except Exception:
+            return False
+
+    async def _stop_after_drain(self) -> None:
+        left = await self.drain()
+        self.peer.events.event("stopping", {"reason": "stop command", "leftInFlight": left})
+        if self.on_stop is not None:
+            self.on_stop()
+
+
+def _read_status(path: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def _peer_query(peer: Peer) -> str:
+    return f"XmPeer = '{peer.config.name}' AND XmGroup = '{peer.config.group}'"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _peers(server: ControlServer) -> list[dict[str, str]]:
+    return [
+        {"name": p.name, "nodeId": p.node_id, "transport": p.transport, "address": p.address}
+        for p in server.peer.node.peers()
+    ]
+
+
+def _cost(server: ControlServer) -> dict[str, Any]:
+    env = server.peer.envelope
+    budget = env.cost.config
+    return {
+        **env.cost.totals(_now_ms()).model_dump(),
+        "caps": {
+            "hour_usd": budget.max_cost_usd_per_hour,
+            "day_usd": budget.max_cost_usd_per_day,
+            "run_usd": budget.max_cost_usd_per_run,
+        },
+        "runId": env.run_id,
+    }
+
+
+async def _visibility_outcomes(server: ControlServer) -> dict[str, int] | None:
+    """Lifetime wakes by outcome from Temporal visibility; None when Temporal does not answer quickly."""
+    base = _peer_query(server.peer)
+    client = server.peer.client
+
+    async def count(outcome: Outcome) -> tuple[str, int]:
+        result = await client.count_workflows(f"{base} AND XmOutcome = '{outcome.value}'")
+        return outcome.value, result.count
+
+    try:
+        pairs = await asyncio.wait_for(asyncio.gather(*(count(o) for o in Outcome)), 3.0)
+    except Exception:
+        return None
+    return {k: v for k, v in pairs if v}
+
+
+async def cmd_status(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    peer, now = server.peer, _now_ms()
+    cfg = peer.config
+    return {
+        "peer": cfg.name,
+        "state": server.state,
+        "pid": os.getpid(),
+        "uptimeSeconds": round(time.monotonic() - server.started_monotonic, 1),
+        "nodeId": peer.identity.node_id,
+        "port": peer.node.port,
+        "group": cfg.group,
+        "model": {"adapter": cfg.model.adapter, "name": cfg.model.model_name},
+        "peers": _peers(server),
+        "budget": {
+            "counts": peer.envelope.budget.counts(now).model_dump(),
+            "limits": peer.envelope.budget.limits.model_dump(),
+        },
+        "breaker": peer.envelope.breaker.snapshot(now).model_dump(),
+        "cost": _cost(server),
+        "wakes": {
+            "seenThisRun": dict(server.seen),
+            "inFlight": len(server.in_flight()),
+            "visibility": await _visibility_outcomes(server),
+        },
+        "log": str(peer.events.path),
+    }
+
+
+async def cmd_cost(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    return {"peer": server.peer.config.name, **_cost(server)}
+
+
+async def cmd_peers(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    p = server.peer
+    return {
+        "peer": p.config.name,
+        "group": p.config.group,
+        "nodeId": p.identity.node_id,
+        "peers": _peers(server),
+    }
+
+
+async def cmd_trace(server: ControlServer, req: dict[str, Any]) -> dict[str, Any]:
+    """Lineage of a CMB: breadth-first through parents, depth <= 20; unknown parents shown as missing."""
+    key = req.get("key")
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise LookupError("trace needs a CMB key")
+    store = server.peer.store
+    if store.get(key) is None:
+        raise LookupError(f"unknown CMB key {key!r}: not in {server.peer.config.name}'s store")
+    nodes: dict[str, dict[str, Any]] = {}
+    frontier, depth = [key], 0
+    while frontier and depth <= TRACE_MAX_DEPTH and len(nodes) < TRACE_MAX_NODES:
+        following: list[str] = []
+        for k in frontier:
+            if k in nodes:
+                continue
+            cmb = store.get(k)
+            if cmb is None:
+                nodes[k] = {"key": k, "depth": depth, "missing": True, "parents": []}
+                continue
+            topic = next((cmb.text(f) for f in ("focus", "intent", "issue") if cmb.text(f)), "")
+            nodes[k] = {
+                "key": k,
+                "depth": depth,
+                "missing": False,
+                "createdBy": cmb.created_by,
+                "createdAt": cmb.created_at,
+                "summary": topic[:120],
+                "parents": list(cmb.parents),
+            }
+            following.extend(p for p in cmb.parents if p not in nodes)
+        frontier, depth = following, depth + 1
+    return {
+        "root": key,
+        "maxDepth": TRACE_MAX_DEPTH,
+        "truncated": bool(frontier),
+        "nodes": list(nodes.values()),
+    }
+
+
+async def cmd_stop(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    """Accept at once; drain and stop in the background (the reply must not wait for the drain)."""
+    if server._drain_task is None:
+        server._drain_task = asyncio.get_running_loop().create_task(server._stop_after_drain())
+    return {"accepted": True, "peer": server.peer.config.name, "inFlight": len(server.in_flight())}
+
+
+HANDLERS: dict[str, Handler] = {
+    "status": cmd_status,
+    "cost": cmd_cost,
+    "trace": cmd_trace,
+    "peers": cmd_peers,
+    "stop": cmd_stop,
+}

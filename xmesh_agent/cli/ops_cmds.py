@@ -1,0 +1,275 @@
+"""Operating a running peer: `stop`, `status`, `cost`, `trace`, `peers`, `logs`.
+
+Every command but `logs` talks to the peer's control socket (~/.xmesh/peers/<name>/control.sock), so
+it answers from the live process: its mesh view, its budget windows, its cost ledger, its store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from xmesh_agent.cli.common import fail, print_json
+
+JsonOption = typer.Option(False, "--json", help="Print the raw JSON reply instead of a table.")
+
+
+def _not_running(peer: str) -> str:
+    from workers.control import running_peers
+
+    running = running_peers()
+    if running:
+        return f"peer {peer} is not running; running peers: {', '.join(running)}"
+    return (
+        f"peer {peer} is not running, and no peer is running on this machine; "
+        "start one with `xmesh-agent run --config <peer>.toml`"
+    )
+
+
+def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
+    """One control request; a dead peer or an error reply becomes a message and exit 1."""
+    from workers.control import PeerNotRunning, call
+
+    try:
+        reply = call(peer, cmd, **args)
+    except PeerNotRunning:
+        fail(_not_running(peer))
+    if not reply.get("ok"):
+        fail(f"{peer}: {reply.get('error', 'request failed')}")
+    return reply
+
+
+def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
+    """Aligned columns, two spaces apart; the header underlined."""
+    cells = [[str(c) for c in row] for row in ([header] if header else []) + rows]
+    if not cells:
+        return ""
+    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(max(map(len, cells)))]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in cells]
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _peer_rows(peers: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[p["name"], p["nodeId"], p["transport"], p.get("address", "")] for p in peers]
+
+
+def stop(peer: str = typer.Argument(..., help="Name of the running peer.")) -> None:
+    """Stop a running peer gracefully.
+
+    The peer stops starting wakes at once (CMBs that still arrive are spooled and woken on the next
+    start), lets in-flight wakes finish and emit, leaves the mesh and exits 0. A wake parked awaiting
+    approval stays parked in Temporal and resumes when the peer runs again.
+
+    Example: xmesh-agent stop reviewer-01
+    """
+    reply = _ask(peer, "stop")
+    typer.echo(f"{peer}: stop accepted; draining {reply.get('inFlight', 0)} in-flight wake(s), then exiting")
+
+
+def status(
+    peer: str = typer.Argument(..., help="Name of the running peer."), as_json: bool = JsonOption
+) -> None:
+    """Show a running peer at a glance: mesh, budget, breaker, cost and wakes.
+
+    Use it to see why a peer is quiet (budget window full? breaker open? no mesh peers?) or what it
+    has cost so far.
+
+    Example: xmesh-agent status reviewer-01 --json
+    """
+    r = _ask(peer, "status")
+    if as_json:
+        print_json(r)
+        return
+    b, limits = r["budget"]["counts"], r["budget"]["limits"]
+    c, brk, wakes = r["cost"], r["breaker"], r["wakes"]
+    typer.echo(
+        table(
+            [
+                ["peer", f"{r['peer']} ({r['state']}, pid {r['pid']}, up {_duration(r['uptimeSeconds'])})"],
+                ["node", f"{r['nodeId']} on port {r['port']}, group {r['group']}"],
+                ["model", f"{r['model']['adapter']} / {r['model']['name']}"],
+                [
+                    "wake budget",
+                    f"minute {b['minute']}/{limits['minute']}  hour {b['hour']}/{limits['hour']}"
+                    f"  day {b['day']}/{limits['day']}",
+                ],
+                ["breaker", f"{brk['state']} ({brk['consecutive_failures']} consecutive failures)"],
+                [
+                    "cost",
+                    f"run {_usd(c['run_usd'])}  lifetime {_usd(c['lifetime_usd'])}  "
+                    f"({c['calls']} calls, {c['unknown_calls']} of unknown price)",
+                ],
+                ["wakes", _outcomes(wakes.get("seenThisRun") or {}) + f"  (in flight {wakes['inFlight']})"],
+                [
+                    "wakes ever",
+                    "temporal not reachable"
+                    if wakes.get("visibility") is None
+                    else _outcomes(wakes["visibility"]),
+                ],
+                ["log", r.get("log", "")],
+            ]
+        )
+    )
+    typer.echo("")
+    if r["peers"]:
+        typer.echo(table(_peer_rows(r["peers"]), ["MESH PEER", "NODE ID", "TRANSPORT", "ADDRESS"]))
+    else:
+        typer.echo("no mesh peers connected")
+
+
+def _outcomes(counts: dict[str, int]) -> str:
+    return "  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def cost(
+    peer: str = typer.Argument(..., help="Name of the running peer."), as_json: bool = JsonOption
+) -> None:
+    """Show what a peer's model calls cost: this hour, today, this run and ever, against its caps.
+
+    A wake is refused once any cap is reached. Calls whose price is unknown are counted, never
+    treated as free.
+
+    Example: xmesh-agent cost reviewer-01
+    """
+    r = _ask(peer, "cost")
+    if as_json:
+        print_json(r)
+        return
+    caps = r["caps"]
+    rows = [
+        ["last hour", _usd(r["hour_usd"]), _usd(caps["hour_usd"])],
+        ["last day", _usd(r["day_usd"]), _usd(caps["day_usd"])],
+        ["this run", _usd(r["run_usd"]), _usd(caps["run_usd"])],
+        ["lifetime", _usd(r["lifetime_usd"]), "-"],
+    ]
+    typer.echo(table(rows, ["WINDOW", "SPENT", "CAP"]))
+    typer.echo(
+        f"\ncalls: {r['run_calls']} this run, {r['calls']} ever; "
+        f"unknown price: {r['run_unknown_calls']} this run, {r['unknown_calls']} ever"
+    )
+
+
+def trace(
+    peer: str = typer.Argument(..., help="Name of the running peer whose store to read."),
+    key: str = typer.Argument(..., help="The CMB key (cmb1-...) to trace back."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show where a CMB came from: its parents, their parents, ... as an indented tree (depth <= 20).
+
+    Parents this peer never received are shown as (missing). Use it to follow a reply back to the
+    seed that started a conversation.
+
+    Example: xmesh-agent trace reviewer-01 cmb1-3f2a...
+    """
+    r = _ask(peer, "trace", key=key)
+    if as_json:
+        print_json(r)
+        return
+    typer.echo("\n".join(render_tree(r)))
+
+
+def render_tree(reply: dict[str, Any]) -> list[str]:
+    """The lineage as lines, the CMB first and each parent indented under its child."""
+    nodes = {n["key"]: n for n in reply["nodes"]}
+    lines: list[str] = []
+    shown: set[str] = set()
+
+    def walk(key: str, indent: int) -> None:
+        node = nodes.get(key)
+        pad = "  " * indent + ("└─ " if indent else "")
+        if node is None:
+            lines.append(f"{pad}{key}  (beyond depth {reply['maxDepth']})")
+            return
+        if node["missing"]:
+            lines.append(f"{pad}{key}  (missing: not in this peer's store)")
+            return
+        when = datetime.fromtimestamp(node["createdAt"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if key in shown:
+            lines.append(f"{pad}{key}  (shown above)")
+            return
+        shown.add(key)
+        lines.append(f"{pad}{key}  {node['createdBy']}  {when}  {node['summary']}")
+        for parent in node["parents"]:
+            walk(parent, indent + 1)
+
+    walk(reply["root"], 0)
+    return lines
+
+
+def peers(
+    peer: str | None = typer.Argument(None, help="A running peer; omit to ask every running local peer."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show who is on the mesh, as a running peer sees it (name, node id, transport).
+
+    Without a name every running local peer answers, so you can compare their views.
+
+    Example: xmesh-agent peers   |   xmesh-agent peers reviewer-01 --json
+    """
+    from workers.control import running_peers
+
+    names = [peer] if peer else running_peers()
+    if not names:
+        fail("no peer is running on this machine; start one with `xmesh-agent run --config <peer>.toml`")
+    views = [_ask(name, "peers") for name in names]
+    if as_json:
+        print_json(views if peer is None else views[0])
+        return
+    rows = [[v["peer"], *row] for v in views for row in _peer_rows(v["peers"])]
+    lonely = [v["peer"] for v in views if not v["peers"]]
+    if rows:
+        typer.echo(table(rows, ["SEEN BY", "MESH PEER", "NODE ID", "TRANSPORT", "ADDRESS"]))
+    for name in lonely:
+        typer.echo(f"{name}: no mesh peers connected")
+
+
+def logs(
+    peer: str = typer.Argument(..., help="Peer name (running or not: the log file outlives the process)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
+    lines: int = typer.Option(50, "--lines", "-n", min=0, help="How many recent events to print first."),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="The peer's agent.toml, if [logging] file_path moves its log."
+    ),
+) -> None:
+    """Print a peer's structured log: one JSON event per line {ts, level, evt, peer, data}.
+
+    Events: wake-started, admitted/rejected, model-call, suppressed, emitted, budget-warning,
+    peer-connected/disconnected, cmb-rejected. Pipe it to `jq` to filter, e.g. only suppressions:
+
+    Example: xmesh-agent logs reviewer-01 -n 200 | jq 'select(.evt == "suppressed")'
+    """
+    from xmesh_agent.logs import default_log_path, log_path, tail
+    from xmesh_agent.logs import follow as follow_file
+
+    if config:
+        from xmesh_agent.cli.common import load_or_exit
+
+        path = log_path(load_or_exit(Path(config)))
+    else:
+        path = default_log_path(peer)
+    if not path.exists() and not follow:
+        fail(f"no log for peer {peer} at {path} (has it ever run? logs start with `xmesh-agent run`)")
+    for line in tail(path, lines):
+        typer.echo(line)
+    if follow:
+        try:
+            for line in follow_file(path):
+                typer.echo(line)
+        except KeyboardInterrupt:
+            return
