@@ -1,0 +1,158 @@
+"""What a running peer answers on its control socket: status, cost, trace, peers, stop.
+
+One fixed dict maps command names to handlers; `ControlServer.handle` looks names up nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from workers.control import ControlServer, peer_query
+from xmesh_agent.wake.payloads import Outcome
+
+TRACE_MAX_DEPTH = 20
+TRACE_MAX_NODES = 500
+
+Handler = Callable[[ControlServer, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _peers(server: ControlServer) -> list[dict[str, str]]:
+    return [
+        {"name": p.name, "nodeId": p.node_id, "transport": p.transport, "address": p.address}
+        for p in server.peer.node.peers()
+    ]
+
+
+def _cost(server: ControlServer) -> dict[str, Any]:
+    env = server.peer.envelope
+    budget = env.cost.config
+    return {
+        **env.cost.totals(_now_ms()).model_dump(),
+        "caps": {
+            "hour_usd": budget.max_cost_usd_per_hour,
+            "day_usd": budget.max_cost_usd_per_day,
+            "run_usd": budget.max_cost_usd_per_run,
+        },
+        "runId": env.run_id,
+    }
+
+
+async def _visibility_outcomes(server: ControlServer) -> dict[str, int] | None:
+    """Lifetime wakes by outcome from Temporal visibility; None when Temporal does not answer quickly."""
+    base = peer_query(server.peer)
+    client = server.peer.client
+
+    async def count(outcome: Outcome) -> tuple[str, int]:
+        result = await client.count_workflows(f"{base} AND XmOutcome = '{outcome.value}'")
+        return outcome.value, result.count
+
+    try:
+        pairs = await asyncio.wait_for(asyncio.gather(*(count(o) for o in Outcome)), 3.0)
+    except Exception:
+        return None
+    return {k: v for k, v in pairs if v}
+
+
+async def cmd_status(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    peer, now = server.peer, _now_ms()
+    cfg = peer.config
+    return {
+        "peer": cfg.name,
+        "state": server.state,
+        "pid": os.getpid(),
+        "uptimeSeconds": round(time.monotonic() - server.started_monotonic, 1),
+        "nodeId": peer.identity.node_id,
+        "port": peer.node.port,
+        "group": cfg.group,
+        "model": {"adapter": cfg.model.adapter, "name": cfg.model.model_name},
+        "peers": _peers(server),
+        "budget": {
+            "counts": peer.envelope.budget.counts(now).model_dump(),
+            "limits": peer.envelope.budget.limits.model_dump(),
+        },
+        "breaker": peer.envelope.breaker.snapshot(now).model_dump(),
+        "cost": _cost(server),
+        "wakes": {
+            "seenThisRun": dict(server.seen),
+            "inFlight": len(server.in_flight()),
+            "visibility": await _visibility_outcomes(server),
+        },
+        "log": str(peer.events.path),
+    }
+
+
+async def cmd_cost(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    return {"peer": server.peer.config.name, **_cost(server)}
+
+
+async def cmd_peers(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    p = server.peer
+    return {
+        "peer": p.config.name,
+        "group": p.config.group,
+        "nodeId": p.identity.node_id,
+        "peers": _peers(server),
+    }
+
+
+async def cmd_trace(server: ControlServer, req: dict[str, Any]) -> dict[str, Any]:
+    """Lineage of a CMB: breadth-first through parents, depth <= 20; unknown parents shown as missing."""
+    key = req.get("key")
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise LookupError("trace needs a CMB key")
+    store = server.peer.store
+    if store.get(key) is None:
+        raise LookupError(f"unknown CMB key {key!r}: not in {server.peer.config.name}'s store")
+    nodes: dict[str, dict[str, Any]] = {}
+    frontier, depth = [key], 0
+    while frontier and depth <= TRACE_MAX_DEPTH and len(nodes) < TRACE_MAX_NODES:
+        following: list[str] = []
+        for k in frontier:
+            if k in nodes:
+                continue
+            cmb = store.get(k)
+            if cmb is None:
+                nodes[k] = {"key": k, "depth": depth, "missing": True, "parents": []}
+                continue
+            topic = next((cmb.text(f) for f in ("focus", "intent", "issue") if cmb.text(f)), "")
+            nodes[k] = {
+                "key": k,
+                "depth": depth,
+                "missing": False,
+                "createdBy": cmb.created_by,
+                "createdAt": cmb.created_at,
+                "summary": topic[:120],
+                "parents": list(cmb.parents),
+            }
+            following.extend(p for p in cmb.parents if p not in nodes)
+        frontier, depth = following, depth + 1
+    return {
+        "root": key,
+        "maxDepth": TRACE_MAX_DEPTH,
+        "truncated": bool(frontier),
+        "nodes": list(nodes.values()),
+    }
+
+
+async def cmd_stop(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+    """Accept at once; drain and stop in the background (the reply must not wait for the drain)."""
+    if server._drain_task is None:
+        server._drain_task = asyncio.get_running_loop().create_task(server._stop_after_drain())
+    return {"accepted": True, "peer": server.peer.config.name, "inFlight": len(server.in_flight())}
+
+
+HANDLERS: dict[str, Handler] = {
+    "status": cmd_status,
+    "cost": cmd_cost,
+    "trace": cmd_trace,
+    "peers": cmd_peers,
+    "stop": cmd_stop,
+}
