@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import activity
@@ -24,6 +25,9 @@ from xmesh_agent.wake.payloads import (
 from xmesh_agent.wake.steps import WakeSteps
 
 PERMANENT_MODEL_ERROR = "PermanentModelError"
+MODEL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+"""How soon a lost model call (its worker died) is retried; the workflow sets it on call_model."""
+HEARTBEAT_EVERY = timedelta(seconds=2)
 
 
 class WakeActivities:
@@ -46,10 +50,17 @@ class WakeActivities:
 
     @activity.defn(name="call_model")
     async def call_model(self, inp: ModelCallInput) -> ModelReply:
+        """The model call, heartbeating while it runs: a worker that dies mid-call (SIGKILL, OOM) is
+        noticed within the heartbeat timeout and the call retried elsewhere, not after start-to-close."""
+        info = activity.info()
+        scheduled = int(info.current_attempt_scheduled_time.timestamp() * 1000)
+        call = asyncio.ensure_future(self.steps.call_model(inp.wake_id, inp.plan, info.attempt, scheduled))
         try:
-            info = activity.info()
-            scheduled = int(info.current_attempt_scheduled_time.timestamp() * 1000)
-            return await self.steps.call_model(inp.wake_id, inp.plan, info.attempt, scheduled)
+            while not call.done():
+                await asyncio.wait({call}, timeout=HEARTBEAT_EVERY.total_seconds())
+                if not call.done():
+                    activity.heartbeat()
+            return call.result()
         except ModelError as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(
@@ -58,6 +69,8 @@ class WakeActivities:
                 non_retryable=not exc.transient,
                 next_retry_delay=delay,
             ) from None
+        finally:
+            call.cancel()  # a no-op once done; stops the HTTP call when the activity is cancelled
 
     @activity.defn(name="check_safety")
     async def check_safety(self, inp: SafetyInput) -> SafetyVerdict:

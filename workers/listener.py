@@ -19,6 +19,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from workers.client import task_queue, wake_id
@@ -117,6 +118,11 @@ class WakeStarter:
             except LookupError:
                 log.warning("spooled CMB %s vanished from the store; dropping it from the spool", cmb_key)
                 self.ledger.mark_woken(cmb_key, "")
+                continue
+            except WorkflowAlreadyStartedError as exc:
+                # its wake ran and closed before the ledger recorded the start (a crash in between)
+                log.info("wake of %s already ran (%s); marking it woken", cmb_key, exc.workflow_id)
+                self.ledger.mark_woken(cmb_key, exc.workflow_id or wake_id(self.config.name, cmb_key))
                 continue
             except (RPCError, OSError, RuntimeError) as exc:
                 self.ledger.note_attempt(cmb_key)

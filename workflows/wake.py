@@ -14,7 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.wake import PERMANENT_MODEL_ERROR, WakeActivities
+    from activities.wake import MODEL_HEARTBEAT_TIMEOUT, PERMANENT_MODEL_ERROR, WakeActivities
     from workflows import search
     from xmesh_agent.wake.payloads import (
         AdmitInput,
@@ -80,6 +80,7 @@ class WakeWorkflow:
                 WakeActivities.call_model,
                 ModelCallInput(wake_id=wake_id, plan=plan),
                 start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=MODEL_HEARTBEAT_TIMEOUT,
                 retry_policy=MODEL_RETRY,
                 summary="call model",
             )
