@@ -82,7 +82,7 @@ class PeerFiles:
 
 def _sample(items: list[str]) -> str:
     more = f" (+{len(items) - SHOWN} more)" if len(items) > SHOWN else ""
-    return ", ".join(i[:60] for i in items[:SHOWN]) + more
+    return "; ".join(i[:120] for i in items[:SHOWN]) + more
 
 
 def account(
@@ -93,7 +93,7 @@ def account(
     known = set(tally.closed) | tally.running
 
     lost = [
-        f"{f.name}:{key}"
+        f"{f.name} holds {key}"
         for f in files
         for key in f.inbound
         if wake_id(f.name, key) not in known and key not in f.pending
@@ -120,7 +120,7 @@ def account(
         emitted = {
             wid for wid, row in tally.closed.items() if row.peer == f.name and row.outcome == "emitted"
         }
-        doubled += [f"{wid}: emitted but no ledger record" for wid in emitted - set(f.emissions)]
+        doubled += [f"emitted with no ledger record: {wid}" for wid in emitted - set(f.emissions)]
     on_mesh: dict[tuple[str, tuple[str, ...]], set[str]] = defaultdict(set)
     for cmb in observed:
         if cmb.created_by != seeder:
@@ -138,8 +138,10 @@ def account(
     )
 
     valid = {o.value for o in Outcome}
-    odd = [f"{wid} -> {row.outcome}" for wid, row in tally.closed.items() if row.outcome not in valid]
-    odd += [f"{wid} still running" for wid in sorted(tally.running)]
+    odd = [
+        f"closed as {row.outcome!r}: {wid}" for wid, row in tally.closed.items() if row.outcome not in valid
+    ]
+    odd += [f"still running: {wid}" for wid in sorted(tally.running)]
     counts = ", ".join(f"{k}={v}" for k, v in sorted(tally.by_outcome().items()))
     checks.append(
         Check(
