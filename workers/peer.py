@@ -40,6 +40,8 @@ from xmesh_agent.wake.steps import WakeSteps
 log = logging.getLogger("xmesh.peer")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+EXIT_IDENTITY_COLLISION = 3
+"""`xmesh-agent run` exit code when the relay refuses or replaces this peer's name (§4.4.7)."""
 
 
 def status_file(peer: str) -> Path:
@@ -172,6 +174,7 @@ async def run_peer(
             loop.add_signal_handler(sig, stop.set)
     peer = Peer(config, client)
     peer.control.on_stop = stop.set
+    collision = watch_identity_collision(peer, stop)
     try:
         await peer.start()
         log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)
@@ -182,4 +185,28 @@ async def run_peer(
         await peer.stop()
         if embedded:
             await asyncio.to_thread(devserver.release)
+    if collision:
+        log.error(
+            "identity collision: another peer named %r holds this identity on the relay (%s); "
+            "this peer stopped. Stop the other one, or give this one another [identity] name.",
+            config.name,
+            collision.get("reason", "duplicate"),
+        )
+        return EXIT_IDENTITY_COLLISION
     return 0
+
+
+def watch_identity_collision(peer: Peer, stop: asyncio.Event) -> dict:
+    """Stop the peer when the relay says its name is taken; the returned dict fills with the event."""
+    seen: dict = {}
+    forward = peer.node.on_event
+
+    def on_event(name: str, data: dict) -> None:
+        if forward is not None:
+            forward(name, data)
+        if name == "identity-collision":
+            seen.update(data or {"reason": "duplicate"})
+            stop.set()
+
+    peer.node.on_event = on_event
+    return seen

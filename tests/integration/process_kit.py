@@ -110,7 +110,8 @@ class PeerProcess:
             return None
         return data if self.proc and data.get("pid") == self.proc.pid else None
 
-    def start(self) -> PeerProcess:
+    def start(self, wait: bool = True) -> PeerProcess:
+        """Launch; with `wait`, return once the peer wrote its peer.json (it is up)."""
         self.runs += 1
         log = open(self.workdir / f"{self.config.name}.{self.runs}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -121,6 +122,8 @@ class PeerProcess:
             stdin=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parents[2],
         )
+        if not wait:
+            return self
         wait_until(lambda: self.status() is not None or self.proc.poll() is not None, 40, "peer.json")
         assert self.proc.poll() is None, self.log()
         return self

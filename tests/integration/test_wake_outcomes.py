@@ -95,12 +95,15 @@ async def test_cost_cap_stops_the_next_model_call(temporal_env, author, fake, ca
     try:
         first = await wake(peer, trigger(author, group, 0))
         assert first.outcome == Outcome.EMITTED and first.cost_usd == pytest.approx(ONE_CALL_USD)
+        # the call that crossed the cap says so at once, before any further wake
+        capped = [r for r in caplog.records if "cost cap reached (cost-cap-run)" in r.getMessage()]
+        assert len(capped) == 1 and "stops waking" in capped[0].getMessage()
         second = await wake(peer, trigger(author, group, 1))
         third = await wake(peer, trigger(author, group, 2))
         assert second.outcome == third.outcome == Outcome.COST_CAP
         assert second.reason == "cost-cap-run"
         assert len(fake.requests) == 1  # no model call once the cap is reached
-        assert any("cost cap reached" in r.getMessage() for r in caplog.records)
+        assert len([r for r in caplog.records if "cost cap reached" in r.getMessage()]) == 1  # said once
     finally:
         await peer.stop()
 

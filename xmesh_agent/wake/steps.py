@@ -133,6 +133,7 @@ class WakeSteps:
             output_tokens=response.usage.output_tokens,
             model=response.model,
         )
+        self.envelope.check_cost(at)  # says so now if this call reached a cost cap
         fields = None
         if response.fields is not None:
             fields = {
