@@ -7,11 +7,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
 import pytest
 
+from workers import devserver
 from workers.client import TemporalTarget
 from workers.demo import DemoOptions, lineage_lines, run_demo
 from xmesh_agent.config import parse_config
@@ -80,3 +86,32 @@ async def test_soak_with_chaos_loses_and_doubles_nothing(temporal_env):
     assert report.ok and len(report.tally.closed) >= 3
     assert any("chaos SIGKILL" in line for line in lines)
     assert any(line.startswith("  ··· ") for line in lines), "periodic summary lines"
+
+
+async def test_ctrl_c_stops_peers_and_releases_the_embedded_server(tmp_path):
+    """The CLI on the embedded server: SIGINT mid-run drains the peers and drops the server lease."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xmesh_agent.cli.app", "demo", "pair", "--duration", "60s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("seed ") for line in seen):
+            line = await asyncio.to_thread(proc.stdout.readline)
+            assert line and time.monotonic() < deadline, "".join(seen)
+            seen.append(line)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(seen) + rest
+    assert proc.returncode == 0, output
+    assert "interrupted" in output and "run 1 of pair" in output
+    for name in ("writer-01", "reviewer-01"):
+        assert not (tmp_path / "xmesh-home" / "peers" / name / "peer.json").exists(), "peer stopped cleanly"
+    assert devserver.running_server() is None, "the last lease went, so the embedded server stopped"
