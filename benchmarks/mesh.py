@@ -276,6 +276,24 @@ async def real_peer(idle_window: float) -> list[Row]:
     ]
 
 
+IMPORTS = ("xmesh_agent.mmp.node", "temporalio.worker", "openai", "anthropic", "workers.peer")
+
+
+def import_rows() -> list[Row]:
+    """Where a peer's RSS comes from: a fresh interpreter's RSS after importing each module."""
+    rows = []
+    probe = "import gc, sys, importlib; importlib.import_module(sys.argv[1]); gc.collect(); print(open('/proc/self/status').read())"
+    for module in IMPORTS:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, module], capture_output=True, text=True, timeout=60, cwd=ROOT
+        ).stdout
+        kb = next((int(line.split()[1]) for line in out.splitlines() if line.startswith("VmRSS:")), 0)
+        rows.append(
+            Row("mesh", f"  RSS after `import {module}`", f"{kb / 1024:.1f} MB", note="fresh interpreter")
+        )
+    return rows
+
+
 async def run(quick: bool) -> list[Row]:
     window = 5.0 if quick else 10.0
     rounds = 5 if quick else 20
@@ -284,6 +302,7 @@ async def run(quick: bool) -> list[Row]:
         rows += await in_process(n, rounds, window)
     rows += await processes(8, window)
     rows += await real_peer(window)
+    rows += import_rows()
     return rows
 
 

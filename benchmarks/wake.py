@@ -113,6 +113,12 @@ async def floor_rows(client: Client, n_seq: int, n_burst: int) -> list[Row]:
             cpu1 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
             name = f"floor {wf.__name__}"
             rows.append(Row("wake", f"{name} p50 / p95", f"{fmt_ms(pct(lat, 50))} / {fmt_ms(pct(lat, 95))}"))
+            handle = await client.start_workflow(
+                wf.run, "x", id=f"floor-{uuid.uuid4()}", task_queue=FLOOR_QUEUE, request_eager_start=True
+            )
+            await handle.result()
+            events = list((await handle.fetch_history()).events)
+            rows.append(Row("wake", f"  {name} history timeline", timeline(events)))
             rows.append(
                 Row(
                     "wake",
@@ -257,6 +263,17 @@ async def plain_rows(peer: Peer, observer: Observer, n: int) -> tuple[list[Row],
     return rows, median(totals)
 
 
+def timeline(events: list) -> str:
+    """First to last event, and every gap of 5 ms or more with the event that ended it."""
+    stamps = [(e.event_time.ToNanoseconds() / 1e9, e.WhichOneof("attributes") or "?") for e in events]
+    gaps = [
+        f"{kind.removesuffix('_event_attributes')} +{(t1 - t0) * 1000:.0f}"
+        for (t0, _), (t1, kind) in zip(stamps, stamps[1:], strict=False)
+        if t1 - t0 >= 0.005
+    ]
+    return f"{(stamps[-1][0] - stamps[0][0]) * 1000:.0f} ms: " + ", ".join(gaps)
+
+
 async def probe_rows(client: Client, peer: Peer, observer: Observer) -> list[Row]:
     """Did eager start take effect? How big is one wake's history?"""
     cmb = observer.next_trigger()
@@ -287,6 +304,7 @@ async def probe_rows(client: Client, peer: Peer, observer: Observer) -> list[Row
             note=f"{tasks} workflow tasks, {markers} local-activity markers, {upserts} SA upserts",
         ),
         Row("wake", "  heaviest history events", heaviest),
+        Row("wake", "  wake history timeline", timeline(events)),
     ]
 
 
@@ -348,14 +366,14 @@ async def durable_rows(peer: Peer, observer: Observer, n_seq: int, n_burst: int)
     return rows, pct(seq, 50)
 
 
-async def run(quick: bool) -> list[Row]:
+async def run(quick: bool, server_args: list[str]) -> list[Row]:
     n_seq, n_burst, n_plain = (15, 30, 15) if quick else (40, 100, 40)
     tmp = Path(tempfile.mkdtemp(prefix="wake-bench-"))
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
         search_attributes=list(search.ALL),
         plugins=[XMESH_PLUGIN],
-        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
+        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db"), *server_args],
     )
     rows: list[Row] = []
     try:
@@ -403,11 +421,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer wakes")
     parser.add_argument("--json", help="also write the rows here (run_all uses it)")
+    parser.add_argument(
+        "--eager-activities",
+        action="store_true",
+        help="let the dev server hand the model-call activity straight back to the worker",
+    )
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="wake-home-")
     os.environ["XMESH_HOME"] = home
     os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")
-    rows = asyncio.run(run(args.quick))
+    server_args = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"]
+    rows = asyncio.run(run(args.quick, server_args if args.eager_activities else []))
     emit(rows, args.json, "wake: one peer, offline model, dev server on a SQLite file")
     # The Temporal core runtime's threads can abort interpreter finalisation (PyGILState_Release);
     # everything is stopped and printed by now, so leave without it.
