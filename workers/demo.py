@@ -119,6 +119,7 @@ class DemoRun:
         self._stop = asyncio.Event()
         self._last_activity = time.monotonic()
         self._seeds = 0
+        self._last_summary = ""
 
     async def _on_cmb(self, cmb: CMB, sender: object) -> None:
         self._last_activity = time.monotonic()
@@ -243,7 +244,10 @@ class DemoRun:
             now = time.monotonic()
             if now >= next_summary:
                 next_summary = now + self.opt.summary_every
-                self.say(self.report.tally.summary_line())
+                summary = self.report.tally.summary_line()
+                if summary != self._last_summary:  # only when something changed
+                    self._last_summary = summary
+                    self.say(summary)
             dead = procs.dead()
             if dead and not self.opt.soak:
                 raise RuntimeError(f"peer {dead[0].name} exited early; see {dead[0].log_path}")
