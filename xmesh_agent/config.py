@@ -137,7 +137,9 @@ class LoggingConfig(Section):
 
 class TemporalConfig(Section):
     address: str | None = Field(default=None, description="host:port; unset = embedded server.")
-    namespace: str = "default"
+    namespace: str | None = Field(
+        default=None, description="Defaults to $TEMPORAL_NAMESPACE, else 'default'."
+    )
     api_key: str | None = None
     tls: bool = False
 

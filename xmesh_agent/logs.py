@@ -45,8 +45,14 @@ def log_path(config: AgentConfig) -> Path:
     return default_log_path(config.name)
 
 
+COUNT_SUFFIXES = ("tokens", "_count", "count")
+"""Token counts are figures, not credentials: `inputTokens` must stay readable."""
+
+
 def _secret_key(name: str) -> bool:
     lowered = name.lower().replace("-", "_")
+    if lowered.endswith(COUNT_SUFFIXES):
+        return False
     return any(word in lowered for word in SECRET_KEY_WORDS)
 
 

@@ -169,3 +169,10 @@ def test_tail_and_follow_across_rotation(tmp_path: Path) -> None:
     late = [json.loads(g)["data"]["i"] for g in got if '"late"' in g]
     assert len(late) >= 60 and Path(f"{path}.1").exists()
     assert late == sorted(late)
+
+
+def test_token_counts_are_not_mistaken_for_credentials() -> None:
+    from xmesh_agent.logs import _secret_key
+
+    assert not _secret_key("inputTokens") and not _secret_key("output_tokens")
+    assert _secret_key("relay_token") and _secret_key("apiKey".replace("K", "_k"))

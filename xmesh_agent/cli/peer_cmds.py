@@ -30,7 +30,10 @@ def run(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     target = external_target(
-        temporal_address or cfg.temporal.address, cfg.temporal.namespace, cfg.temporal.api_key
+        temporal_address or cfg.temporal.address,
+        cfg.temporal.namespace,
+        cfg.temporal.api_key,
+        cfg.temporal.tls,
     )
     if cfg.model.adapter == "offline":
         typer.echo(
@@ -74,7 +77,9 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
             f"wakes={b.max_wakes_per_minute}/min cost=${b.max_cost_usd_per_run:g}/run",
         )
     )
-    target = external_target(temporal_address or cfg.temporal.address)
+    target = external_target(
+        temporal_address or cfg.temporal.address, cfg.temporal.namespace, tls=cfg.temporal.tls
+    )
     if target is None:
         try:
             binary = temporal_binary()
