@@ -31,11 +31,12 @@ from temporalio import activity, workflow
 # The sandbox re-imports this module to run the floor workflows: everything else passes through.
 with workflow.unsafe.imports_passed_through():
     from _common import ROOT, Row, cpu_seconds, emit, fmt_ms, median, pct
+    from temporalio.api.enums.v1 import EventType
     from temporalio.client import Client
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from workers.client import XMESH_PLUGIN
+    from workers.client import XMESH_PLUGIN, wake_id
     from workers.peer import Peer
     from workflows import search
     from xmesh_agent.config import parse_config
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
 
 STEP = {"start_to_close_timeout": timedelta(seconds=30)}
 FLOOR_QUEUE = "bench-floor"
+WFT_EVENTS = (EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
 SVC = ["login", "billing", "search", "upload", "export", "profile", "admin", "webhook", "report", "invoice"]
 ALG = ["token bucket", "sliding window", "fixed window", "leaky bucket"]
 W1 = ["north", "south", "east", "west", "blue", "green", "red"]
@@ -215,19 +217,51 @@ def child_pids() -> list[int]:
     return pids
 
 
-def time_starts(peer: Peer) -> list[float]:
-    """Wrap the listener's start_wake to time each workflow start (measurement only)."""
-    starts: list[float] = []
-    original = peer.starter.start_wake
+class StartTimes:
+    """Wraps the node's on_cmb and the listener's start_wake to time the path into Temporal.
 
-    async def timed(cmb_key: str, **kw):
-        began = time.perf_counter()
-        handle = await original(cmb_key, **kw)
-        starts.append(time.perf_counter() - began)
-        return handle
+    Measurement only: the wrappers call through unchanged. Per CMB key: when the node surfaced it,
+    when the listener began its start call and when the call returned.
+    """
 
-    peer.starter.start_wake = timed  # type: ignore[method-assign]
-    return starts
+    def __init__(self, peer: Peer) -> None:
+        self.surfaced: dict[str, float] = {}
+        self.calls: list[tuple[str, float, float]] = []
+        on_cmb, start_wake = peer.node.on_cmb, peer.starter.start_wake
+        assert on_cmb is not None
+
+        async def surfaced(cmb: CMB, sender: PeerInfo) -> None:
+            self.surfaced.setdefault(cmb.key, time.perf_counter())
+            await on_cmb(cmb, sender)
+
+        async def timed(cmb_key: str, **kw):
+            began = time.perf_counter()
+            handle = await start_wake(cmb_key, **kw)
+            self.calls.append((cmb_key, began, time.perf_counter()))
+            return handle
+
+        peer.node.on_cmb = surfaced
+        peer.starter.start_wake = timed  # type: ignore[method-assign]
+
+    def rows(self, window: tuple[float, float]) -> list[Row]:
+        """Start-path figures for the starts made within `window` (the sequential phase)."""
+        inside = [(k, b, e) for k, b, e in self.calls if window[0] <= b <= window[1]]
+        call = [e - b for _, b, e in inside]
+        wait = [b - self.surfaced[k] for k, b, _ in inside if k in self.surfaced]
+        return [
+            Row(
+                "wake",
+                "  surfaced -> start call begins p50",
+                fmt_ms(pct(wait, 50)),
+                note="spool in the ledger, listener loop wakes, drain_once",
+            ),
+            Row(
+                "wake",
+                "  listener start_wake (eager) p50 / p95",
+                f"{fmt_ms(pct(call, 50))} / {fmt_ms(pct(call, 95))}",
+                note=f"sequential phase, n={len(call)}; drain_once awaits each start in turn",
+            ),
+        ]
 
 
 async def plain_rows(peer: Peer, observer: Observer, n: int) -> tuple[list[Row], float]:
@@ -305,18 +339,54 @@ async def probe_rows(client: Client, peer: Peer, observer: Observer) -> list[Row
         ),
         Row("wake", "  heaviest history events", heaviest),
         Row("wake", "  wake history timeline", timeline(events)),
+        *await traced_rows(client, peer, observer),
     ]
 
 
-async def durable_rows(peer: Peer, observer: Observer, n_seq: int, n_burst: int) -> tuple[list[Row], float]:
+async def traced_rows(client: Client, peer: Peer, observer: Observer, n: int = 5) -> list[Row]:
+    """Frame -> frame wakes laid over their own histories (one wall clock: same machine).
+
+    Splits each wake into: publish -> WorkflowExecutionStarted event, the history's span, and
+    the last history event -> reply frame at the observer. Medians over n sequential wakes.
+    """
+    before, inside, after = [], [], []
+    for _ in range(n):
+        cmb = observer.next_trigger()
+        t_pub = time.time()
+        _, fut = await observer.fire(cmb)
+        await asyncio.wait_for(fut, 30.0)
+        t_reply = time.time()
+        handle = client.get_workflow_handle(wake_id(peer.config.name, cmb.key))
+        await handle.result()
+        events = list((await handle.fetch_history()).events)
+        times = [e.event_time.ToNanoseconds() / 1e9 for e in events]
+        emitted = max(t for t, e in zip(times, events, strict=True) if e.event_type in WFT_EVENTS)
+        before.append(times[0] - t_pub)
+        inside.append(emitted - times[0])
+        after.append(t_reply - emitted)
+    return [
+        Row(
+            "wake",
+            "  traced: publish->started / started->last task done / ->reply",
+            f"{fmt_ms(median(before))} / {fmt_ms(median(inside))} / {fmt_ms(median(after))}",
+            note=f"medians of {n}; the reply is sent inside the last workflow task",
+        )
+    ]
+
+
+async def durable_rows(
+    peer: Peer, observer: Observer, n_seq: int, n_burst: int
+) -> tuple[list[Row], float, tuple[float, float]]:
     rows: list[Row] = []
     await observer.wave(3)  # warm-up: worker caches, first workflow tasks
     seq: list[float] = []
     missed = 0
+    began = time.perf_counter()
     for _ in range(n_seq):
         lat, _, miss = await observer.wave(1, timeout=30.0)
         seq += lat
         missed += miss
+    window = (began, time.perf_counter())
     rows.append(
         Row(
             "wake",
@@ -363,7 +433,7 @@ async def durable_rows(peer: Peer, observer: Observer, n_seq: int, n_burst: int)
             note=f"peer process at {(cpu1[0] - cpu0[0]) / wall:.0%} of one core during the burst",
         )
     )
-    return rows, pct(seq, 50)
+    return rows, pct(seq, 50), window
 
 
 async def run(quick: bool, server_args: list[str]) -> list[Row]:
@@ -381,24 +451,17 @@ async def run(quick: bool, server_args: list[str]) -> list[Row]:
         rows += await floor_rows(client, n_seq, n_burst)
         group = f"bench-{uuid.uuid4().hex[:8]}"
         peer = Peer(bench_config(group), client)
-        starts = time_starts(peer)
         await peer.start()
+        starts = StartTimes(peer)
         observer = Observer(tmp, group, peer.node.port)
         await observer.node.start()
         try:
             if not await observer.node.wait_for_peers(1, 15.0):
                 raise RuntimeError("observer could not reach the peer")
-            durable, seq_p50 = await durable_rows(peer, observer, n_seq, n_burst)
+            durable, seq_p50, window = await durable_rows(peer, observer, n_seq, n_burst)
             plain, plain_p50 = await plain_rows(peer, observer, n_plain)
             rows += durable
-            rows.append(
-                Row(
-                    "wake",
-                    "listener start_wake p50 / p95",
-                    f"{fmt_ms(pct(starts, 50))} / {fmt_ms(pct(starts, 95))}",
-                    note=f"n={len(starts)}; WakeStarter.drain_once awaits each start in turn",
-                )
-            )
+            rows += starts.rows(window)
             rows += plain
             rows.append(
                 Row(
