@@ -286,9 +286,16 @@ class ControlServer:
         except Exception:
             return False
 
-    async def _stop_after_drain(self) -> None:
+    def begin_stop(self, reason: str = "stop command") -> bool:
+        """Drain, then stop, in the background. False when a stop is already under way."""
+        if self._drain_task is not None:
+            return False
+        self._drain_task = asyncio.get_running_loop().create_task(self._stop_after_drain(reason))
+        return True
+
+    async def _stop_after_drain(self, reason: str) -> None:
         left = await self.drain()
-        self.peer.events.event("stopping", {"reason": "stop command", "leftInFlight": left})
+        self.peer.events.event("stopping", {"reason": reason, "leftInFlight": left})
         if self.on_stop is not None:
             self.on_stop()
 

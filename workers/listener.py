@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
@@ -35,6 +36,7 @@ from xmesh_agent.wake.payloads import WakeInput
 log = logging.getLogger("xmesh.listener")
 
 SUMMARY_BYTES = 200
+RECONCILE_WINDOW_MS = 7 * 86_400_000
 
 
 def wake_summary(peer: str, cmb: CMB) -> str:
@@ -69,6 +71,15 @@ class WakeStarter:
         """Node callback: spool, then let the start loop take it."""
         if self.ledger.enqueue(cmb.key, cmb.created_by):
             self._kick.set()
+
+    def reconcile(self, window_ms: int = RECONCILE_WINDOW_MS) -> int:
+        """Spool every stored inbound CMB that has no wake yet: a crash between the node storing a CMB
+        and the listener spooling it must not lose the wake. Returns how many were spooled."""
+        since = int(time.time() * 1000) - window_ms
+        spooled = sum(self.ledger.enqueue(key, author) for key, author in self.store.inbound_since(since))
+        if spooled:
+            self._kick.set()
+        return spooled
 
     async def start_wake(self, cmb_key: str, *, replay_of: str | None = None) -> WorkflowHandle:
         cmb = self.store.get(cmb_key)

@@ -106,6 +106,7 @@ class Peer:
         await self.control.start()  # refuses when a live peer of this name holds the socket
         self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
         await self.node.start()
+        self.starter.reconcile()
         self._tasks.append(asyncio.create_task(self.starter.run(), name="listener"))
         status_file(self.config.name).write_text(
             json.dumps(
@@ -168,12 +169,18 @@ async def run_peer(
     ensure_not_running(config.name)
     client, embedded = await open_client(target)
     stop = asyncio.Event()
+    peer = Peer(config, client)
+    peer.control.on_stop = stop.set
+
+    def on_signal() -> None:
+        """First Ctrl-C / SIGTERM drains in-flight wakes like `xmesh-agent stop`; a second one stops now."""
+        if not peer.control.begin_stop("signal"):
+            stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    peer = Peer(config, client)
-    peer.control.on_stop = stop.set
+            loop.add_signal_handler(sig, on_signal)
     collision = watch_identity_collision(peer, stop)
     try:
         await peer.start()

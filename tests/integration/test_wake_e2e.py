@@ -75,3 +75,26 @@ async def test_same_cmb_delivered_twice_wakes_once(temporal_env):
         assert [w.id for w in wakes] == [wake_id("solo-b", cmb.key)]
     finally:
         await peer.stop()
+
+
+async def test_cmb_stored_but_never_spooled_is_woken_on_start(temporal_env):
+    """A crash between the node storing a CMB and the listener spooling it must not lose the wake."""
+    from workers.peer import Peer
+
+    client = temporal_env.client
+    group = f"t-{uuid.uuid4().hex[:8]}"
+    peer = Peer(peer_config("solo-c", "reviewer", group), client)
+    author = NodeIdentity.generate("author-c")
+    cmb = mint(
+        {"focus": "stored before the crash"}, identity=author, group=group, created_at=1_760_000_000_000
+    )
+    assert peer.store.put(cmb, source="author-c")
+    assert peer.ledger.pending() == []
+    await peer.start()
+    try:
+        handle = client.get_workflow_handle_for(WakeWorkflow.run, wake_id("solo-c", cmb.key))
+        await eventually(lambda: peer.ledger.was_woken(cmb.key))
+        assert (await handle.result()).outcome
+        assert peer.starter.reconcile() == 0  # already woken: nothing spooled twice
+    finally:
+        await peer.stop()

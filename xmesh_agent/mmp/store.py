@@ -119,6 +119,16 @@ class CMBStore:
                 break
         return found
 
+    def inbound_since(self, since_ms: int) -> list[tuple[str, str]]:
+        """(key, author) of CMBs received from other nodes since `since_ms`, oldest first."""
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT key, created_by FROM cmbs WHERE source != 'own' AND received_at >= ?"
+                " ORDER BY received_at, rowid",
+                (since_ms,),
+            ).fetchall()
+        return [(k, a) for k, a in rows]
+
     def count(self) -> int:
         with self._cursor() as cur:
             return cur.execute("SELECT COUNT(*) FROM cmbs").fetchone()[0]
