@@ -81,15 +81,12 @@ class WakeStarter:
             self._kick.set()
         return spooled
 
-    async def start_wake(self, cmb_key: str, *, replay_of: str | None = None) -> WorkflowHandle:
+    async def start_wake(self, cmb_key: str) -> WorkflowHandle:
+        """Start (or find) the one wake of this CMB. Replays are workers/replay.py's job."""
         cmb = self.store.get(cmb_key)
         if cmb is None:
             raise LookupError(f"CMB {cmb_key} is not in {self.config.name}'s store")
         workflow_id = wake_id(self.config.name, cmb_key)
-        reuse = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-        if replay_of:
-            workflow_id = f"{workflow_id}-replay-{replay_of.rsplit('-', 1)[-1][:8]}"
-            reuse = WorkflowIDReusePolicy.ALLOW_DUPLICATE
         attrs = TypedSearchAttributes(
             [
                 SearchAttributePair(search.PEER, self.config.name),
@@ -107,17 +104,16 @@ class WakeStarter:
                 cmb_key=cmb_key,
                 trigger_author=cmb.created_by,
                 approval_timeout_seconds=approval,
-                replay_of=replay_of,
             ),
             id=workflow_id,
             task_queue=self.task_queue,
-            id_reuse_policy=reuse,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             execution_timeout=timedelta(seconds=approval + 3600),
             search_attributes=attrs,
             static_summary=wake_summary(self.config.name, cmb),
             static_details=wake_details(cmb),
-            memo={"trigger": cmb_key, "replay_of": replay_of or ""},
+            memo={"trigger": cmb_key, "replay_of": ""},
             request_eager_start=True,
         )
 
