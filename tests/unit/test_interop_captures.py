@@ -6,11 +6,11 @@ import base64
 import json
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.mmp_data import mmp_path
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, content_key, mint
 from xmesh_agent.mmp.dialect_stock import (
@@ -48,7 +48,7 @@ from xmesh_agent.mmp.e2e import (
     spki_decode,
 )
 
-CAPTURES = Path("/work/shared/mmp/captures")
+CAPTURES = mmp_path("captures")
 TCP = json.loads((CAPTURES / "stock-node-0.12.1-tcp.json").read_text())
 RELAY_LINES = [
     json.loads(line) for line in (CAPTURES / "stock-node-0.12.1-relay.jsonl").read_text().splitlines()

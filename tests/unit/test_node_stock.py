@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.mmp_data import mmp_path
 from tests.unit.node_testkit import RawPeer, make_node, note
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.dialect_stock_keys import verify_stock_record
 
-CAPTURE = Path("/work/shared/mmp/captures/stock-node-0.12.1-tcp.json")
+CAPTURE = mmp_path("captures", "stock-node-0.12.1-tcp.json")
 
 
 @pytest.fixture(autouse=True)

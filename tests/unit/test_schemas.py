@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from tests.mmp_data import mmp_path
 from xmesh_agent.identity import NodeIdentity, uuid7
 from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.tether import TetherCheck, make_attestation
 
-SCHEMAS = Path("/work/shared/mmp/schema")
+SCHEMAS = mmp_path("schema")
 BASE = "https://meshcognition.org/spec/mmp/schema/"
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
 
+from tests.mmp_data import mmp_path
 from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
 from xmesh_agent.mmp.cmb import (
     CMB,
@@ -26,7 +26,7 @@ from xmesh_agent.mmp.tether import (
     verify_attestation,
 )
 
-VECTORS = Path("/work/shared/mmp/vectors")
+VECTORS = mmp_path("vectors")
 
 
 def _load(name: str) -> dict:
