@@ -53,6 +53,8 @@ class DemoOptions:
     drain: float = 75.0
     summary_every: float = 10.0
     join_timeout: float = 60.0
+    keep_server: bool = False
+    """Leave the embedded server running after a run that ended by itself, so its Web UI can be browsed."""
 
 
 @dataclass
@@ -64,6 +66,7 @@ class DemoReport:
     ui_url: str | None = None
     timed_out: bool = False
     interrupted: bool = False
+    server_kept: bool = False
     error: str | None = None
     kills: int = 0
     checks: list[Check] = field(default_factory=list)
@@ -180,7 +183,9 @@ class DemoRun:
                     await poll_wakes(client, group_query(self.group, since), self.report.tally, self._on_wake)
             store.close()
             if embedded:
-                await asyncio.to_thread(devserver.release)
+                keep = self.opt.keep_server and not self.report.interrupted
+                await asyncio.to_thread(devserver.release, keep_running=keep)
+                self.report.server_kept = keep
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)

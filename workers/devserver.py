@@ -166,15 +166,16 @@ def acquire(holder_pid: int | None = None) -> ServerInfo:
     return info
 
 
-def release(holder_pid: int | None = None) -> bool:
-    """Drop this process's lease; stop the server when no live lease remains. True if it stopped."""
+def release(holder_pid: int | None = None, *, keep_running: bool = False) -> bool:
+    """Drop this process's lease; stop the server when no live lease remains (unless `keep_running`,
+    which leaves it up for browsing until `xmesh-agent server stop`). True if it stopped."""
     holder_pid = holder_pid or os.getpid()
     with _locked():
         (_leases() / str(holder_pid)).unlink(missing_ok=True)
         live = [p for p in _leases().iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
         for stale in set(_leases().iterdir()) - set(live):
             stale.unlink(missing_ok=True)
-        if live:
+        if live or keep_running:
             return False
         return _stop_locked()
 

@@ -72,6 +72,12 @@ def demo(
         None, "--chaos", help="With --soak: SIGKILL and restart a random peer this often (e.g. 20s)."
     ),
     seed_every: str = typer.Option("15s", "--seed-every", help="With --soak: seed a new task this often."),
+    keep_server: bool = typer.Option(
+        True,
+        "--keep-server/--stop-server",
+        help="Leave the embedded Temporal server running when the demo ends, to browse the wakes in its "
+        "Web UI (`xmesh-agent server stop` stops it). Ctrl-C always stops it.",
+    ),
     temporal_address: str | None = TemporalOption,
 ) -> None:
     """Run a demo mesh: the scenario's peers as separate processes, a seed task, live progress.
@@ -107,7 +113,9 @@ def demo(
         adapted.append(with_overrides(cfg, group=spec.scenario.group, adapter=adapter))  # type: ignore[arg-type]
     mode = " (soak" + (f", chaos every {chaos_s:g}s" if chaos_s else "") + ")" if soak else ""
     typer.echo(f"demo {spec.scenario.name}{mode}: {spec.scenario.description}")
-    options = DemoOptions(duration=seconds, soak=soak, chaos=chaos_s, seed_every=seed_s)
+    options = DemoOptions(
+        duration=seconds, soak=soak, chaos=chaos_s, seed_every=seed_s, keep_server=keep_server
+    )
     report = asyncio.run(
         run_demo(spec, adapted, target=external_target(temporal_address), options=options, say=_say)
     )
@@ -124,8 +132,11 @@ def demo(
         typer.echo(f"\nsoak accounting ({len(report.seed_keys)} seeds, {report.kills} peer kills):")
         for check in report.checks:
             typer.echo(check.line())
-    if report.ui_url:
+    if report.ui_url and report.server_kept:
         typer.echo(f"\nbrowse the wakes: {report.ui_url} (filter XmGroup = '{spec.scenario.group}')")
+        typer.echo("the embedded Temporal server keeps running for that; `xmesh-agent server stop` stops it")
+    elif report.ui_url:
+        typer.echo("\nthe embedded server stopped; `xmesh-agent server` brings it and its Web UI back")
     if report.timed_out:
         typer.echo("stopped at --duration before the mesh went quiet", err=True)
     if report.interrupted:
