@@ -44,7 +44,27 @@ def root(
     """Autonomous LLM peers on an MMP mesh."""
 
 
-@app.command()
+START = "Start peers"
+OPERATE = "Operate running peers"
+WAKES = "Wakes: list, replay, approve"
+SETUP = "Set up: config, keys, trust, this machine"
+
+app.command("demo", rich_help_panel=START)(demo_cmd.demo)
+app.command("run", rich_help_panel=START)(peer_cmds.run)
+app.command("dry-run", rich_help_panel=START)(peer_cmds.dry_run)
+app.add_typer(server_cmds.app, name="server", rich_help_panel=START)
+app.command("relay", rich_help_panel=START)(relay_cmd.relay)
+
+for _name in ("status", "peers", "cost", "trace", "logs", "stop"):
+    app.command(_name, rich_help_panel=OPERATE)(getattr(ops_cmds, _name))
+
+app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
+app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)
+app.command("approve", rich_help_panel=WAKES)(wakes_cmds.approve)
+app.command("deny", rich_help_panel=WAKES)(wakes_cmds.deny)
+
+
+@app.command(rich_help_panel=SETUP)
 def schema() -> None:
     """Print the JSON Schema of agent.toml (every section, key, default and bound)."""
     from xmesh_agent.config import json_schema
@@ -52,24 +72,12 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-app.command("run")(peer_cmds.run)
-app.command("dry-run")(peer_cmds.dry_run)
-app.command("demo")(demo_cmd.demo)
-app.command("relay")(relay_cmd.relay)
-app.add_typer(server_cmds.app, name="server")
-app.command("init")(setup_cmds.init)
-app.command("doctor")(setup_cmds.doctor)
-app.command("migrate")(setup_cmds.migrate)
-app.command("keygen")(identity_cmds.keygen)
-app.command("fingerprint")(identity_cmds.fingerprint)
-app.add_typer(identity_cmds.trust_app, name="trust")
-app.add_typer(wakes_cmds.wakes_app, name="wakes")
-app.command("replay")(wakes_cmds.replay)
-app.command("approve")(wakes_cmds.approve)
-app.command("deny")(wakes_cmds.deny)
-
-for _name in ("stop", "status", "cost", "trace", "peers", "logs"):
-    app.command(_name)(getattr(ops_cmds, _name))
+app.command("init", rich_help_panel=SETUP)(setup_cmds.init)
+app.command("keygen", rich_help_panel=SETUP)(identity_cmds.keygen)
+app.command("fingerprint", rich_help_panel=SETUP)(identity_cmds.fingerprint)
+app.add_typer(identity_cmds.trust_app, name="trust", rich_help_panel=SETUP)
+app.command("doctor", rich_help_panel=SETUP)(setup_cmds.doctor)
+app.command("migrate", rich_help_panel=SETUP)(setup_cmds.migrate)
 
 
 def main() -> None:
