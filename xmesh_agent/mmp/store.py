@@ -1,8 +1,17 @@
-"""A peer's CMB store: SQLite (WAL), dedup by key, lineage walks, recents by author and by group."""
+"""A peer's CMB store: SQLite (WAL), dedup by key, lineage walks, recents by author and by group.
+
+Writes made on an event loop are group-committed: the first `put` of a loop iteration opens a
+transaction and the commit runs as the next callback, so a burst of frames read in one iteration
+costs one WAL write instead of one per CMB. The commit is queued before anything the caller
+schedules afterwards (the node hands a stored CMB to its on_cmb worker only after `put`), so what
+is surfaced has been committed. Writes from threads without a loop commit at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -11,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from xmesh_agent.mmp.cmb import CMB
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cmbs (
@@ -30,7 +41,7 @@ CREATE INDEX IF NOT EXISTS cmbs_by_group ON cmbs (grp, received_at DESC);
 class CMBStore:
     """Thread-safe: the node's event loop and activity threads share one connection under a lock."""
 
-    def __init__(self, path: str | Path, *, retention_days: float | None = None):
+    def __init__(self, path: str | Path, *, retention_days: float | None = None, group_commit: bool = True):
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +51,7 @@ class CMBStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self.retention_days = retention_days
+        self.group_commit = group_commit
 
     @contextmanager
     def _cursor(self) -> Iterator[sqlite3.Cursor]:
@@ -48,13 +60,47 @@ class CMBStore:
 
     def close(self) -> None:
         with self._lock:
+            self.flush()
             self._db.close()
 
-    def put(self, cmb: CMB, *, source: str) -> bool:
-        """Store a CMB once. Returns False when the key was already there (a duplicate)."""
-        body = json.dumps(cmb.to_wire(), separators=(",", ":"), ensure_ascii=False)
+    def flush(self) -> None:
+        """Commit a pending group commit now (no-op when none is open)."""
+        with self._lock:
+            if self._db.in_transaction:
+                self._db.commit()
+
+    def _begin_group(self) -> None:
+        """Open a transaction committed by the running loop's next callback, when on a loop."""
+        if not self.group_commit or self._db.in_transaction:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a worker thread: autocommit
+        self._db.execute("BEGIN")
+        loop.call_soon(self._commit_group)
+
+    def _commit_group(self) -> None:
+        try:
+            self.flush()
+        except sqlite3.ProgrammingError:
+            pass  # closed meanwhile (close() already committed)
+        except sqlite3.Error:
+            log.exception("CMB store commit failed")
+            with self._lock:
+                if self._db.in_transaction:
+                    self._db.rollback()
+
+    def put(self, cmb: CMB, *, source: str, body: str | None = None) -> bool:
+        """Store a CMB once. Returns False when the key was already there (a duplicate).
+
+        `body` may pass the CMB's canonical JSON (`dumps_cmb`) when the caller already has it.
+        """
+        if body is None:
+            body = dumps_cmb(cmb)
         now = int(time.time() * 1000)
         with self._cursor() as cur:
+            self._begin_group()
             cur.execute(
                 "INSERT OR IGNORE INTO cmbs (key, created_by, created_at, grp, received_at, source,"
                 " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -142,3 +188,8 @@ class CMBStore:
         with self._cursor() as cur:
             cur.execute("DELETE FROM cmbs WHERE received_at < ?", (cutoff,))
             return cur.rowcount
+
+
+def dumps_cmb(cmb: CMB) -> str:
+    """The body column: the CMB in spec JSON, minified."""
+    return json.dumps(cmb.to_wire(), separators=(",", ":"), ensure_ascii=False)

@@ -73,8 +73,17 @@ class Verifier:
         if isinstance(db_path, Path):
             db_path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+        # WAL + NORMAL: a commit is a write into the log, not an fsync, yet survives a crash of the
+        # process; first contact with an author no longer costs every receiver a disk flush.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._keys: dict[str, KnownKey] = {}  # by name and by nodeId
+        # Write-through caches of the tables, so the hot path runs no statement for an author we
+        # already know. Only positive facts are cached (a pin, a signer): they never change once
+        # written, so a cached entry cannot go stale even if another process shares the file.
+        self._pins: dict[str, bytes] = {}
+        self._signers: set[str] = set()
 
     def close(self) -> None:
         with self._lock:
@@ -99,33 +108,47 @@ class Verifier:
         return self._keys.get(author)
 
     def pin_if_new(self, name: str, public_key: bytes) -> None:
+        if name in self._pins:
+            return
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO pins (name, public_key) VALUES (?, ?)", (name, public_key)
             )
+        self.pinned(name)  # cache whatever won: ours, or a pin another writer made first
 
     def pinned(self, name: str) -> bytes | None:
+        cached = self._pins.get(name)
+        if cached is not None:
+            return cached
         with self._lock:
             row = self._db.execute("SELECT public_key FROM pins WHERE name = ?", (name,)).fetchone()
-        return bytes(row[0]) if row else None
+        if row is None:
+            return None
+        self._pins[name] = key = bytes(row[0])
+        return key
 
     def _mark_signer(self, *identities: str) -> None:
+        new = [ident for ident in identities if ident and ident not in self._signers]
+        if not new:
+            return
         now = int(time.time() * 1000)
         with self._lock:
-            for ident in identities:
-                if ident:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO signers (identity, first_signed_at) VALUES (?, ?)",
-                        (ident, now),
-                    )
+            for ident in new:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO signers (identity, first_signed_at) VALUES (?, ?)", (ident, now)
+                )
+        self._signers.update(new)
 
     def has_signed(self, *identities: str) -> bool:
+        if any(ident in self._signers for ident in identities if ident):
+            return True
         with self._lock:
             for ident in identities:
                 if (
                     ident
                     and self._db.execute("SELECT 1 FROM signers WHERE identity = ?", (ident,)).fetchone()
                 ):
+                    self._signers.add(ident)
                     return True
         return False
 
