@@ -26,11 +26,11 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
-from xmesh_agent.mmp.svaf import SvafConfig, SvafResult, evaluate
+from xmesh_agent.mmp.svaf import SvafConfig, SvafResult, UnitVector, evaluate
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORD_TEXT = (
@@ -79,9 +79,13 @@ class HashedNgramEncoder:
 
     def encode(self, text: str) -> list[float]:
         """The unit vector of `text`; the zero vector when it has no word characters."""
-        return list(self._cached(text))
+        return list(self._cached(text) or [0.0] * self.dim)
 
-    def _encode(self, text: str) -> tuple[float, ...]:
+    def unit(self, text: str) -> UnitVector | None:
+        """The cached unit vector of `text` as SVAF takes it (no re-check, no copy); None when zero."""
+        return self._cached(text)
+
+    def _encode(self, text: str) -> UnitVector | None:
         vec = [0.0] * self.dim
         for feature, weight in self._features(text):
             digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8, person=b"xmesh-ngram").digest()
@@ -89,7 +93,7 @@ class HashedNgramEncoder:
             sign = 1.0 if digest[4] & 1 else -1.0
             vec[bucket] += sign * weight
         norm = math.sqrt(math.fsum(v * v for v in vec))
-        return tuple(v / norm for v in vec) if norm > 0 else tuple(vec)
+        return UnitVector([v / norm for v in vec]) if norm > 0 else None
 
 
 DEFAULT_ENCODER = HashedNgramEncoder()
@@ -122,6 +126,23 @@ def encode_fields(texts: Mapping[str, str], encoder: FieldEncoder | None = None)
     return out
 
 
+def _admission_fields(texts: Mapping[str, str], encoder: FieldEncoder) -> Mapping[str, Sequence[float]]:
+    """Like `encode_fields`, but the default kernel's cached unit vectors go to SVAF as they are.
+
+    Any other encoder is outside code: its vectors are copied and SVAF checks every one of them.
+    """
+    if not isinstance(encoder, HashedNgramEncoder):
+        return encode_fields(texts, encoder)
+    out: dict[str, UnitVector] = {}
+    for name in CAT7:
+        text = texts.get(name) or ""
+        if _carries(text):
+            vec = encoder.unit(text)
+            if vec is not None:
+                out[name] = vec
+    return out
+
+
 def admit(
     cmb: CMB,
     anchors_cmbs: Iterable[CMB],
@@ -144,8 +165,8 @@ def admit(
     for anchor in anchors_cmbs:
         if (anchor.key, anchor.created_by, anchor.created_at) == (cmb.key, cmb.created_by, cmb.created_at):
             continue
-        vectors = encode_fields(anchor.texts(), enc)
+        vectors = _admission_fields(anchor.texts(), enc)
         if vectors:
             anchors.append((vectors, max(0.0, (now_ms - anchor.created_at) / 1000.0)))
-    incoming = encode_fields(cmb.texts(), enc)
+    incoming = _admission_fields(cmb.texts(), enc)
     return evaluate(incoming, anchors, cfg, age_s=max(0.0, (now_ms - cmb.created_at) / 1000.0))

@@ -101,20 +101,46 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _unit(vector: Any) -> tuple[float, ...] | None:
+class UnitVector(tuple):
+    """A finite, L2-normalised vector, checked once: `_unit` returns it as is instead of re-checking.
+
+    It also keeps its non-zero entries, so dot products and the fused readout skip the zeros (hashed
+    text vectors are mostly zeros). Skipping them changes no result: fsum of the same non-zero terms is
+    the same correctly rounded sum. Build one only from values known to be finite and of norm 1 (`_unit`,
+    or an encoder that normalised them itself); vectors from outside go through `_unit`.
+    """
+
+    nonzero: tuple[tuple[int, float], ...]
+
+    def __new__(cls, values: Sequence[float]) -> UnitVector:
+        self = super().__new__(cls, values)
+        self.nonzero = tuple((i, v) for i, v in enumerate(self) if v != 0.0)
+        return self
+
+
+def _unit(vector: Any) -> UnitVector | None:
     """The L2-normalised vector, or None for anything that cannot be compared (empty, zero, non-numeric)."""
+    if isinstance(vector, UnitVector):
+        return vector
     if not isinstance(vector, Sequence) or isinstance(vector, str) or not vector:
         return None
     if not all(_finite(v) for v in vector):
         return None
-    norm = math.sqrt(math.fsum(float(v) * float(v) for v in vector))
+    return _normalised([float(v) for v in vector])
+
+
+def _normalised(values: Sequence[float]) -> UnitVector | None:
+    """`values` (finite floats) scaled to norm 1; None for the zero vector or an overflowing norm."""
+    norm = math.sqrt(math.fsum(v * v for v in values if v))
     if norm == 0.0 or not math.isfinite(norm):
         return None
-    return tuple(float(v) / norm for v in vector)
+    return UnitVector([v / norm for v in values])
 
 
-def _dot(a: Sequence[float], b: Sequence[float]) -> float:
-    return math.fsum(x * y for x, y in zip(a, b, strict=True))
+def _dot(a: UnitVector, b: UnitVector) -> float:
+    if len(a.nonzero) > len(b.nonzero):
+        a, b = b, a
+    return math.fsum(v * b[i] for i, v in a.nonzero)
 
 
 def _clamp01(value: float) -> float:
@@ -152,9 +178,9 @@ def field_drift(
         decay = math.exp(-(age - youngest) / tau) if tau > 0 else (1.0 if age == youngest else 0.0)
         w = alpha * max(cos, 0.0) * decay * conf
         if w > 0:
-            for i, v in enumerate(vu):
+            for i, v in vu.nonzero:
                 fused[i] += w * v
-    fused_unit = _unit(fused)
+    fused_unit = _normalised(fused)
     drift = 1.0 if fused_unit is None else _clamp01(1.0 - _dot(fused_unit, xu))
     return FieldDrift(drift=drift, nearest_drift=nearest, weight=alpha, anchors=len(carried))
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-import httpx
-
 from xmesh_agent.config import ModelConfig
-from xmesh_agent.models.anthropic_adapter import AnthropicAdapter
 from xmesh_agent.models.base import ModelAdapter, PermanentModelError
-from xmesh_agent.models.offline import OfflineAdapter
-from xmesh_agent.models.ollama_adapter import OllamaAdapter, ollama_base_url
-from xmesh_agent.models.openai_adapter import OpenAIAdapter
 from xmesh_agent.models.pricing import is_known
+
+# Each adapter is imported when a config names it: the vendor SDKs (anthropic alone is ~40 MB of RSS)
+# and httpx stay out of a peer that runs offline or on Ollama, and out of every CLI command.
 
 KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 BASE_URL_ENV = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL"}
@@ -59,8 +56,12 @@ def build_adapter(cfg: ModelConfig) -> ModelAdapter:
     model = cfg.model_name or ""
     prices = {"price_input": cfg.price_input_per_mtok, "price_output": cfg.price_output_per_mtok}
     if cfg.adapter == "offline":
+        from xmesh_agent.models.offline import OfflineAdapter
+
         return OfflineAdapter()
     if cfg.adapter == "ollama":
+        from xmesh_agent.models.ollama_adapter import OllamaAdapter
+
         return OllamaAdapter(model, base_url=cfg.base_url, timeout=cfg.timeout_seconds)
     base_url = _base_url(cfg)
     key = resolve_key(cfg)
@@ -69,8 +70,12 @@ def build_adapter(cfg: ModelConfig) -> ModelAdapter:
     if key is None:
         raise PermanentModelError(missing_key_message(cfg.adapter))
     if cfg.adapter == "anthropic":
+        from xmesh_agent.models.anthropic_adapter import AnthropicAdapter
+
         return AnthropicAdapter(model, key, base_url=base_url, timeout=cfg.timeout_seconds, **prices)
     if cfg.adapter == "openai":
+        from xmesh_agent.models.openai_adapter import OpenAIAdapter
+
         return OpenAIAdapter(model, key, base_url=base_url, timeout=cfg.timeout_seconds, **prices)
     raise PermanentModelError(f"unknown model adapter {cfg.adapter!r}")
 
@@ -112,6 +117,10 @@ def check_adapter(cfg: ModelConfig) -> list[tuple[str, bool, str]]:
 
 
 def _check_ollama(cfg: ModelConfig) -> list[tuple[str, bool, str]]:
+    import httpx
+
+    from xmesh_agent.models.ollama_adapter import ollama_base_url
+
     base = ollama_base_url(cfg.base_url)
     model = cfg.model_name or ""
     try:
