@@ -19,6 +19,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.wake import WakeActivities
 from workers import devserver
@@ -40,6 +41,13 @@ from xmesh_agent.wake.steps import WakeSteps
 log = logging.getLogger("xmesh.peer")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+WAKE_SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "workflows", "activities", "xmesh_agent"
+    )
+)
+"""Our workflow modules are imported once, not re-imported (and re-decorated) in every wake's sandbox:
+~3-4 ms of CPU per wake. They hold constants only; the sandbox still guards what the workflow calls."""
 EXIT_IDENTITY_COLLISION = 3
 """`xmesh-agent run` exit code when the relay refuses or replaces this peer's name (§4.4.7)."""
 
@@ -100,6 +108,7 @@ class Peer:
             workflows=[WakeWorkflow],
             activities=WakeActivities(steps).all(),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            workflow_runner=WAKE_SANDBOX,
         )
 
     async def start(self) -> None:

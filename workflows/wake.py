@@ -30,6 +30,13 @@ with workflow.unsafe.imports_passed_through():
     )
 
 LOCAL = {"start_to_close_timeout": timedelta(seconds=30)}
+LEAN_STAGES_PATCH = "lean-stage-upserts"
+"""Wakes started by code with this patch upsert XmStage only at the stages a query can catch a wake in
+(every upsert adds a history event and a sandbox round trip to the workflow task). Wakes recorded
+before it replay with an upsert per stage, as they ran."""
+VISIBLE_STAGES = frozenset({"model", "awaiting-approval"})
+"""The stages a wake can wait in for long (the model call, an operator); the rest pass within one
+workflow task and would be overwritten before any visibility query saw them. "done" is set at the end."""
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -45,11 +52,13 @@ class WakeWorkflow:
         self._stage = "received"
         self._decision: ApprovalDecision | None = None
         self._awaiting_approval = False
+        self._lean_stages = False
 
     @workflow.run
     async def run(self, wake: WakeInput) -> WakeResult:
         wake_id = workflow.info().workflow_id
         key = wake.cmb_key
+        self._lean_stages = workflow.patched(LEAN_STAGES_PATCH)
 
         self._enter("admission")
         admission = await workflow.execute_local_activity_method(
@@ -146,8 +155,9 @@ class WakeWorkflow:
         return self._stage
 
     def _enter(self, stage: str) -> None:
-        self._stage = stage
-        workflow.upsert_search_attributes([search.STAGE.value_set(stage)])
+        self._stage = stage  # the `stage` query always sees every stage
+        if not self._lean_stages or stage in VISIBLE_STAGES:
+            workflow.upsert_search_attributes([search.STAGE.value_set(stage)])
 
     def _tag(self, outcome: Outcome) -> None:
         workflow.upsert_search_attributes(

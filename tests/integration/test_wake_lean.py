@@ -1,0 +1,69 @@
+"""A wake started by the current code: fewer stage upserts, the same visible stages, and a clean replay."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from tests.integration.peer_kit import eventually, peer_config, start_peer
+from workers.client import wake_id
+from workers.replay import check_history
+from workflows import search
+from workflows.wake import LEAN_STAGES_PATCH, WakeWorkflow
+from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.cmb import mint
+
+
+async def _stage_upserts(client: Client, workflow_id: str) -> list[dict]:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    upserts = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            upserts.append({k: v.data.decode() for k, v in fields.items()})
+    return upserts
+
+
+async def test_new_wake_upserts_only_the_stages_anyone_can_see(temporal_env) -> None:
+    client = temporal_env.client
+    group = f"t-{uuid.uuid4().hex[:8]}"
+    peer = await start_peer(client, peer_config("lean-a", "reviewer", group))
+    try:
+        author = NodeIdentity.generate("author-x")
+        cmb = mint(
+            {"focus": "rename the wake ledger table", "issue": "old name is misleading"},
+            identity=author,
+            group=group,
+            created_at=int(time.time() * 1000),
+        )
+        peer.store.put(cmb, source="author-x")
+        await peer.starter.on_cmb(cmb)
+        wid = wake_id("lean-a", cmb.key)
+        handle = client.get_workflow_handle_for(WakeWorkflow.run, wid)
+
+        async def done():
+            try:
+                return (await handle.describe()).close_time is not None
+            except Exception:  # noqa: BLE001 - not started yet
+                return False
+
+        await eventually(done, timeout=30)
+        result = await handle.result()
+        assert result.outcome == "emitted" and peer.store.has(result.emitted_key)
+
+        upserts = await _stage_upserts(client, wid)
+        stages = [u[search.STAGE.name] for u in upserts if search.STAGE.name in u]
+        assert stages == ['"model"', '"done"']
+        assert upserts[0] == {"TemporalChangeVersion": f'["{LEAN_STAGES_PATCH}"]'}
+        desc = await handle.describe()
+        assert desc.typed_search_attributes.get(search.STAGE) == "done"
+        assert desc.typed_search_attributes.get(search.OUTCOME) == "emitted"
+        assert (await desc.memo())["result"]["outcome"] == "emitted"
+
+        report = await check_history(await handle.fetch_history())
+        assert report.ok, report.message
+    finally:
+        await peer.stop()
