@@ -104,7 +104,11 @@ class TcpLink(Link):
 
 
 class RelayLink(Link):
-    """The path to one peer through the relay: frames go out in `{to, payload}` envelopes."""
+    """The path to one peer through the relay: frames go out in `{to, payload}` envelopes.
+
+    Inbound frames wait in a bounded queue; `deliver` waits for room rather than dropping, which
+    holds back the relay connection's reader and, through the relay, the sender (backpressure).
+    """
 
     kind: TransportKind = "relay"
 
@@ -115,20 +119,23 @@ class RelayLink(Link):
         *,
         outbound: bool,
         address: str = "relay",
+        queue_limit: int = 1024,
     ):
         self.peer_node_id = peer_node_id
         self._sender = sender
         self.outbound = outbound
         self.address = address
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1024)
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_limit)
+        self._room = asyncio.Event()
         self._closed = False
 
     def feed(self, frame: dict[str, Any] | None) -> None:
-        """Deliver an inbound frame (None = the path is gone). Drops when the peer floods us."""
+        """Deliver an inbound frame without waiting (None = the path is gone). Drops when full."""
         if self._closed:
             return
         if frame is None:
             self._closed = True
+            self._room.set()  # whoever waits in deliver() gives up
             # Make room for the end marker even when full: closing must never be lost.
             while self._queue.full():
                 self._queue.get_nowait()
@@ -136,6 +143,16 @@ class RelayLink(Link):
             return
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(frame)
+
+    async def deliver(self, frame: dict[str, Any]) -> bool:
+        """Deliver an inbound frame, waiting while the session is behind. False once closed."""
+        while not self._closed and self._queue.full():
+            self._room.clear()
+            await self._room.wait()
+        if self._closed:
+            return False
+        self._queue.put_nowait(frame)
+        return True
 
     async def send(self, frame: dict[str, Any]) -> bool:
         if self._closed:
@@ -145,7 +162,9 @@ class RelayLink(Link):
     async def recv(self) -> dict[str, Any] | None:
         if self._closed and self._queue.empty():
             return None
-        return await self._queue.get()
+        frame = await self._queue.get()
+        self._room.set()
+        return frame
 
     async def close(self) -> None:
         self.feed(None)

@@ -194,13 +194,13 @@ class PeeringMixin:
         if link is not None:
             link.feed(None)
 
-    def _relay_payload(self: MeshNode, from_id: str, from_name: str, payload: dict[str, Any]) -> None:
+    async def _relay_payload(self: MeshNode, from_id: str, from_name: str, payload: dict[str, Any]) -> None:
         link = self._relay_links.get(from_id)
         if link is None:
             if payload.get("type") != "handshake" or from_id == self.identity.node_id:
                 return
             link = self._open_relay_link(from_id, from_name, outbound=False)
-        link.feed(payload)
+        await link.deliver(payload)  # waits while that session is behind: backpressure, not loss
 
     def _relay_down(self: MeshNode) -> None:
         for link in list(self._relay_links.values()):

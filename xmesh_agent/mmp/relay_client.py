@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import websockets
@@ -38,7 +38,7 @@ class RelayClient:
         token: str | None = None,
         on_peer: Callable[[str, str], None],
         on_peer_left: Callable[[str], None],
-        on_payload: Callable[[str, str, dict[str, Any]], None],
+        on_payload: Callable[[str, str, dict[str, Any]], Awaitable[None] | None],
         on_disconnect: Callable[[], None],
         on_event: Callable[[str, dict], None],
         reconnect_min: float = 0.5,
@@ -114,7 +114,7 @@ class RelayClient:
                     await ws.send(json.dumps(self._auth_frame()))
                     try:
                         async for message in ws:
-                            if self._handle(message):
+                            if await self._handle(message):
                                 backoff = self.reconnect_min
                     except ConnectionClosed:
                         pass
@@ -142,8 +142,12 @@ class RelayClient:
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self.reconnect_max)
 
-    def _handle(self, message: str | bytes) -> bool:
-        """Handle one relay message; True when it proves we are authenticated (resets backoff)."""
+    async def _handle(self, message: str | bytes) -> bool:
+        """Handle one relay message; True when it proves we are authenticated (resets backoff).
+
+        An awaitable from `on_payload` is awaited before the next message is read: that is how a
+        receiver that is behind holds the relay back instead of dropping frames.
+        """
         try:
             frame = json.loads(message)
         except (ValueError, UnicodeDecodeError):
@@ -173,7 +177,9 @@ class RelayClient:
             payload, sender = frame["payload"], frame.get("from")
             name = frame.get("fromName")
             if isinstance(sender, str) and sender and isinstance(payload.get("type"), str):
-                self._on_payload(sender, name if isinstance(name, str) else "", payload)
+                pending = self._on_payload(sender, name if isinstance(name, str) else "", payload)
+                if pending is not None:
+                    await pending
         return False
 
     def _later(self, coro: Any) -> None:

@@ -10,7 +10,12 @@ Pure routing: payloads are forwarded verbatim and never inspected. One JSON text
 - `{to, payload}` goes to that node only, `{payload}` to every other node on the channel; the relay
   delivers `{from, fromName, payload}` (plus `to` on a targeted frame, so receivers can tell directed
   from broadcast, §9.2.2).
-- Keepalive: `relay-ping` every `ping_interval`; two unanswered pings close with 4005.
+- Keepalive: `relay-ping` every `ping_interval`; two unanswered pings close with 4005 (any message
+  from the client counts as an answer, and a client whose frames are held back is not counted).
+- Backpressure: each client has a bounded outbox (`outbox_limit` messages, `outbox_bytes`). A routed
+  frame for a full outbox makes the relay stop reading the sender until there is room, so a burst
+  slows the publisher down instead of being dropped. A receiver that makes no progress at all for
+  `stall_timeout` is taken for dead and closed with 1013; a slow but live one is never closed for it.
 - Duplicate identity (§4.4.7), applied to a clashing nodeId or name on the channel: an existing
   connection younger than `duplicate_window` keeps its place and the newcomer is closed with 4006; an
   older one is replaced and closed with 4004. A replaced connection with the same nodeId is not
@@ -23,7 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +45,7 @@ INVALID_TOKEN = 4003
 REPLACED = 4004
 HEARTBEAT_TIMEOUT = 4005
 DUPLICATE_REJECTED = 4006
-TRY_AGAIN_LATER = 1013  # the client could not keep up with its outbound queue
+TRY_AGAIN_LATER = 1013  # the client stopped reading: its outbox stayed full without progress
 
 OPEN_CHANNEL = ""
 MAX_ID_LENGTH = 256
@@ -49,6 +54,8 @@ MISSED_PINGS_LIMIT = 2
 # it must be allowed slightly more than the frame itself or a max-size frame could never be relayed.
 RELAY_HEADROOM = 64 * 1024
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES + RELAY_HEADROOM
+# Control and presence messages never wait for room; this many beyond the bound is a dead reader.
+CONTROL_SLACK = 256
 
 
 def _dumps(frame: Any) -> str:
@@ -78,23 +85,71 @@ class _Client:
     name: str
     channel: str
     connected_at: float
-    outbox: asyncio.Queue[str]
+    limit: int = 1024
+    byte_limit: int = 16 * 1024 * 1024
+    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)  # bounded by push/enqueue
+    queued_chars: int = 0
+    sent: int = 0  # messages written so far: the progress a held-back sender watches
+    held: int = 0  # > 0 while this client's reading waits for room in a recipient's outbox
     missed_pings: int = 0
     replaced: bool = False
+    closing: bool = False
+    room: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     writer: asyncio.Task[None] | None = field(default=None, repr=False)
+    on_stalled: Callable[[_Client, str], None] | None = field(default=None, repr=False)
+
+    def _full(self) -> bool:
+        return self.outbox.qsize() >= self.limit or (self.queued_chars >= self.byte_limit > 0)
+
+    def _put(self, text: str) -> None:
+        self.queued_chars += len(text)
+        self.outbox.put_nowait(text)
 
     def enqueue(self, text: str) -> None:
-        try:
-            self.outbox.put_nowait(text)
-        except asyncio.QueueFull:
-            log.warning("relay: %s cannot keep up; closing", self.name)
-            asyncio.get_running_loop().create_task(self.ws.close(TRY_AGAIN_LATER, "outbound queue full"))
+        """A control or presence message: never waits; a reader that lets them pile up is dead."""
+        if self.closing:
+            return
+        if self.outbox.qsize() >= self.limit + CONTROL_SLACK:
+            self.give_up("outbound queue full")
+            return
+        self._put(text)
+
+    async def push(self, text: str, stall_timeout: float) -> bool:
+        """A routed frame: wait for room while the receiver makes progress. False if it is gone."""
+        while self._full() and self.outbox.qsize() > 0:
+            if self.closing:
+                return False
+            progress = self.sent
+            self.room.clear()
+            try:
+                await asyncio.wait_for(self.room.wait(), stall_timeout)
+            except TimeoutError:
+                if self.sent == progress and self._full():
+                    self.give_up("receiver stalled")
+                    return False
+        if self.closing:
+            return False
+        self._put(text)
+        return True
+
+    def give_up(self, reason: str) -> None:
+        if not self.closing and self.on_stalled is not None:
+            self.on_stalled(self, reason)
+
+    def release(self) -> None:
+        self.closing = True
+        self.room.set()
 
     async def write_loop(self) -> None:
         """One writer per client keeps its frames in order and a slow reader from stalling others."""
         with contextlib.suppress(ConnectionClosed):
             while True:
-                await self.ws.send(await self.outbox.get())
+                text = await self.outbox.get()
+                self.queued_chars -= len(text)
+                await self.ws.send(text)
+                self.sent += 1
+                if not self._full():
+                    self.room.set()
 
 
 class RelayServer:
@@ -111,6 +166,8 @@ class RelayServer:
         duplicate_window: float = 5.0,
         max_frame_bytes: int = MAX_MESSAGE_BYTES,
         outbox_limit: int = 1024,
+        outbox_bytes: int = 16 * 1024 * 1024,
+        stall_timeout: float = 30.0,
     ):
         self.host = host
         self._requested_port = port
@@ -120,6 +177,8 @@ class RelayServer:
         self.duplicate_window = duplicate_window
         self.max_frame_bytes = max_frame_bytes
         self.outbox_limit = outbox_limit
+        self.outbox_bytes = outbox_bytes
+        self.stall_timeout = stall_timeout
         self._channels: dict[str, dict[str, _Client]] = {}
         self._server: Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -183,7 +242,8 @@ class RelayServer:
             return
         try:
             async for raw in ws:
-                self._on_frame(client, raw)
+                client.missed_pings = 0  # any message shows the client is alive
+                await self._on_frame(client, raw)
         except ConnectionClosed:
             pass
         finally:
@@ -243,8 +303,9 @@ class RelayServer:
             if old.node_id != node_id:
                 self._announce(channel, {"type": "relay-peer-left", "nodeId": old.node_id, "name": old.name})
             log.info("relay: %s/%s replaced a stale connection", name, node_id)
-        client = _Client(ws, node_id, name, channel, now, asyncio.Queue(self.outbox_limit))
+        client = _Client(ws, node_id, name, channel, now, self.outbox_limit, self.outbox_bytes)
         client.writer = loop.create_task(client.write_loop())
+        client.on_stalled = self._drop_stalled
         peers = [{"nodeId": c.node_id, "name": c.name} for c in members.values()]
         members[node_id] = client
         client.enqueue(_dumps({"type": "relay-peers", "peers": peers}))
@@ -253,6 +314,7 @@ class RelayServer:
         return client
 
     def _unregister(self, client: _Client) -> None:
+        client.release()
         if client.writer is not None:
             client.writer.cancel()
         members = self._channels.get(client.channel, {})
@@ -266,6 +328,21 @@ class RelayServer:
         )
         log.info("relay: %s (%s) left", client.name, client.node_id)
 
+    def _drop_stalled(self, client: _Client, reason: str) -> None:
+        """A receiver that stopped reading leaves at once; whoever waits for its room moves on."""
+        log.warning("relay: %s %s; closing", client.name, reason)
+        self._unregister(client)
+        client.replaced = True  # already announced as left
+        asyncio.get_running_loop().create_task(self._close(client.ws, TRY_AGAIN_LATER, reason))
+
+    @staticmethod
+    async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+        """Close, but do not wait on a close handshake that a reader with full buffers never answers."""
+        try:
+            await asyncio.wait_for(ws.close(code, reason), 2.0)
+        except (TimeoutError, ConnectionClosed):
+            ws.transport.abort()
+
     # --- frames ------------------------------------------------------------------------------------
 
     def _announce(self, channel: str, frame: dict[str, Any], skip: _Client | None = None) -> None:
@@ -274,7 +351,7 @@ class RelayServer:
             if member is not skip:
                 member.enqueue(text)
 
-    def _on_frame(self, client: _Client, raw: str | bytes) -> None:
+    async def _on_frame(self, client: _Client, raw: str | bytes) -> None:
         msg = _parse(raw)
         if msg is None:
             return
@@ -292,16 +369,27 @@ class RelayServer:
         target = msg.get("to")
         if target is None:
             envelope["payload"] = msg["payload"]
-            text = _dumps(envelope)
-            for member in list(members.values()):
-                if member is not client:
-                    member.enqueue(text)
+            await self._route(client, [m for m in members.values() if m is not client], _dumps(envelope))
             return
         recipient = members.get(target) if isinstance(target, str) else None
         if recipient is not None and recipient is not client:
             envelope["to"] = target
             envelope["payload"] = msg["payload"]
-            recipient.enqueue(_dumps(envelope))
+            await self._route(client, [recipient], _dumps(envelope))
+
+    async def _route(self, sender: _Client, recipients: list[_Client], text: str) -> None:
+        """Queue for each recipient, waiting for room; meanwhile the sender's messages stay unread."""
+        for recipient in recipients:
+            if recipient.closing:
+                continue
+            if not recipient._full():
+                recipient._put(text)
+                continue
+            sender.held += 1
+            try:
+                await recipient.push(text, self.stall_timeout)
+            finally:
+                sender.held -= 1
 
     async def _keepalive_loop(self) -> None:
         ping = _dumps({"type": "relay-ping"})
@@ -309,6 +397,9 @@ class RelayServer:
             await asyncio.sleep(self.ping_interval)
             for members in list(self._channels.values()):
                 for client in list(members.values()):
+                    if client.held:
+                        client.enqueue(ping)  # unread because we hold it back, not because it is gone
+                        continue
                     if client.missed_pings >= MISSED_PINGS_LIMIT:
                         log.info("relay: %s missed %d pings; closing", client.name, client.missed_pings)
                         self._unregister(client)
