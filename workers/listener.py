@@ -37,6 +37,9 @@ log = logging.getLogger("xmesh.listener")
 
 SUMMARY_BYTES = 200
 RECONCILE_WINDOW_MS = 7 * 86_400_000
+START_CONCURRENCY = 4
+"""Wake starts in flight at once. Small: the peer's worker, not the start call, limits sustained wakes/s."""
+DRAIN_BATCH = 100
 
 
 def wake_summary(peer: str, cmb: CMB) -> str:
@@ -65,6 +68,7 @@ class WakeStarter:
         self.task_queue = task_queue(config.group, config.name)
         self._kick = asyncio.Event()
         self.started = 0
+        self.start_concurrency = START_CONCURRENCY
         self.log: EventLog = no_log
 
     async def on_cmb(self, cmb: CMB, sender: object = None) -> None:
@@ -118,26 +122,56 @@ class WakeStarter:
         )
 
     async def drain_once(self) -> bool:
-        """Start every spooled wake; False when Temporal did not answer (try again later)."""
-        for cmb_key, author in self.ledger.pending():
-            try:
-                handle = await self.start_wake(cmb_key)
-            except LookupError:
-                log.warning("spooled CMB %s vanished from the store; dropping it from the spool", cmb_key)
-                self.ledger.mark_woken(cmb_key, "")
-                continue
-            except WorkflowAlreadyStartedError as exc:
-                # its wake ran and closed before the ledger recorded the start (a crash in between)
-                log.info("wake of %s already ran (%s); marking it woken", cmb_key, exc.workflow_id)
-                self.ledger.mark_woken(cmb_key, exc.workflow_id or wake_id(self.config.name, cmb_key))
-                continue
-            except (RPCError, OSError, RuntimeError) as exc:
-                self.ledger.note_attempt(cmb_key)
-                log.warning("Temporal unreachable, %s stays spooled: %s", cmb_key, exc)
+        """Start every spooled wake; False when Temporal did not answer (try again later).
+
+        Up to `start_concurrency` starts are in flight at once (each is a round trip to Temporal, so a
+        backlog drains in a fraction of the time); every key is still marked woken only after its own
+        start returned, and a key whose start failed stays spooled.
+        """
+        while True:
+            batch = self.ledger.pending(DRAIN_BATCH)
+            if not batch:
+                return True
+            if not await self._start_batch(batch):
                 return False
-            self.ledger.mark_woken(cmb_key, handle.id)
-            self.started += 1
-            self.log("wake-started", {"wakeId": handle.id, "cmbKey": cmb_key, "author": author})
+            if len(batch) < DRAIN_BATCH:
+                return True
+
+    async def _start_batch(self, batch: list[tuple[str, str]]) -> bool:
+        slots = asyncio.Semaphore(self.start_concurrency)
+        unreachable = asyncio.Event()
+
+        async def start_one(cmb_key: str, author: str) -> None:
+            async with slots:
+                if not unreachable.is_set() and not await self._start_spooled(cmb_key, author):
+                    unreachable.set()
+
+        outcomes = await asyncio.gather(*(start_one(k, a) for k, a in batch), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+        return not unreachable.is_set()
+
+    async def _start_spooled(self, cmb_key: str, author: str) -> bool:
+        """One spooled CMB: start its wake and mark it woken; False when Temporal did not answer."""
+        try:
+            handle = await self.start_wake(cmb_key)
+        except LookupError:
+            log.warning("spooled CMB %s vanished from the store; dropping it from the spool", cmb_key)
+            self.ledger.mark_woken(cmb_key, "")
+            return True
+        except WorkflowAlreadyStartedError as exc:
+            # its wake ran and closed before the ledger recorded the start (a crash in between)
+            log.info("wake of %s already ran (%s); marking it woken", cmb_key, exc.workflow_id)
+            self.ledger.mark_woken(cmb_key, exc.workflow_id or wake_id(self.config.name, cmb_key))
+            return True
+        except (RPCError, OSError, RuntimeError) as exc:
+            self.ledger.note_attempt(cmb_key)
+            log.warning("Temporal unreachable, %s stays spooled: %s", cmb_key, exc)
+            return False
+        self.ledger.mark_woken(cmb_key, handle.id)
+        self.started += 1
+        self.log("wake-started", {"wakeId": handle.id, "cmbKey": cmb_key, "author": author})
         return True
 
     async def run(self, retry_seconds: float = 2.0) -> None:
