@@ -23,6 +23,7 @@ from pathlib import Path
 
 from workflows.search import dev_server_flags
 from xmesh_agent import paths
+from xmesh_agent.process import pid_alive
 
 DEFAULT_PORT = 7233
 DEFAULT_UI_PORT = 8233
@@ -66,16 +67,6 @@ def _leases() -> Path:
     return paths.ensure_dir(paths.server_dir() / "leases")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
@@ -105,7 +96,7 @@ def running_server() -> ServerInfo | None:
         info = ServerInfo(**json.loads(_state_file().read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if _pid_alive(info.pid) and port_open(info.port):
+    if pid_alive(info.pid) and port_open(info.port):
         return info
     return None
 
@@ -172,7 +163,7 @@ def release(holder_pid: int | None = None, *, keep_running: bool = False) -> boo
     holder_pid = holder_pid or os.getpid()
     with _locked():
         (_leases() / str(holder_pid)).unlink(missing_ok=True)
-        live = [p for p in _leases().iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
+        live = [p for p in _leases().iterdir() if p.name.isdigit() and pid_alive(int(p.name))]
         for stale in set(_leases().iterdir()) - set(live):
             stale.unlink(missing_ok=True)
         if live or keep_running:
@@ -195,11 +186,11 @@ def _stop_locked() -> bool:
         return False
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
-    while _pid_alive(info.pid) and time.monotonic() < deadline:
+    while pid_alive(info.pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(info.pid, os.WNOHANG)
         time.sleep(0.1)
-    if _pid_alive(info.pid):
+    if pid_alive(info.pid):
         os.kill(info.pid, signal.SIGKILL)
     _state_file().unlink(missing_ok=True)
     return True

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xmesh_agent import paths
+from xmesh_agent.process import pid_alive
 
 MIN_PYTHON = (3, 11)
 ENV_VARS = (
@@ -146,16 +147,6 @@ def check_ollama(echo: Echo, issues: list[str]) -> None:
     echo(f"  {url}: {state}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def check_peers(echo: Echo, issues: list[str]) -> None:
     _section(echo, "running peers")
     root = paths.xmesh_home() / "peers"
@@ -170,7 +161,7 @@ def check_peers(echo: Echo, issues: list[str]) -> None:
             echo(f"  {status.parent.name}: ⚠ unreadable {status}")
             issues.append(f"unreadable peer status {status}: remove it if the peer is not running")
             continue
-        if _pid_alive(pid):
+        if pid_alive(pid):
             echo(
                 f"  {status.parent.name}: ALIVE pid {pid} group={data.get('group')} port={data.get('port')} "
                 f"queue={data.get('taskQueue')}"

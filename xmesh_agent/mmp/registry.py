@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmesh_agent import paths
+from xmesh_agent.process import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,6 @@ class RegistryEntry:
     pid: int | None
     service_type: str
     ts: int
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError, OSError):
-        return False
-    return True
 
 
 class LoopbackRegistry:
@@ -109,7 +98,7 @@ class LoopbackRegistry:
                 continue
             if entry.service_type != self.service_type:
                 continue
-            if entry.pid is not None and not _pid_alive(entry.pid):
+            if entry.pid is not None and not pid_alive(entry.pid):
                 with contextlib.suppress(OSError):
                     full.unlink()
                 continue
