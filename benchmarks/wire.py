@@ -4,8 +4,9 @@ Measures one-way latency (publish() on A -> on_cmb on B, after B verified and st
 signed CMBs/s (minting and signing included on the sender), then breaks the per-frame CPU cost
 into its parts, each timed in-process with perf_counter over many iterations.
 
-Both nodes (and the relay) share one process and one event loop, so sender and receiver work
-are serialised on one core: the throughput figure is a floor for two separate processes.
+Both nodes (and the relay) first share one process and one event loop, so sender and receiver
+work are serialised on one core. Then the same throughput runs with the receiver (and the relay)
+in processes of their own, as real peers are, reporting arrivals to the sender over a pipe.
 
 usage: python benchmarks/wire.py [--quick] [--json out.json]
 Targets: p50 <= 1 ms over TCP; >= 5,000 signed CMBs/s between two nodes.
@@ -17,11 +18,12 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import Row, emit, fmt_ms, fmt_us, median, pct, time_per_call
+from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, median, pct, time_per_call
 
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp import framing
@@ -55,16 +57,20 @@ def texts(i: int) -> dict[str, str]:
 
 
 class Receiver:
-    """B's on_cmb: timestamps each arrival and wakes whoever waits for a count."""
+    """B's on_cmb: timestamps each arrival and wakes whoever waits for a count.
+
+    Times are time.monotonic(): CLOCK_MONOTONIC, the same clock in every process of the host.
+    """
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
         self.count = 0
+        self.last = 0.0
         self.want = 0
         self.reached = asyncio.Event()
 
     async def on_cmb(self, cmb: CMB, peer: PeerInfo) -> None:
-        self.arrived[cmb.key] = time.perf_counter()
+        self.arrived[cmb.key] = self.last = time.monotonic()
         self.count += 1
         if self.count >= self.want:
             self.reached.set()
@@ -100,7 +106,7 @@ async def latency(a: MeshNode, recv: Receiver, n: int, offset: int) -> list[floa
     out = []
     for cmb in cmbs:
         recv.expect(recv.count + 1)
-        start = time.perf_counter()
+        start = time.monotonic()
         await a.publish(cmb)
         await asyncio.wait_for(recv.reached.wait(), 10.0)
         out.append(recv.arrived[cmb.key] - start)
@@ -113,7 +119,7 @@ async def throughput(a: MeshNode, recv: Receiver, n: int, offset: int, window: i
     Returns CMBs/s until B surfaced the last one it got, and how many never arrived.
     """
     base = recv.count
-    start = time.perf_counter()
+    start = time.monotonic()
     now = int(time.time() * 1000)
     for i in range(n):
         if window and i - (recv.count - base) >= window:
@@ -124,7 +130,7 @@ async def throughput(a: MeshNode, recv: Receiver, n: int, offset: int, window: i
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(recv.reached.wait(), 10.0)
     got = recv.count - base
-    last = max(recv.arrived.values()) if got else time.perf_counter()
+    last = recv.last if got else time.monotonic()
     return got / (last - start), n - got
 
 
@@ -172,6 +178,137 @@ async def transport_rows(transport: str, n_lat: int, n_tp: int) -> list[Row]:
     ]
 
 
+# -- the receiver (and the relay) in processes of their own ------------------------------------
+
+
+class RemoteReceiver(Receiver):
+    """The receiving process's progress, read from its stdout ("got <count> <monotonic>")."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        super().__init__()
+        self.proc = proc
+
+    async def follow(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"got":
+                self.count, self.last = int(parts[1]), float(parts[2])
+                if self.count >= self.want:
+                    self.reached.set()
+
+
+async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """This script in another role; returns the process and what it printed after "ready"."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30.0)
+    if not line.startswith(b"ready "):
+        proc.kill()
+        raise RuntimeError(f"{args[0]} did not start: {line!r}")
+    return proc, line.split(b" ", 1)[1].decode().strip()
+
+
+async def serve_role(role: str, transport: str, relay_url: str | None) -> None:
+    """--serve-relay / --serve-receiver: run until stdin closes, reporting on stdout."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 1) else None)
+    if role == "relay":
+        async with RelayServer() as relay:
+            print(f"ready {relay.url}", flush=True)
+            await stop.wait()
+        return
+    recv = Receiver()
+    opts: dict = {"discovery": [], "relay_url": relay_url} if transport == "relay" else {"discovery": []}
+    with tempfile.TemporaryDirectory(prefix="wire-recv-") as tmp:
+        b = MeshNode(
+            NodeIdentity.generate("wire-b"), GROUP, CMBStore(Path(tmp) / "b.db"), on_cmb=recv.on_cmb, **opts
+        )
+        await b.start()
+        print(f"ready {b.port}", flush=True)
+        reported = 0
+        while not stop.is_set():  # report progress every 5 ms when there is some
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.005)
+            if recv.count != reported:
+                reported = recv.count
+                sys.stdout.write(f"got {recv.count} {recv.last!r}\n")
+                sys.stdout.flush()
+        await b.stop()
+
+
+async def two_process_rows(transport: str, n_tp: int) -> list[Row]:
+    procs: list[asyncio.subprocess.Process] = []
+    relay_url = None
+    with tempfile.TemporaryDirectory(prefix=f"wire-2p-{transport}-") as tmp:
+        try:
+            if transport == "relay":
+                relay_proc, relay_url = await spawn("--serve", "relay")
+                procs.append(relay_proc)
+            args = ["--serve", "receiver", "--transport", transport] + (
+                ["--relay-url", relay_url] if relay_url else []
+            )
+            proc, port = await spawn(*args)
+            procs.append(proc)
+            recv = RemoteReceiver(proc)
+            follower = asyncio.ensure_future(recv.follow())
+            opts: dict = {"discovery": []}
+            opts.update({"relay_url": relay_url} if relay_url else {"static_peers": [f"127.0.0.1:{port}"]})
+            a = MeshNode(NodeIdentity.generate("wire-a"), GROUP, CMBStore(Path(tmp) / "a.db"), **opts)
+            await a.start()
+            try:
+                if not await a.wait_for_peers(1, 15.0):
+                    raise RuntimeError(f"no peer across processes over {transport}")
+                await throughput(a, recv, 100, 0, WINDOW)  # warm-up
+                pids = ["self", *(str(p.pid) for p in procs)]
+                cpu0, sent0 = [cpu_seconds(pid) for pid in pids], recv.count
+                runs = [await throughput(a, recv, n_tp, 100_000 * (r + 1), WINDOW) for r in range(3)]
+                burst_rate, burst_lost = await throughput(a, recv, n_tp, 900_000, 0)
+                moved = max(1, recv.count - sent0)
+                cpu = [(cpu_seconds(pid) - c0) / moved for pid, c0 in zip(pids, cpu0, strict=True)]
+            finally:
+                await a.stop()
+                follower.cancel()
+        finally:
+            for proc in procs[::-1]:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10.0)
+                except TimeoutError:
+                    proc.kill()
+    rates = [r for r, _ in runs]
+    where = "receiver process" + (" + relay process" if transport == "relay" else "")
+    roles = ["sender", *(["relay"] if transport == "relay" else []), "receiver"]
+    return [
+        Row(
+            "wire-2p",
+            f"signed CMBs/s {transport}, 2 processes",
+            f"{median(rates):,.0f}/s",
+            ">= 5,000/s",
+            median(rates) >= 5000,
+            f"sender process -> {where}; median of 3 x {n_tp}, <= {WINDOW} in flight; runs "
+            + ", ".join(f"{r:,.0f}" for r in rates)
+            + f"; lost {sum(x for _, x in runs)}",
+        ),
+        Row(
+            "wire-2p",
+            f"  unpaced burst {transport}, 2 processes",
+            f"{burst_rate:,.0f}/s",
+            note=f"{n_tp} back to back, no window: lost {burst_lost}",
+        ),
+        Row(
+            "wire-2p",
+            f"  CPU per CMB {transport}, 2 processes",
+            " / ".join(fmt_us(c) for c in cpu),
+            note=" / ".join(roles) + " (user+sys over all four runs)",
+        ),
+    ]
+
+
 def cpu_rows(iterations: int) -> list[Row]:
     """The per-frame CPU bill, part by part, in this process."""
     ident = NodeIdentity.generate("cpu")
@@ -182,13 +319,21 @@ def cpu_rows(iterations: int) -> list[Row]:
     frame = {"type": "cmb", "timestamp": 1_760_000_000_000, "cmb": cmb.to_wire()}
     body = framing.encode_frame(frame)[4:]
     tmp = tempfile.mkdtemp(prefix="wire-cpu-")
-    store = CMBStore(Path(tmp) / "s.db")
+    store = CMBStore(Path(tmp) / "s.db", group_commit=False)  # one transaction per put
+    grouped = CMBStore(Path(tmp) / "g.db")  # as on the node's loop: one commit per loop iteration
     verifier = Verifier(group, "receiver-id", "receiver", Path(tmp) / "v.db", admission="open")
     sender = KnownKey(ident.node_id, ident.name, ident.public_key, "handshake")
     counter = iter(range(10**9))
 
     def put() -> None:
         store.put(cmb.model_copy(update={"key": f"cmb1-{next(counter):064d}"}), source="x")
+
+    batch = 32  # frames one TCP read typically yields to the session loop under load
+
+    def put_grouped() -> None:  # timed per CMB below (the per-call figure divided by `batch`)
+        for _ in range(batch):
+            grouped.put(cmb.model_copy(update={"key": f"cmb1-{next(counter):064d}"}), source="x")
+        grouped.flush()
 
     parts = [
         ("cmb1- key (sha256 over CAT7)", lambda: content_key(full)),
@@ -198,7 +343,8 @@ def cpu_rows(iterations: int) -> list[Row]:
         ("JSON encode frame (to_wire+dumps)", lambda: framing.encode_frame({**frame, "cmb": cmb.to_wire()})),
         ("JSON decode frame (loads+model)", lambda: CMB.from_wire(framing.decode_body(body)["cmb"])),
         ("verifier.check (whole inbound check)", lambda: verifier.check(cmb, sender)),
-        ("store.put (SQLite WAL)", put),
+        ("store.put, own transaction (SQLite WAL)", put),
+        (f"store.put, group commit of {batch}", put_grouped),
         (
             "mint (key+model+sign), sender total",
             lambda: mint(full, identity=ident, group=group, created_at=1),
@@ -207,9 +353,14 @@ def cpu_rows(iterations: int) -> list[Row]:
     rows = []
     for label, fn in parts:
         fn()
-        per = time_per_call(fn, iterations)
+        per = (
+            time_per_call(fn, iterations // batch) / batch
+            if fn is put_grouped
+            else time_per_call(fn, iterations)
+        )
         rows.append(Row("wire-cpu", label, fmt_us(per), note=f"{1 / per:,.0f}/s on one core"))
     store.close()
+    grouped.close()
     verifier.close()
     rows.append(Row("wire-cpu", "frame size (spec CMB, 4 fields)", f"{len(body)} B"))
     return rows
@@ -220,6 +371,8 @@ async def run(quick: bool) -> list[Row]:
     rows = []
     for transport in ("tcp", "relay"):
         rows += await transport_rows(transport, n_lat, n_tp)
+    for transport in ("tcp", "relay"):
+        rows += await two_process_rows(transport, n_tp)
     rows += cpu_rows(iters)
     return rows
 
@@ -228,7 +381,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and iterations")
     parser.add_argument("--json", help="also write the rows here (run_all uses it)")
+    parser.add_argument("--serve", choices=("receiver", "relay"), help=argparse.SUPPRESS)
+    parser.add_argument("--transport", default="tcp", help=argparse.SUPPRESS)
+    parser.add_argument("--relay-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:  # a helper process of the two-process run (its parent set XMESH_HOME)
+        asyncio.run(serve_role(args.serve, args.transport, args.relay_url))
+        return
     home = tempfile.mkdtemp(prefix="wire-home-")
     os.environ["XMESH_HOME"] = home
     os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")

@@ -167,3 +167,30 @@ async def test_relay_link_deliver_waits_for_room_and_close_releases_it() -> None
     await asyncio.sleep(0)
     await link.close()  # the path is gone: the waiting deliver gives up instead of hanging
     assert await asyncio.wait_for(fourth, WAIT) is False
+
+
+async def test_two_nodes_bursting_at_each_other_through_the_relay_both_get_everything(tmp_path: Path) -> None:
+    """Backpressure both ways at once must not deadlock: each side's reader keeps draining."""
+    total = 1500
+    async with RelayServer(outbox_limit=16, ping_interval=1.0) as relay:
+        a_id, b_id = ordered_identities("alice", "bob")
+        a, inbox_a = make_node(tmp_path, "alice", identity=a_id, discovery=[], relay_url=relay.url)
+        b, inbox_b = make_node(tmp_path, "bob", identity=b_id, discovery=[], relay_url=relay.url)
+        await b.start()
+        await a.start()
+        try:
+            assert await a.wait_for_peers(1, WAIT) and await b.wait_for_peers(1, WAIT)
+            now = int(time.time() * 1000)
+
+            async def burst(node, tag: str) -> None:
+                for i in range(total):
+                    cmb = mint({"focus": f"{tag} #{i}"}, identity=node.identity, group="team", created_at=now)
+                    assert await node.publish(cmb) == 1
+
+            await asyncio.wait_for(asyncio.gather(burst(a, "from alice"), burst(b, "from bob")), 60.0)
+            assert await inbox_a.wait(lambda: len(inbox_a.cmbs) >= total, 60.0), len(inbox_a.cmbs)
+            assert await inbox_b.wait(lambda: len(inbox_b.cmbs) >= total, 60.0), len(inbox_b.cmbs)
+            assert not inbox_a.named("peer-disconnected") and not inbox_b.named("peer-disconnected")
+        finally:
+            await a.stop()
+            await b.stop()
