@@ -309,6 +309,26 @@ async def two_process_rows(transport: str, n_tp: int) -> list[Row]:
     ]
 
 
+def first_contact_row(tmp: Path, authors: int = 40) -> Row:
+    """A new author's first CMB on a tofu receiver: pin its key, mark it a signer (disk writes)."""
+    verifier = Verifier(GROUP, "receiver-id", "receiver", tmp / "first.db", admission="tofu")
+    costs = []
+    for i in range(authors):
+        ident = NodeIdentity.generate(f"author-{i}")
+        cmb = mint(texts(i), identity=ident, group=GROUP, created_at=1_760_000_000_000)
+        start = time.perf_counter()
+        verifier.learn(ident.node_id, ident.name, ident.public_key, source="handshake")
+        verifier.check(cmb, KnownKey(ident.node_id, ident.name, ident.public_key, "handshake"))
+        costs.append(time.perf_counter() - start)
+    verifier.close()
+    return Row(
+        "wire-cpu",
+        "first contact (learn + check, new author)",
+        fmt_us(median(costs)),
+        note=f"median of {authors}",
+    )
+
+
 def cpu_rows(iterations: int) -> list[Row]:
     """The per-frame CPU bill, part by part, in this process."""
     ident = NodeIdentity.generate("cpu")
@@ -362,6 +382,7 @@ def cpu_rows(iterations: int) -> list[Row]:
     store.close()
     grouped.close()
     verifier.close()
+    rows.append(first_contact_row(Path(tmp)))
     rows.append(Row("wire-cpu", "frame size (spec CMB, 4 fields)", f"{len(body)} B"))
     return rows
 

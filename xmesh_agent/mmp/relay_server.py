@@ -28,14 +28,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from xmesh_agent.mmp.framing import MAX_FRAME_BYTES
+from xmesh_agent.mmp.relay_member import RelayMember
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ MISSED_PINGS_LIMIT = 2
 # it must be allowed slightly more than the frame itself or a max-size frame could never be relayed.
 RELAY_HEADROOM = 64 * 1024
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES + RELAY_HEADROOM
-# Control and presence messages never wait for room; this many beyond the bound is a dead reader.
-CONTROL_SLACK = 256
 
 
 def _dumps(frame: Any) -> str:
@@ -76,80 +74,6 @@ def _ident(value: Any) -> str | None:
     if isinstance(value, str) and value.strip() and len(value) <= MAX_ID_LENGTH:
         return value
     return None
-
-
-@dataclass(eq=False)
-class _Client:
-    ws: ServerConnection
-    node_id: str
-    name: str
-    channel: str
-    connected_at: float
-    limit: int = 1024
-    byte_limit: int = 16 * 1024 * 1024
-    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)  # bounded by push/enqueue
-    queued_chars: int = 0
-    sent: int = 0  # messages written so far: the progress a held-back sender watches
-    held: int = 0  # > 0 while this client's reading waits for room in a recipient's outbox
-    missed_pings: int = 0
-    replaced: bool = False
-    closing: bool = False
-    room: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    writer: asyncio.Task[None] | None = field(default=None, repr=False)
-    on_stalled: Callable[[_Client, str], None] | None = field(default=None, repr=False)
-
-    def _full(self) -> bool:
-        return self.outbox.qsize() >= self.limit or (self.queued_chars >= self.byte_limit > 0)
-
-    def _put(self, text: str) -> None:
-        self.queued_chars += len(text)
-        self.outbox.put_nowait(text)
-
-    def enqueue(self, text: str) -> None:
-        """A control or presence message: never waits; a reader that lets them pile up is dead."""
-        if self.closing:
-            return
-        if self.outbox.qsize() >= self.limit + CONTROL_SLACK:
-            self.give_up("outbound queue full")
-            return
-        self._put(text)
-
-    async def push(self, text: str, stall_timeout: float) -> bool:
-        """A routed frame: wait for room while the receiver makes progress. False if it is gone."""
-        while self._full() and self.outbox.qsize() > 0:
-            if self.closing:
-                return False
-            progress = self.sent
-            self.room.clear()
-            try:
-                await asyncio.wait_for(self.room.wait(), stall_timeout)
-            except TimeoutError:
-                if self.sent == progress and self._full():
-                    self.give_up("receiver stalled")
-                    return False
-        if self.closing:
-            return False
-        self._put(text)
-        return True
-
-    def give_up(self, reason: str) -> None:
-        if not self.closing and self.on_stalled is not None:
-            self.on_stalled(self, reason)
-
-    def release(self) -> None:
-        self.closing = True
-        self.room.set()
-
-    async def write_loop(self) -> None:
-        """One writer per client keeps its frames in order and a slow reader from stalling others."""
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                text = await self.outbox.get()
-                self.queued_chars -= len(text)
-                await self.ws.send(text)
-                self.sent += 1
-                if not self._full():
-                    self.room.set()
 
 
 class RelayServer:
@@ -179,7 +103,7 @@ class RelayServer:
         self.outbox_limit = outbox_limit
         self.outbox_bytes = outbox_bytes
         self.stall_timeout = stall_timeout
-        self._channels: dict[str, dict[str, _Client]] = {}
+        self._channels: dict[str, dict[str, RelayMember]] = {}
         self._server: Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
 
@@ -274,7 +198,7 @@ class RelayServer:
             if msg is not None:
                 return msg
 
-    async def _authenticate(self, ws: ServerConnection) -> _Client | None:
+    async def _authenticate(self, ws: ServerConnection) -> RelayMember | None:
         msg = await self._read_auth(ws)
         if msg is None:
             return None
@@ -303,7 +227,7 @@ class RelayServer:
             if old.node_id != node_id:
                 self._announce(channel, {"type": "relay-peer-left", "nodeId": old.node_id, "name": old.name})
             log.info("relay: %s/%s replaced a stale connection", name, node_id)
-        client = _Client(ws, node_id, name, channel, now, self.outbox_limit, self.outbox_bytes)
+        client = RelayMember(ws, node_id, name, channel, now, self.outbox_limit, self.outbox_bytes)
         client.writer = loop.create_task(client.write_loop())
         client.on_stalled = self._drop_stalled
         peers = [{"nodeId": c.node_id, "name": c.name} for c in members.values()]
@@ -313,7 +237,7 @@ class RelayServer:
         log.info("relay: %s (%s) joined channel #%d", name, node_id, len(members))
         return client
 
-    def _unregister(self, client: _Client) -> None:
+    def _unregister(self, client: RelayMember) -> None:
         client.release()
         if client.writer is not None:
             client.writer.cancel()
@@ -328,7 +252,7 @@ class RelayServer:
         )
         log.info("relay: %s (%s) left", client.name, client.node_id)
 
-    def _drop_stalled(self, client: _Client, reason: str) -> None:
+    def _drop_stalled(self, client: RelayMember, reason: str) -> None:
         """A receiver that stopped reading leaves at once; whoever waits for its room moves on."""
         log.warning("relay: %s %s; closing", client.name, reason)
         self._unregister(client)
@@ -345,13 +269,13 @@ class RelayServer:
 
     # --- frames ------------------------------------------------------------------------------------
 
-    def _announce(self, channel: str, frame: dict[str, Any], skip: _Client | None = None) -> None:
+    def _announce(self, channel: str, frame: dict[str, Any], skip: RelayMember | None = None) -> None:
         text = _dumps(frame)
         for member in list(self._channels.get(channel, {}).values()):
             if member is not skip:
                 member.enqueue(text)
 
-    async def _on_frame(self, client: _Client, raw: str | bytes) -> None:
+    async def _on_frame(self, client: RelayMember, raw: str | bytes) -> None:
         msg = _parse(raw)
         if msg is None:
             return
@@ -377,13 +301,13 @@ class RelayServer:
             envelope["payload"] = msg["payload"]
             await self._route(client, [recipient], _dumps(envelope))
 
-    async def _route(self, sender: _Client, recipients: list[_Client], text: str) -> None:
+    async def _route(self, sender: RelayMember, recipients: list[RelayMember], text: str) -> None:
         """Queue for each recipient, waiting for room; meanwhile the sender's messages stay unread."""
         for recipient in recipients:
             if recipient.closing:
                 continue
-            if not recipient._full():
-                recipient._put(text)
+            if not recipient.full():
+                recipient.put_now(text)
                 continue
             sender.held += 1
             try:
