@@ -93,7 +93,8 @@ class HashedNgramEncoder:
             sign = 1.0 if digest[4] & 1 else -1.0
             vec[bucket] += sign * weight
         norm = math.sqrt(math.fsum(v * v for v in vec))
-        return UnitVector([v / norm for v in vec]) if norm > 0 else None
+        # zeros share one float object: a cached vector is mostly zeros (4096 cached texts: ~20 MB, not ~100)
+        return UnitVector([v / norm if v else 0.0 for v in vec]) if norm > 0 else None
 
 
 DEFAULT_ENCODER = HashedNgramEncoder()

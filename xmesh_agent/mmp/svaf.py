@@ -110,11 +110,13 @@ class UnitVector(tuple):
     or an encoder that normalised them itself); vectors from outside go through `_unit`.
     """
 
-    nonzero: tuple[tuple[int, float], ...]
+    nz_index: tuple[int, ...]
+    nz_value: tuple[float, ...]
 
     def __new__(cls, values: Sequence[float]) -> UnitVector:
         self = super().__new__(cls, values)
-        self.nonzero = tuple((i, v) for i, v in enumerate(self) if v != 0.0)
+        self.nz_index = tuple(i for i, v in enumerate(self) if v != 0.0)
+        self.nz_value = tuple(self[i] for i in self.nz_index)
         return self
 
 
@@ -138,9 +140,9 @@ def _normalised(values: Sequence[float]) -> UnitVector | None:
 
 
 def _dot(a: UnitVector, b: UnitVector) -> float:
-    if len(a.nonzero) > len(b.nonzero):
+    if len(a.nz_index) > len(b.nz_index):
         a, b = b, a
-    return math.fsum(v * b[i] for i, v in a.nonzero)
+    return math.fsum(v * b[i] for i, v in zip(a.nz_index, a.nz_value, strict=True))
 
 
 def _clamp01(value: float) -> float:
@@ -178,7 +180,7 @@ def field_drift(
         decay = math.exp(-(age - youngest) / tau) if tau > 0 else (1.0 if age == youngest else 0.0)
         w = alpha * max(cos, 0.0) * decay * conf
         if w > 0:
-            for i, v in vu.nonzero:
+            for i, v in zip(vu.nz_index, vu.nz_value, strict=True):
                 fused[i] += w * v
     fused_unit = _normalised(fused)
     drift = 1.0 if fused_unit is None else _clamp01(1.0 - _dot(fused_unit, xu))
