@@ -259,7 +259,7 @@ class StartTimes:
                 "wake",
                 "  listener start_wake (eager) p50 / p95",
                 f"{fmt_ms(pct(call, 50))} / {fmt_ms(pct(call, 95))}",
-                note=f"sequential phase, n={len(call)}; drain_once awaits each start in turn",
+                note=f"sequential phase, n={len(call)}; drain_once runs up to 4 starts at once",
             ),
         ]
 
