@@ -75,7 +75,7 @@ class Peer:
         ensure_not_running(cfg.name)  # before any store, socket or worker is opened
         home = paths.ensure_dir(paths.peer_dir(cfg.name))
         self.identity = load_or_create_identity(cfg.name)
-        self.store = CMBStore(home / "cmbs.db")
+        self.store = CMBStore(home / "cmbs.db", retention_days=cfg.mesh.retention_days or None)
         self.ledger = WakeLedger(home / "wakes.db")
         self.events = PeerLog.for_config(cfg)
         self.starter = WakeStarter(self.client, cfg, self.store, self.ledger)
@@ -117,6 +117,7 @@ class Peer:
         await self.node.start()
         self.starter.reconcile()
         self._tasks.append(asyncio.create_task(self.starter.run(), name="listener"))
+        self._tasks.append(asyncio.create_task(self._prune_daily(), name="retention"))
         status_file(self.config.name).write_text(
             json.dumps(
                 {
@@ -131,6 +132,15 @@ class Peer:
                 indent=2,
             )
         )
+
+    async def _prune_daily(self) -> None:
+        """Apply [mesh] retention_days: at start, then once a day."""
+        while True:
+            dropped = self.store.prune()
+            self.store.flush()
+            if dropped:
+                self.events.event("store-pruned", {"dropped": dropped})
+            await asyncio.sleep(86_400)
 
     async def stop(self) -> None:
         """Stop starting wakes, let in-flight ones finish (they still emit), then leave the mesh.

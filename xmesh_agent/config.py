@@ -43,6 +43,9 @@ class MeshConfig(Section):
     )
     relay: str | None = Field(default=None, description="WebSocket relay URL (ws:// or wss://).")
     relay_token: str | None = None
+    retention_days: Annotated[float, Field(ge=0)] = Field(
+        default=90.0, description="Days a CMB stays in the peer's store; 0 keeps them forever."
+    )
     admission: Literal["tofu", "strict", "open"] = Field(
         default="tofu", description="tofu: pin first key seen; strict: trusted keys only; open."
     )

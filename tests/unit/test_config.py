@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from pathlib import Path
 
@@ -73,7 +74,10 @@ def test_cli_reports_config_errors_and_exits_2_without_traceback(tmp_path: Path)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
         lines = result.stderr.splitlines()
-        assert f"{path}: mesh.grup: unknown key (check the spelling; `xmesh-agent schema` lists every key)" in lines
+        assert (
+            f"{path}: mesh.grup: unknown key (check the spelling; `xmesh-agent schema` lists every key)"
+            in lines
+        )
         assert f"{path}: [model]: missing required section" in lines
         assert lines[-1] == f"4 problem(s) in {path}; `xmesh-agent schema` lists every key."
 
@@ -85,9 +89,15 @@ def test_cli_reports_config_errors_and_exits_2_without_traceback(tmp_path: Path)
         ("", "[identity]: missing required section"),
         (MINIMAL + "[model.extra]\n", "model.extra: unknown key"),
         (MINIMAL.replace('"offline"', '"gpt"'), "model.adapter: Input should be 'anthropic', 'openai',"),
-        (MINIMAL + '[mesh.x]\n', "mesh.x: unknown key"),
-        (MINIMAL.replace("[mesh]", '[mesh]\ngroup = "Bad Group!"'), "mesh.group: String should match pattern"),
-        (MINIMAL + '[[safety.gates]]\nname = "x"\npattern = "("\n', "pattern is not a valid regular expression"),
+        (MINIMAL + "[mesh.x]\n", "mesh.x: unknown key"),
+        (
+            MINIMAL.replace("[mesh]", '[mesh]\ngroup = "Bad Group!"'),
+            "mesh.group: String should match pattern",
+        ),
+        (
+            MINIMAL + '[[safety.gates]]\nname = "x"\npattern = "("\n',
+            "pattern is not a valid regular expression",
+        ),
     ],
 )
 def test_each_kind_of_mistake_is_named(tmp_path: Path, text: str, expected: str) -> None:
@@ -116,3 +126,22 @@ def test_schema_command_prints_the_json_schema() -> None:
     assert set(schema["required"]) == {"identity", "mesh", "model"}
     assert "BudgetConfig" in schema["$defs"]
     assert schema["$defs"]["BudgetConfig"]["properties"]["max_wakes_per_minute"]["minimum"] == 1
+
+
+def test_store_retention_drops_old_cmbs_only(tmp_path: Path) -> None:
+    from xmesh_agent.identity import NodeIdentity
+    from xmesh_agent.mmp.cmb import mint
+    from xmesh_agent.mmp.store import CMBStore
+
+    cfg = load_config(write(tmp_path, MINIMAL.replace("[mesh]", "[mesh]\nretention_days = 1")))
+    store = CMBStore(tmp_path / "cmbs.db", retention_days=cfg.mesh.retention_days)
+    author = NodeIdentity.generate("a")
+    old = mint({"focus": "old"}, identity=author, group="g", created_at=1)
+    store.put(old, source="a")
+    store.flush()
+    day = 86_400_000
+    now = int(time.time() * 1000)
+    assert store.prune(now_ms=now + day - 60_000) == 0
+    assert store.prune(now_ms=now + day + 60_000) == 1
+    assert not store.has(old.key)
+    store.close()
