@@ -96,6 +96,7 @@ class PeeringMixin:
                 self._discovered,
                 host=self.host,
                 interfaces=self.mdns_interfaces,
+                on_event=self._emit,
             )
             await self._mdns.start()
         if self.relay_url:
