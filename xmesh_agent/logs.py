@@ -136,8 +136,8 @@ class PeerLog:
             self._write(line.encode("utf-8"))
 
     def node_event(self, name: str, data: dict) -> None:
-        """MeshNode's on_event: peer-connected / peer-disconnected / cmb-rejected."""
-        level = "warn" if name == "cmb-rejected" else "info"
+        """MeshNode's on_event: peer-connected / peer-disconnected / cmb-rejected / mdns-warning."""
+        level = "warn" if name in ("cmb-rejected", "mdns-warning") else "info"
         self.event(name, data, level)
 
     def _write(self, raw: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ import pytest
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from tests.unit.node_testkit import make_node, note, ordered_identities, poll
+from xmesh_agent.config import LoggingConfig
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.logs import PeerLog
 from xmesh_agent.mmp import framing
 from xmesh_agent.mmp.mdns import (
     SERVICE_TYPE,
@@ -255,3 +258,12 @@ async def test_group_too_long_for_a_service_type_falls_back_to_spec_type(tmp_pat
     finally:
         for node in (a, b):
             await node.stop()
+
+
+def test_mdns_warning_is_a_warning_in_the_peer_log(tmp_path: Path) -> None:
+    log = PeerLog("p", tmp_path / "peer.log", LoggingConfig(level="warn"))
+    log.node_event("mdns-warning", {"reason": "no-room-service-type", "group": "sixteen-chars-xy"})
+    log.node_event("peer-connected", {"name": "b"})  # info: below the threshold
+    log.close()
+    records = [json.loads(line) for line in (tmp_path / "peer.log").read_text().splitlines()]
+    assert [(r["evt"], r["level"]) for r in records] == [("mdns-warning", "warn")]
