@@ -36,6 +36,7 @@ _SERVICE_NAME_MAX = 15  # RFC 6763 §7.2 / RFC 6335 §5.1, not counting the lead
 _SERVICE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _TXT_VALUE_MAX = 200  # a TXT string is at most 255 bytes including "key="
+_IGNORED_MAX = 256
 
 
 def room_type_problem(group: str) -> str | None:
@@ -286,6 +287,8 @@ class MdnsDiscovery:
         if not node_id or node_id == self.identity.node_id:
             return
         if group != self.group:
+            if len(self.ignored) >= _IGNORED_MAX:  # a noisy LAN must not grow this without bound
+                self.ignored.pop(next(iter(self.ignored)))
             self.ignored[node_id] = f"group {group!r} under {service_type}"
             return
         if not info.port or not addresses:
