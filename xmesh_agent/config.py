@@ -49,6 +49,10 @@ class MeshConfig(Section):
     admission: Literal["tofu", "strict", "open"] = Field(
         default="tofu", description="tofu: pin first key seen; strict: trusted keys only; open."
     )
+    encoder: Literal["lexical", "semantic"] = Field(
+        default="lexical",
+        description="SVAF field encoder: lexical (built in) or semantic (MiniLM; the semantic extra).",
+    )
 
 
 class RoleWeights(Section):

@@ -23,6 +23,9 @@ def run(
     (visible in the Web UI), and answers on the mesh inside its safety envelope.
     """
     cfg = load_or_exit(config)
+    encoder_ok, encoder_detail = _encoder_check(cfg)
+    if not encoder_ok:
+        fail(f"[mesh] encoder = {cfg.mesh.encoder!r}: {encoder_detail}")
     from workers.client import external_target
     from workers.control import PeerAlreadyRunning
     from workers.devserver import ServerError
@@ -48,6 +51,18 @@ def run(
     raise typer.Exit(code)
 
 
+def _encoder_check(cfg: AgentConfig) -> tuple[bool, str]:
+    """Whether the SVAF encoder `[mesh] encoder` names can run here (no model is loaded)."""
+    if cfg.mesh.encoder == "lexical":
+        from xmesh_agent.mmp.encoder import DEFAULT_ENCODER
+
+        return True, f"lexical ({DEFAULT_ENCODER.kernel_id}, built in)"
+    from xmesh_agent.mmp.semantic import semantic_status
+
+    ok, detail = semantic_status()
+    return ok, f"semantic: {detail}"
+
+
 def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, bool, str]]:
     from workers.client import external_target
     from workers.devserver import ServerError, port_open, running_server, temporal_binary
@@ -59,6 +74,7 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
     checks += check_adapter(cfg.model)
     weights = cfg.weights
     checks.append(("SVAF α weights", True, " ".join(f"{k}={v:g}" for k, v in weights.items())))
+    checks.append(("SVAF encoder", *_encoder_check(cfg)))
     preset = preset_weights(cfg.identity.role or "")
     if preset and preset != weights:
         off = ", ".join(

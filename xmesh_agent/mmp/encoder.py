@@ -106,7 +106,8 @@ def config_for(weights: Mapping[str, float] | None, encoder: FieldEncoder | None
     enc = encoder or DEFAULT_ENCODER
     if isinstance(enc, HashedNgramEncoder):
         return SvafConfig(field_weights=fw, **LEXICAL_THRESHOLDS)
-    return SvafConfig(field_weights=fw)
+    # an encoder may carry its own calibrated bands (the semantic kernel does); else the spec's
+    return SvafConfig(field_weights=fw, **(getattr(enc, "svaf_thresholds", None) or {}))
 
 
 def _carries(text: str) -> bool:
@@ -130,8 +131,15 @@ def encode_fields(texts: Mapping[str, str], encoder: FieldEncoder | None = None)
 def _admission_fields(texts: Mapping[str, str], encoder: FieldEncoder) -> Mapping[str, Sequence[float]]:
     """Like `encode_fields`, but the default kernel's cached unit vectors go to SVAF as they are.
 
-    Any other encoder is outside code: its vectors are copied and SVAF checks every one of them.
+    An encoder with a batch `units(texts)` (the semantic kernel) gets the fields in one call; SVAF takes
+    its `UnitVector`s as they are and checks anything else. Any other encoder is outside code: its
+    vectors are copied and SVAF checks every one of them.
     """
+    batch = getattr(encoder, "units", None)
+    if callable(batch) and not isinstance(encoder, HashedNgramEncoder):
+        names = [n for n in CAT7 if _carries(texts.get(n) or "")]
+        vectors = batch([texts[n] for n in names]) if names else []
+        return {n: v for n, v in zip(names, vectors, strict=True) if v is not None}
     if not isinstance(encoder, HashedNgramEncoder):
         return encode_fields(texts, encoder)
     out: dict[str, UnitVector] = {}
@@ -162,6 +170,11 @@ def admit(
     """
     enc = encoder or DEFAULT_ENCODER
     cfg = config or config_for(weights, enc)
+    anchors_cmbs = list(anchors_cmbs)
+    batch = getattr(enc, "units", None)
+    if callable(batch) and not isinstance(enc, HashedNgramEncoder):
+        # one model call for all field texts of this admission; the per-block lookups then hit the cache
+        batch([t for c in [cmb, *anchors_cmbs] for t in c.texts().values() if _carries(t or "")])
     anchors = []
     for anchor in anchors_cmbs:
         if (anchor.key, anchor.created_by, anchor.created_at) == (cmb.key, cmb.created_by, cmb.created_at):

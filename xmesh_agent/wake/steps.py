@@ -5,6 +5,7 @@ Plain async Python with no Temporal import: `activities/` wraps each method as a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +15,7 @@ from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
 from xmesh_agent.mmp.encoder import admit as svaf_admit
+from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import ModelAdapter, ModelError
 from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
@@ -69,7 +71,13 @@ class WakeSteps:
         """SVAF per-field drift with this peer's α weights, against what it already holds."""
         cmb = self._cmb(cmb_key)
         anchors = self.store.recent_in_group(self.config.group, ANCHOR_WINDOW)
-        result = svaf_admit(cmb, anchors, self.config.weights, now_ms())
+        if self.config.mesh.encoder == "lexical":
+            result = svaf_admit(cmb, anchors, self.config.weights, now_ms())
+        else:  # a model call (and its first load): off the event loop the mesh node shares
+            encoder = encoder_named(self.config.mesh.encoder)
+            result = await asyncio.to_thread(
+                svaf_admit, cmb, anchors, self.config.weights, now_ms(), encoder=encoder
+            )
         return AdmitResult(
             admitted=result.accepted,
             decision=result.decision,
