@@ -32,6 +32,7 @@ from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
 from xmesh_agent.logs import PeerLog
 from xmesh_agent.mmp.node import MeshNode
+from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
 from xmesh_agent.wake.envelope import Envelope
@@ -113,6 +114,8 @@ class Peer:
 
     async def start(self) -> None:
         await self.control.start()  # refuses when a live peer of this name holds the socket
+        if self.config.mesh.encoder == "semantic":  # load the model (~5 s) before the first wake needs it
+            await asyncio.to_thread(encoder_named("semantic").warm)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
         await self.node.start()
         self.starter.reconcile()

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,43 @@ async def test_wake_admit_step_runs_the_configured_encoder(
     result = await steps._admit(para.key)
     assert result.admitted and result.decision == "aligned", result
     store.close()
+
+
+async def test_peer_wakes_admit_with_the_semantic_encoder(
+    enc: semantic.SemanticEncoder, temporal_env
+) -> None:
+    """A real peer (worker + Temporal): a paraphrase of what it holds wakes it, another topic is rejected."""
+    from tests.integration.peer_kit import peer_config, start_peer
+    from workers.client import wake_id
+    from workflows.wake import WakeWorkflow
+
+    client = temporal_env.client
+    group = f"t-{uuid.uuid4().hex[:8]}"
+    peer = await start_peer(client, peer_config("sem-peer", "reviewer", group, mesh={"encoder": "semantic"}))
+    try:
+        author = NodeIdentity.generate("author-s")
+        now = int(time.time() * 1000)
+        peer.store.put(mint(TOPIC, identity=author, group=group, created_at=now - MIN), source="author-s")
+        paraphrase = mint(
+            {"focus": "login deadline on the relay", "issue": "connections that never log in stay open"},
+            identity=author,
+            group=group,
+            created_at=now,
+        )
+        foreign = mint(
+            {"focus": "sourdough baking schedule", "issue": "crumb too dense"},
+            identity=author,
+            group=group,
+            created_at=now + 1,
+        )
+        results = {}
+        for cmb in (paraphrase, foreign):
+            peer.store.put(cmb, source="author-s")
+            handle = await peer.starter.start_wake(cmb.key)
+            assert handle.id == wake_id("sem-peer", cmb.key)
+            results[cmb.key] = await client.get_workflow_handle_for(WakeWorkflow.run, handle.id).result()
+        assert results[paraphrase.key].outcome != "rejected", results[paraphrase.key]
+        assert results[paraphrase.key].admission.startswith("aligned"), results[paraphrase.key]
+        assert results[foreign.key].outcome == "rejected", results[foreign.key]
+    finally:
+        await peer.stop()

@@ -9,13 +9,13 @@ Where the lexical kernel measures shared words, this one measures meaning: a par
 is near ("the relay drops idle sockets" / "connections without activity are closed by the relay"), while
 texts on unrelated topics sit at cosine ≈ 0–0.2 (MiniLM vectors are never quite orthogonal, so in a store
 of many topics the attention readout picks up a little of everything). Its bands (`SEMANTIC_THRESHOLDS`)
-were measured on CAT7-style texts (the corpus of tests/unit/test_semantic_encoder.py; numbers in the
-README): per field, paraphrases δ ≈ 0.19–0.53, unrelated texts δ ≈ 0.78–1.04, a repeat with a word
-changed δ ≈ 0.01–0.05, a case or plural change δ < 0.01. Per fresh block, against a store of the topic
+were measured on CAT7-style texts (those of tests/unit/test_semantic_encoder.py and a few more): per
+field, paraphrases δ ≈ 0.19–0.53, unrelated texts δ ≈ 0.78–1.04, a changed number, day or trailing dot
+δ ≈ 0.03–0.05, a case, plural or hyphen change δ < 0.01. Per fresh block, against a store of the topic
 alone or among twelve other topics: a paraphrase lands at totalDrift 0.26–0.30, a follow-up in the same
 words at 0.13, an unrelated block at 0.49–0.68. So:
 - redundant: every evaluable field within δ_near < 0.02 (same text up to case, plural, hyphenation; a
-  changed number or day, δ ≈ 0.03–0.05, is news and is evaluated like any block);
+  changed number or day may be news: it is evaluated like any block, and lands aligned);
 - aligned (totalDrift ≤ 0.35): the same topic in any words;
 - guarded (≤ 0.45): partial contact, or on-topic but stale (a paraphrase ten minutes old: ≈ 0.37);
 - rejected (> 0.45): another topic (tighter than the spec's 0.50, which lets unrelated blocks through
