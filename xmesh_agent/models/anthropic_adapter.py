@@ -19,7 +19,7 @@ from xmesh_agent.models.base import (
     TransientModelError,
     Usage,
 )
-from xmesh_agent.models.common import clean_fields, error_detail, error_from_status, redact
+from xmesh_agent.models.common import clean_fields, sdk_error
 from xmesh_agent.models.pricing import cost_usd
 
 EMIT_TOOL = {"name": EMIT_TOOL_NAME, "description": EMIT_TOOL_DESCRIPTION, "input_schema": EMIT_TOOL_SCHEMA}
@@ -96,26 +96,7 @@ class AnthropicAdapter:
         )
 
     def _map_error(self, exc: Exception) -> ModelError:
-        secrets = (self._key,)
-        if isinstance(exc, anthropic.APIStatusError):
-            body = exc.body if exc.body is not None else exc.message
-            return error_from_status(
-                "anthropic",
-                exc.status_code,
-                error_detail(body),
-                exc.response.headers,
-                secrets,
-                "ANTHROPIC_API_KEY",
-            )
-        if isinstance(exc, anthropic.APITimeoutError):
-            return TransientModelError(f"anthropic: no answer within {self.timeout:g} s")
-        if isinstance(exc, anthropic.APIConnectionError):
-            return TransientModelError(redact(f"anthropic: cannot connect ({exc})", secrets))
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return TransientModelError("anthropic: malformed response")
-        if isinstance(exc, ValueError):  # an unparseable body surfaces as a JSON decode error
-            return TransientModelError(f"anthropic: malformed response ({type(exc).__name__})")
-        return PermanentModelError(redact(f"anthropic: {type(exc).__name__}: {exc}", secrets))
+        return sdk_error(anthropic, "anthropic", exc, self.timeout, (self._key,), "ANTHROPIC_API_KEY")
 
     async def aclose(self) -> None:
         await self._client.close()

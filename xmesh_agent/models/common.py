@@ -13,8 +13,25 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xmesh_agent.models.base import PermanentModelError, TransientModelError
+from xmesh_agent.models.base import (
+    EMIT_TOOL_DESCRIPTION,
+    EMIT_TOOL_NAME,
+    EMIT_TOOL_SCHEMA,
+    ModelError,
+    PermanentModelError,
+    TransientModelError,
+)
 from xmesh_agent.roles import CAT7
+
+EMIT_FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": EMIT_TOOL_NAME,
+        "description": EMIT_TOOL_DESCRIPTION,
+        "parameters": EMIT_TOOL_SCHEMA,
+    },
+}
+"""emit_cmb as an OpenAI-shaped function tool (the form both OpenAI-compatible servers and Ollama take)."""
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 """Statuses worth retrying: rate limits, overload (529 is Anthropic's), gateway trouble, timeouts."""
@@ -119,6 +136,26 @@ def transient_network_error(
 ) -> TransientModelError:
     """A timeout, reset or refused connection: the server may be starting or briefly away."""
     return TransientModelError(redact(f"{provider}: {what}", secrets))
+
+
+def sdk_error(
+    sdk: Any, provider: str, exc: Exception, timeout: float, secrets: Iterable[str | None], key_env: str
+) -> ModelError:
+    """Map a failure of the `anthropic` or `openai` SDK (same exception classes) onto our two classes."""
+    if isinstance(exc, sdk.APIStatusError):
+        body = exc.body if exc.body is not None else exc.message
+        return error_from_status(
+            provider, exc.status_code, error_detail(body), exc.response.headers, secrets, key_env
+        )
+    if isinstance(exc, sdk.APITimeoutError):
+        return TransientModelError(f"{provider}: no answer within {timeout:g} s")
+    if isinstance(exc, sdk.APIConnectionError):
+        return TransientModelError(redact(f"{provider}: cannot connect ({exc})", secrets))
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return TransientModelError(f"{provider}: malformed response")
+    if isinstance(exc, ValueError):  # an unparseable body surfaces as a JSON decode error
+        return TransientModelError(f"{provider}: malformed response ({type(exc).__name__})")
+    return PermanentModelError(redact(f"{provider}: {type(exc).__name__}: {exc}", secrets))
 
 
 def clean_fields(raw: Any) -> dict[str, str] | None:

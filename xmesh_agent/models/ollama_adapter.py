@@ -15,9 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from xmesh_agent.models.base import (
-    EMIT_TOOL_DESCRIPTION,
     EMIT_TOOL_NAME,
-    EMIT_TOOL_SCHEMA,
     ModelError,
     ModelRequest,
     ModelResponse,
@@ -25,18 +23,10 @@ from xmesh_agent.models.base import (
     TransientModelError,
     Usage,
 )
-from xmesh_agent.models.common import clean_fields, error_detail, error_from_status
+from xmesh_agent.models.common import EMIT_FUNCTION, clean_fields, error_detail, error_from_status
 from xmesh_agent.roles import CAT7
 
 DEFAULT_HOST = "http://localhost:11434"
-EMIT_FUNCTION = {
-    "type": "function",
-    "function": {
-        "name": EMIT_TOOL_NAME,
-        "description": EMIT_TOOL_DESCRIPTION,
-        "parameters": EMIT_TOOL_SCHEMA,
-    },
-}
 JSON_MODE_INSTRUCTIONS = (
     "\n\nAnswer with ONLY a JSON object. Its keys may be any of: "
     + ", ".join(CAT7)

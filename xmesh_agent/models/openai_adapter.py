@@ -11,9 +11,7 @@ import json
 import openai
 
 from xmesh_agent.models.base import (
-    EMIT_TOOL_DESCRIPTION,
     EMIT_TOOL_NAME,
-    EMIT_TOOL_SCHEMA,
     ModelError,
     ModelRequest,
     ModelResponse,
@@ -21,17 +19,8 @@ from xmesh_agent.models.base import (
     TransientModelError,
     Usage,
 )
-from xmesh_agent.models.common import clean_fields, error_detail, error_from_status, redact
+from xmesh_agent.models.common import EMIT_FUNCTION, clean_fields, sdk_error
 from xmesh_agent.models.pricing import cost_usd
-
-EMIT_FUNCTION = {
-    "type": "function",
-    "function": {
-        "name": EMIT_TOOL_NAME,
-        "description": EMIT_TOOL_DESCRIPTION,
-        "parameters": EMIT_TOOL_SCHEMA,
-    },
-}
 
 COMPLETION_TOKEN_FAMILIES = ("o1", "o3", "o4", "gpt-5")
 """Reasoning models that reject `max_tokens` and want `max_completion_tokens`."""
@@ -123,21 +112,7 @@ class OpenAIAdapter:
         )
 
     def _map_error(self, exc: Exception) -> ModelError:
-        secrets = (self._key,)
-        if isinstance(exc, openai.APIStatusError):
-            body = exc.body if exc.body is not None else exc.message
-            return error_from_status(
-                "openai", exc.status_code, error_detail(body), exc.response.headers, secrets, "OPENAI_API_KEY"
-            )
-        if isinstance(exc, openai.APITimeoutError):
-            return TransientModelError(f"openai: no answer within {self.timeout:g} s")
-        if isinstance(exc, openai.APIConnectionError):
-            return TransientModelError(redact(f"openai: cannot connect ({exc})", secrets))
-        if isinstance(exc, openai.APIResponseValidationError):
-            return TransientModelError("openai: malformed response")
-        if isinstance(exc, ValueError):
-            return TransientModelError(f"openai: malformed response ({type(exc).__name__})")
-        return PermanentModelError(redact(f"openai: {type(exc).__name__}: {exc}", secrets))
+        return sdk_error(openai, "openai", exc, self.timeout, (self._key,), "OPENAI_API_KEY")
 
     async def aclose(self) -> None:
         await self._client.close()
