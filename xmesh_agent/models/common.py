@@ -1,7 +1,7 @@
 """What every adapter shares: the error taxonomy over HTTP outcomes, Retry-After, redaction, field cleaning.
 
 The wake's retry policy only reads `ModelError.transient` and `retry_after`, so each adapter funnels its
-SDK's or httpx's failures through `error_from_status` / `transient_network_error` and nothing else.
+SDK's or httpx's failures through `error_from_status` / `sdk_error` and nothing else.
 """
 
 from __future__ import annotations
@@ -129,13 +129,6 @@ def error_from_status(
         transient = True
     cls = TransientModelError if transient else PermanentModelError
     return cls(message, status=status, retry_after=retry_after if transient else None)
-
-
-def transient_network_error(
-    provider: str, what: str, secrets: Iterable[str | None] = ()
-) -> TransientModelError:
-    """A timeout, reset or refused connection: the server may be starting or briefly away."""
-    return TransientModelError(redact(f"{provider}: {what}", secrets))
 
 
 def sdk_error(

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import ChatMessage, ModelRequest
+from xmesh_agent.models.common import estimate_tokens
 from xmesh_agent.roles import priority_fields
 from xmesh_agent.wake.payloads import ContextPlan
 
 DROP_ORDER = ("group-recent", "own-recent", "lineage")
 SEPARATOR = "\n\n---\n\n"
-
-
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4)
 
 
 def render_cmb(cmb: CMB, label: str = "") -> str:
