@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS wake_reservations (
 CREATE INDEX IF NOT EXISTS wake_reservations_by_time ON wake_reservations (at_ms)
 """
 
+_SELECT_DECISION = (
+    "SELECT wake_id, at_ms, allowed, reason, minute_count, hour_count, day_count, soft_warning"
+    " FROM wake_reservations WHERE wake_id = ?"
+)
+"""A stored reservation, in the column order `_from_row` reads."""
+
 
 def _soft_warn(post: int, cap: int) -> bool:
     num, den = SOFT_WARN_RATIO
@@ -98,11 +104,7 @@ class WakeBudget(SqliteState):
     def decision_for(self, wake_id: str) -> BudgetDecision | None:
         """The stored decision for a wake id, if it was ever reserved."""
         with self._read() as cur:
-            row = cur.execute(
-                "SELECT wake_id, at_ms, allowed, reason, minute_count, hour_count, day_count,"
-                " soft_warning FROM wake_reservations WHERE wake_id = ?",
-                (wake_id,),
-            ).fetchone()
+            row = cur.execute(_SELECT_DECISION, (wake_id,)).fetchone()
         return self._from_row(row, replayed=True) if row else None
 
     @staticmethod
@@ -130,11 +132,7 @@ class WakeBudget(SqliteState):
         now_ms = check_now(now_ms)
         limits = self.limits
         with self._tx() as cur:
-            row = cur.execute(
-                "SELECT wake_id, at_ms, allowed, reason, minute_count, hour_count, day_count,"
-                " soft_warning FROM wake_reservations WHERE wake_id = ?",
-                (wake_id,),
-            ).fetchone()
+            row = cur.execute(_SELECT_DECISION, (wake_id,)).fetchone()
             if row:
                 return self._from_row(row, replayed=True)
             counts = self._count(cur, now_ms)
