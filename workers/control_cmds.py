@@ -61,7 +61,8 @@ async def _visibility_outcomes(server: ControlServer) -> dict[str, int] | None:
     return {k: v for k, v in pairs if v}
 
 
-async def cmd_status(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:
+async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, Any]:
+    """The peer at a glance; `brief` skips the Temporal visibility counts (for `watch`, every 2 s)."""
     peer, now = server.peer, _now_ms()
     cfg = peer.config
     return {
@@ -83,7 +84,7 @@ async def cmd_status(server: ControlServer, _req: dict[str, Any]) -> dict[str, A
         "wakes": {
             "seenThisRun": dict(server.seen),
             "inFlight": len(server.in_flight()),
-            "visibility": await _visibility_outcomes(server),
+            "visibility": None if req.get("brief") else await _visibility_outcomes(server),
         },
         "log": str(peer.events.path),
     }

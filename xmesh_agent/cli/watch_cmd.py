@@ -1,0 +1,123 @@
+"""`watch`: a live table of every peer running on this machine, refreshed in place."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+
+from xmesh_agent.cli.ops_cmds import _duration, _usd, table
+
+HEADER = [
+    "PEER",
+    "STATE",
+    "MODEL",
+    "GROUP",
+    "UP",
+    "MESH",
+    "EMITTED",
+    "OTHER",
+    "IN-FLIGHT",
+    "COST/RUN",
+    "BUDGET m/h/d",
+    "BREAKER",
+]
+
+
+def _row(name: str, status: dict[str, Any]) -> list[Any]:
+    seen: dict[str, int] = status["wakes"]["seenThisRun"]
+    emitted = seen.get("emitted", 0)
+    counts = status["budget"]["counts"]
+    model = status["model"]
+    return [
+        name,
+        status["state"],
+        f"{model['adapter']}/{model['name']}",
+        status["group"],
+        _duration(status["uptimeSeconds"]),
+        len(status["peers"]),
+        emitted,
+        sum(seen.values()) - emitted,
+        status["wakes"]["inFlight"],
+        _usd(status["cost"]["run_usd"]),
+        f"{counts['minute']}/{counts['hour']}/{counts['day']}",
+        status["breaker"]["state"],
+    ]
+
+
+def collect() -> list[tuple[str, dict[str, Any] | None, str]]:
+    """(peer, status or None, problem) for every local peer whose control socket exists."""
+    from workers.control import PeerNotRunning, call, running_peers
+
+    found = []
+    for name in running_peers():
+        try:
+            reply = call(name, "status", timeout=3.0, brief=True)
+        except PeerNotRunning:
+            found.append((name, None, "STALE (control socket gone)"))
+            continue
+        except OSError as exc:
+            found.append((name, None, f"STALE ({exc.__class__.__name__})"))
+            continue
+        if reply.get("ok"):
+            found.append((name, reply, ""))
+        else:
+            found.append((name, None, f"ERROR {reply.get('error', 'no answer')}"))
+    return found
+
+
+def render(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> str:
+    if not found:
+        return "no peers running on this machine; start one with `xmesh-agent run --config <peer>.toml`"
+    rows = [_row(name, status) if status else [name, problem] for name, status, problem in found]
+    text = table(rows, HEADER)
+    if not color:
+        return text
+    lines = text.splitlines()
+    for i, (_, status, _problem) in enumerate(found, start=2):  # 2: header + rule
+        if status is None:
+            lines[i] = typer.style(lines[i], fg="red")
+        elif status["breaker"]["state"] != "closed" or status["state"] != "running":
+            lines[i] = typer.style(lines[i], fg="yellow")
+    return "\n".join(lines)
+
+
+def watch(
+    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, help="Seconds between refreshes."),
+    once: bool = typer.Option(False, "--once", help="Print one table and exit (for scripts and logs)."),
+    no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours and no screen clearing."),
+    as_json: bool = typer.Option(False, "--json", help="With --once: the peers' status replies as JSON."),
+) -> None:
+    """Watch every peer running on this machine in one live table (Ctrl-C to quit).
+
+    One row per peer: state, model, group, uptime, mesh peers, wakes emitted / ended otherwise this
+    run, wakes in flight, cost this run, wake budget used per minute/hour/day, and the circuit
+    breaker (yellow when not closed; a peer whose socket no longer answers is shown STALE in red).
+    Example: `xmesh-agent watch --interval 5`, or `xmesh-agent watch --once --json | jq`.
+    """
+    color = not no_color and not as_json
+    try:
+        while True:
+            found = collect()
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        [{"peer": n, "status": s, "problem": p or None} for n, s, p in found], indent=2
+                    )
+                )
+            else:
+                if color and not once:
+                    typer.echo("\x1b[2J\x1b[H", nl=False)
+                stamp = time.strftime("%H:%M:%S")
+                typer.echo(
+                    f"{len(found)} peer(s) at {stamp}"
+                    + ("" if once else f", every {interval:g}s, Ctrl-C quits")
+                )
+                typer.echo(render(found, color))
+            if once:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
