@@ -241,7 +241,7 @@ async def test_approving_a_wake_not_at_a_gate_shows_the_validators_refusal(tempo
     client = temporal_env.client
     with FakeOllamaServer() as srv:
         reply = FakeOllamaServer.tool_call({"issue": "looks fine"})
-        reply.delay = 3.0
+        reply.delay = 8.0  # the approve below must land inside the call, even on a loaded machine
         srv.script(reply)
         group = f"t-{uuid.uuid4().hex[:8]}"
         model = {"adapter": "ollama", "base_url": srv.base_url}
