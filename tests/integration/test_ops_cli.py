@@ -214,7 +214,7 @@ async def test_stop_drains_an_in_flight_wake_then_exits_zero(temporal_env, tmp_p
     api_key = "sk-test-" + "k" * 40
     with FakeOpenAIServer() as srv:
         slow = srv.tool_call({"focus": "bucket review", "commitment": "I will review the limiter"})
-        slow.delay = 3.0
+        slow.delay = 8.0  # stop and status below must land while the wake is inside its model call
         srv.script(slow)
         cfg = peer_config(
             "ops-stop",
