@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from tests.fakes.model_servers import FakeOpenAIServer, Reply
+from tests.fakes.model_servers import Reply
 from tests.integration.envelope_kit import (
     activity_attempts,
     deliver,
@@ -34,12 +34,6 @@ REPLY = {
     "focus": "token bucket for the billing API rate limiter, reviewed",
     "issue": "burst of 20 is too high",
 }
-
-
-@pytest.fixture
-def fake():
-    with FakeOpenAIServer() as srv:
-        yield srv
 
 
 @pytest.fixture

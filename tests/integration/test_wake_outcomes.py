@@ -27,12 +27,6 @@ from xmesh_agent.wake.payloads import ApprovalDecision, Outcome
 
 
 @pytest.fixture
-def fake():
-    with FakeOpenAIServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def author() -> NodeIdentity:
     return NodeIdentity.generate("author-x")
 
