@@ -13,8 +13,8 @@ COPY xmesh_agent ./xmesh_agent
 COPY workflows ./workflows
 COPY activities ./activities
 COPY workers ./workers
-RUN pip install . && useradd --create-home --uid 10001 xmesh && mkdir -p /data && chown xmesh /data
 COPY scenarios ./scenarios
+RUN pip install . && useradd --create-home --uid 10001 xmesh && mkdir -p /data && chown xmesh /data
 
 USER xmesh
 VOLUME ["/data"]

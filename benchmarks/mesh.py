@@ -220,14 +220,14 @@ async def processes(n: int, idle_window: float) -> list[Row]:
 
 async def real_peer(idle_window: float) -> list[Row]:
     from temporalio.testing import WorkflowEnvironment
-
-    from workers.client import XMESH_PLUGIN
-    from workflows import search
+    from xmesh_agent.workers.client import XMESH_PLUGIN
+    from xmesh_agent.workers.devserver import temporal_binary
+    from xmesh_agent.workflows import search
 
     tmp = Path(tempfile.mkdtemp(prefix="mesh-real-"))
     isolate(tmp)
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
+        dev_server_existing_path=str(temporal_binary()),
         search_attributes=list(search.ALL),
         plugins=[XMESH_PLUGIN],
         dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
@@ -239,7 +239,7 @@ async def real_peer(idle_window: float) -> list[Row]:
     )
     address = env.client.service_client.config.target_host
     proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "xmesh-agent"), "run", "--config", str(config)],
+        [sys.executable, "-m", "xmesh_agent.cli.app", "run", "--config", str(config)],
         env={**os.environ, "TEMPORAL_ADDRESS": address},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -276,7 +276,7 @@ async def real_peer(idle_window: float) -> list[Row]:
     ]
 
 
-IMPORTS = ("xmesh_agent.mmp.node", "temporalio.worker", "openai", "anthropic", "workers.peer")
+IMPORTS = ("xmesh_agent.mmp.node", "temporalio.worker", "openai", "anthropic", "xmesh_agent.workers.peer")
 
 
 def import_rows() -> list[Row]:

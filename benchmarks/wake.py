@@ -30,15 +30,16 @@ from temporalio import activity, workflow
 
 # The sandbox re-imports this module to run the floor workflows: everything else passes through.
 with workflow.unsafe.imports_passed_through():
-    from _common import ROOT, Row, cpu_seconds, emit, fmt_ms, median, pct
+    from _common import Row, cpu_seconds, emit, fmt_ms, median, pct
     from temporalio.api.enums.v1 import EventType
     from temporalio.client import Client
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
+    from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
+    from xmesh_agent.workers.devserver import temporal_binary
+    from xmesh_agent.workers.peer import Peer
+    from xmesh_agent.workflows import search
 
-    from workers.client import XMESH_PLUGIN, wake_id
-    from workers.peer import Peer
-    from workflows import search
     from xmesh_agent.config import parse_config
     from xmesh_agent.identity import NodeIdentity
     from xmesh_agent.mmp.cmb import CMB, mint
@@ -440,7 +441,7 @@ async def run(quick: bool, server_args: list[str]) -> list[Row]:
     n_seq, n_burst, n_plain = (15, 30, 15) if quick else (40, 100, 40)
     tmp = Path(tempfile.mkdtemp(prefix="wake-bench-"))
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
+        dev_server_existing_path=str(temporal_binary()),
         search_attributes=list(search.ALL),
         plugins=[XMESH_PLUGIN],
         dev_server_extra_args=["--db-filename", str(tmp / "temporal.db"), *server_args],

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
-
-from workers.client import XMESH_PLUGIN
-from workflows import search
+from xmesh_agent.workers.client import XMESH_PLUGIN
+from xmesh_agent.workers.devserver import temporal_binary
+from xmesh_agent.workflows import search
 
 
 def temporal_cli() -> str:
-    beside = Path(sys.executable).parent / "temporal"
-    return str(beside)
+    return str(temporal_binary())
 
 
 @pytest.fixture(autouse=True)

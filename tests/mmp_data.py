@@ -1,23 +1,18 @@
-"""Where the protocol's normative vectors, schemas and stock-node captures live.
+"""Where the protocol's normative vectors, schemas and stock-node captures live: in the repository.
 
-They are the specification's data, kept beside this checkout in ../shared/mmp (or wherever
-XMESH_MMP_DATA points); tests that need them skip with a clear reason when they are absent.
+`tests/data/mmp/` carries them (see its ATTRIBUTION), so every clone runs every conformance test;
+a missing file is a broken checkout and fails the test, it never skips.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
-MMP_DATA = Path(
-    os.environ.get("XMESH_MMP_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "mmp"
-)
+MMP_DATA = Path(__file__).resolve().parent / "data" / "mmp"
 
 
 def mmp_path(*parts: str) -> Path:
     path = MMP_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"MMP data not found at {path} (set XMESH_MMP_DATA)", allow_module_level=True)
+        raise FileNotFoundError(f"conformance data missing from the checkout: {path}")
     return path

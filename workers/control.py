@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import WorkflowFailureError
+from xmesh_agent.workflows.wake import WakeWorkflow
 
-from workflows.wake import WakeWorkflow
 from xmesh_agent import paths
 from xmesh_agent.wake.payloads import Outcome
 
 if TYPE_CHECKING:
-    from workers.peer import Peer
+    from xmesh_agent.workers.peer import Peer
 
 MAX_REQUEST = 64 * 1024
 DRAIN_TIMEOUT = 30.0
@@ -222,7 +222,7 @@ class ControlServer:
         if not isinstance(request, dict):
             return {"ok": False, "error": 'request must be a JSON object like {"cmd": "status"}'}
         cmd = request.get("cmd")
-        from workers.control_cmds import HANDLERS
+        from xmesh_agent.workers.control_cmds import HANDLERS
 
         handler = HANDLERS.get(cmd) if isinstance(cmd, str) else None
         if handler is None:

@@ -11,7 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from workers.control import ControlServer, peer_query
+from xmesh_agent.workers.control import ControlServer, peer_query
+
 from xmesh_agent.wake.payloads import Outcome
 
 TRACE_MAX_DEPTH = 20

@@ -20,12 +20,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from temporalio.client import Client
+from xmesh_agent.workers import devserver
+from xmesh_agent.workers.client import TemporalTarget, connect
+from xmesh_agent.workers.demo_procs import STOP_TIMEOUT, PeerProcs
+from xmesh_agent.workers.demo_soak import Check, account
+from xmesh_agent.workers.demo_watch import (
+    Tally,
+    WakeRow,
+    group_query,
+    lineage_lines,
+    poll_wakes,
+    ui_link,
+    wake_line,
+)
 
-from workers import devserver
-from workers.client import TemporalTarget, connect
-from workers.demo_procs import STOP_TIMEOUT, PeerProcs
-from workers.demo_soak import Check, account
-from workers.demo_watch import Tally, WakeRow, group_query, lineage_lines, poll_wakes, ui_link, wake_line
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import load_or_create_identity

@@ -16,8 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.client import wake_id
-from workers.demo_watch import Tally
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.demo_watch import Tally
+
 from xmesh_agent import paths
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.wake.payloads import Outcome

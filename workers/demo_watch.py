@@ -12,8 +12,8 @@ from datetime import datetime
 from urllib.parse import quote
 
 from temporalio.client import Client, WorkflowExecutionStatus
+from xmesh_agent.workflows import search
 
-from workflows import search
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.wake.payloads import Outcome
 

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workflows.search import dev_server_flags
+from xmesh_agent.workflows.search import dev_server_flags
+
 from xmesh_agent import paths
 from xmesh_agent.process import pid_alive
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
+from xmesh_agent.workflows import search
 
-from workflows import search
 from xmesh_agent.wake.payloads import ApprovalDecision
 
 WORKFLOW_TYPE = "WakeWorkflow"

@@ -22,10 +22,10 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
+from xmesh_agent.workers.client import task_queue, wake_id
+from xmesh_agent.workflows import search
+from xmesh_agent.workflows.wake import WakeWorkflow
 
-from workers.client import task_queue, wake_id
-from workflows import search
-from workflows.wake import WakeWorkflow
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.logs import EventLog, no_log
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL

@@ -20,13 +20,13 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from xmesh_agent.activities.wake import WakeActivities
+from xmesh_agent.workers import devserver
+from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
+from xmesh_agent.workers.control import ControlServer, ensure_not_running
+from xmesh_agent.workers.listener import WakeStarter
+from xmesh_agent.workflows.wake import WakeWorkflow
 
-from activities.wake import WakeActivities
-from workers import devserver
-from workers.client import TemporalTarget, connect, task_queue
-from workers.control import ControlServer, ensure_not_running
-from workers.listener import WakeStarter
-from workflows.wake import WakeWorkflow
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
@@ -43,9 +43,7 @@ log = logging.getLogger("xmesh.peer")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 WAKE_SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "workflows", "activities", "xmesh_agent"
-    )
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("xmesh_agent")
 )
 """Our workflow modules are imported once, not re-imported (and re-decorated) in every wake's sandbox:
 ~3-4 ms of CPU per wake. They hold constants only; the sandbox still guards what the workflow calls."""

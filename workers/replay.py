@@ -35,11 +35,11 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
+from xmesh_agent.workers.client import XMESH_PLUGIN
+from xmesh_agent.workers.inspect import InspectError, rpc_error, trigger_from_id
+from xmesh_agent.workflows import search
+from xmesh_agent.workflows.wake import WakeWorkflow
 
-from workers.client import XMESH_PLUGIN
-from workers.inspect import InspectError, rpc_error, trigger_from_id
-from workflows import search
-from workflows.wake import WakeWorkflow
 from xmesh_agent.wake.payloads import Outcome, WakeInput
 
 MAX_REPLAYS = 100

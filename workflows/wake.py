@@ -14,8 +14,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.wake import MODEL_HEARTBEAT_TIMEOUT, PERMANENT_MODEL_ERROR, WakeActivities
-    from workflows import search
+    from xmesh_agent.activities.wake import MODEL_HEARTBEAT_TIMEOUT, PERMANENT_MODEL_ERROR, WakeActivities
+    from xmesh_agent.workflows import search
+
     from xmesh_agent.wake.payloads import (
         AdmitInput,
         ApprovalDecision,

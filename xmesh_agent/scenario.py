@@ -10,7 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xmesh_agent.config import AgentConfig, ConfigError, load_config, parse_config
 
-SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+def _scenarios_dir() -> Path:
+    """Installed from a wheel they are `xmesh_agent/scenarios`; in a checkout, the top-level folder."""
+    here = Path(__file__).resolve().parent
+    installed = here / "scenarios"
+    return installed if installed.is_dir() else here.parent / "scenarios"
+
+
+SCENARIOS_DIR = _scenarios_dir()
 DEFAULT_SCENARIO = "trio"
 
 

@@ -12,11 +12,11 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.integration.peer_kit import eventually, peer_config
-from workers.client import wake_id
-from workers.peer import Peer
-from workflows.wake import WakeWorkflow
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint

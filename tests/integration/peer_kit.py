@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
+from xmesh_agent.workers.peer import Peer
 
-from workers.peer import Peer
 from xmesh_agent.config import AgentConfig, parse_config
 
 FAST_NODE: dict[str, Any] = dict(registry_interval=0.2, reconnect_min=0.05, reconnect_max=0.3)

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from workflows.search import dev_server_flags
+from xmesh_agent.workflows.search import dev_server_flags
+
 from xmesh_agent.config import AgentConfig, to_toml
 
 VENV_BIN = Path(sys.executable).parent

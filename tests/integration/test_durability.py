@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.fakes.model_servers import FakeOpenAIServer, Reply
 from tests.integration.envelope_kit import (
@@ -26,8 +28,6 @@ from tests.integration.envelope_kit import (
 )
 from tests.integration.peer_kit import all_wakes, eventually, peer_config, start_peer
 from tests.integration.process_kit import DevServerProcess, PeerProcess, child_env
-from workers.client import XMESH_PLUGIN, wake_id
-from workflows.wake import WakeWorkflow
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import Outcome

@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
+from xmesh_agent.workers import listener
+from xmesh_agent.workers.peer import Peer
 
 from tests.integration.peer_kit import peer_config, start_peer
-from workers import listener
-from workers.peer import Peer
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.control import PeerAlreadyRunning, control_path, is_live
+from xmesh_agent.workers.peer import Peer, status_file
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.fakes.model_servers import FakeOpenAIServer
 from tests.integration.peer_kit import all_wakes, closed_wakes, eventually, peer_config, start_peer
-from workers.client import wake_id
-from workers.control import PeerAlreadyRunning, control_path, is_live
-from workers.peer import Peer, status_file
-from workflows.wake import WakeWorkflow
 from xmesh_agent.cli.app import app
 from xmesh_agent.config import to_toml
 from xmesh_agent.identity import NodeIdentity

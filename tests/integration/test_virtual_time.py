@@ -20,6 +20,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
+from xmesh_agent.workers.client import XMESH_PLUGIN
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workflows import search
 
 from tests.fakes.model_servers import FakeOpenAIServer
 from tests.integration.envelope_kit import (
@@ -31,9 +34,6 @@ from tests.integration.envelope_kit import (
     trigger,
 )
 from tests.integration.peer_kit import eventually, peer_config, start_peer
-from workers.client import XMESH_PLUGIN
-from workers.peer import Peer
-from workflows import search
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.wake.payloads import Outcome, WakeResult

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workflows.wake import WakeWorkflow
+
 from tests.integration.peer_kit import all_wakes, closed_wakes, eventually, peer_config, start_peer
-from workers.client import wake_id
-from workflows.wake import WakeWorkflow
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
 
@@ -79,7 +80,7 @@ async def test_same_cmb_delivered_twice_wakes_once(temporal_env):
 
 async def test_cmb_stored_but_never_spooled_is_woken_on_start(temporal_env):
     """A crash between the node storing a CMB and the listener spooling it must not lose the wake."""
-    from workers.peer import Peer
+    from xmesh_agent.workers.peer import Peer
 
     client = temporal_env.client
     group = f"t-{uuid.uuid4().hex[:8]}"

@@ -7,12 +7,12 @@ import uuid
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.replay import check_history
+from xmesh_agent.workflows import search
+from xmesh_agent.workflows.wake import LEAN_STAGES_PATCH, WakeWorkflow
 
 from tests.integration.peer_kit import eventually, peer_config, start_peer
-from workers.client import wake_id
-from workers.replay import check_history
-from workflows import search
-from workflows.wake import LEAN_STAGES_PATCH, WakeWorkflow
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
 

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.integration.peer_kit import eventually, peer_config
-from workers.client import wake_id
-from workers.peer import Peer
-from workflows.wake import WakeWorkflow
 from xmesh_agent.mmp.e2e import aes_gcm_available
 from xmesh_agent.mmp.relay_server import RelayServer
 

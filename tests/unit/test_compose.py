@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from xmesh_agent.workflows import search
 
-from workflows import search
 from xmesh_agent.config import parse_config
 from xmesh_agent.roles import preset_weights
 

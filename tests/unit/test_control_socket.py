@@ -9,8 +9,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from xmesh_agent.workers.control import (
+    ControlServer,
+    PeerAlreadyRunning,
+    call,
+    control_path,
+    is_live,
+    running_peers,
+)
 
-from workers.control import ControlServer, PeerAlreadyRunning, call, control_path, is_live, running_peers
 from xmesh_agent.config import parse_config
 from xmesh_agent.logs import PeerLog
 

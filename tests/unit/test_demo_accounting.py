@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from workers.client import wake_id
-from workers.demo_soak import account
-from workers.demo_watch import Tally, WakeRow, lineage_lines, ui_link
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.demo_soak import account
+from xmesh_agent.workers.demo_watch import Tally, WakeRow, lineage_lines, ui_link
+
 from xmesh_agent import paths
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
+from xmesh_agent.workers.demo import tagged_seed
 
-from workers.demo import tagged_seed
 from xmesh_agent.cli.app import app
 from xmesh_agent.cli.demo_cmd import parse_duration
 from xmesh_agent.config import ConfigError, load_config

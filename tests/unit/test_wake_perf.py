@@ -127,18 +127,18 @@ def _modules_after(statement: str) -> set[str]:
 
 def test_offline_peer_does_not_load_vendor_sdks() -> None:
     loaded = _modules_after(
-        "import workers.peer\n"
+        "import xmesh_agent.workers.peer\n"
         "from xmesh_agent.config import ModelConfig\n"
         "from xmesh_agent.models.factory import build_adapter\n"
         "build_adapter(ModelConfig(adapter='offline'))"
     )
-    assert "workers.peer" in loaded and "xmesh_agent.models.offline" in loaded
+    assert "xmesh_agent.workers.peer" in loaded and "xmesh_agent.models.offline" in loaded
     assert not {"anthropic", "openai", "httpx"} & loaded
 
 
 def test_cli_help_path_imports_nothing_heavy() -> None:
     loaded = _modules_after("import xmesh_agent.cli.app")
-    assert not {"anthropic", "openai", "httpx", "temporalio.worker", "workers.peer"} & loaded
+    assert not {"anthropic", "openai", "httpx", "temporalio.worker", "xmesh_agent.workers.peer"} & loaded
 
 
 def test_anthropic_adapter_still_builds_on_demand() -> None:

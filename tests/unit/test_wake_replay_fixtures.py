@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from xmesh_agent.workers.replay import check_history, load_history
+from xmesh_agent.workflows.wake import WakeWorkflow
 
-from workers.replay import check_history, load_history
-from workflows.wake import WakeWorkflow
 from xmesh_agent.wake.payloads import WakeInput, WakeResult
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

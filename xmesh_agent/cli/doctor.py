@@ -54,7 +54,7 @@ def check_runtime(echo: Echo, issues: list[str]) -> None:
 
 
 def check_temporal(echo: Echo, issues: list[str]) -> None:
-    from workers.devserver import (
+    from xmesh_agent.workers.devserver import (
         DEFAULT_PORT,
         DEFAULT_UI_PORT,
         ServerError,

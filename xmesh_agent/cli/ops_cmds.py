@@ -18,7 +18,7 @@ JsonOption = typer.Option(False, "--json", help="Print the raw JSON reply instea
 
 
 def _not_running(peer: str) -> str:
-    from workers.control import running_peers
+    from xmesh_agent.workers.control import running_peers
 
     running = running_peers()
     if running:
@@ -31,7 +31,7 @@ def _not_running(peer: str) -> str:
 
 def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     """One control request; a dead peer or an error reply becomes a message and exit 1."""
-    from workers.control import PeerNotRunning, call
+    from xmesh_agent.workers.control import PeerNotRunning, call
 
     try:
         reply = call(peer, cmd, **args)
@@ -222,7 +222,7 @@ def peers(
 
     Example: xmesh-agent peers   |   xmesh-agent peers reviewer-01 --json
     """
-    from workers.control import running_peers
+    from xmesh_agent.workers.control import running_peers
 
     names = [peer] if peer else running_peers()
     if not names:

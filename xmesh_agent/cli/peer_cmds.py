@@ -26,10 +26,10 @@ def run(
     encoder_ok, encoder_detail = _encoder_check(cfg)
     if not encoder_ok:
         fail(f"[mesh] encoder = {cfg.mesh.encoder!r}: {encoder_detail}")
-    from workers.client import external_target
-    from workers.control import PeerAlreadyRunning
-    from workers.devserver import ServerError
-    from workers.peer import run_peer
+    from xmesh_agent.workers.client import external_target
+    from xmesh_agent.workers.control import PeerAlreadyRunning
+    from xmesh_agent.workers.devserver import ServerError
+    from xmesh_agent.workers.peer import run_peer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     target = external_target(
@@ -64,9 +64,9 @@ def _encoder_check(cfg: AgentConfig) -> tuple[bool, str]:
 
 
 def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, bool, str]]:
-    from workers.client import external_target
-    from workers.devserver import ServerError, port_open, running_server, temporal_binary
     from xmesh_agent.models.factory import check_adapter
+    from xmesh_agent.workers.client import external_target
+    from xmesh_agent.workers.devserver import ServerError, port_open, running_server, temporal_binary
 
     checks: list[tuple[str, bool, str]] = [
         ("load config", True, f"peer={cfg.name} group={cfg.group} adapter={cfg.model.adapter}")

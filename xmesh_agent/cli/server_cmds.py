@@ -22,7 +22,7 @@ def server(ctx: typer.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from workers.devserver import ServerError, run_foreground
+    from xmesh_agent.workers.devserver import ServerError, run_foreground
 
     try:
         raise typer.Exit(run_foreground())
@@ -33,7 +33,7 @@ def server(ctx: typer.Context) -> None:
 @app.command()
 def status() -> None:
     """Say whether the embedded server runs, where, and where its Web UI is."""
-    from workers.devserver import running_server
+    from xmesh_agent.workers.devserver import running_server
 
     info = running_server()
     if info is None:
@@ -47,6 +47,6 @@ def status() -> None:
 @app.command()
 def stop() -> None:
     """Stop the embedded server (running peers lose Temporal until it is started again)."""
-    from workers.devserver import stop as stop_server
+    from xmesh_agent.workers.devserver import stop as stop_server
 
     typer.echo("stopped" if stop_server() else "embedded Temporal was not running")

@@ -30,9 +30,9 @@ wakes_app = typer.Typer(
 
 def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T:
     """Connect (flag, TEMPORAL_ADDRESS, else the running embedded server) and run `action(client)`."""
-    from workers.client import TemporalTarget, connect, external_target
-    from workers.devserver import running_server
-    from workers.inspect import InspectError
+    from xmesh_agent.workers.client import TemporalTarget, connect, external_target
+    from xmesh_agent.workers.devserver import running_server
+    from xmesh_agent.workers.inspect import InspectError
 
     target = external_target(temporal_address)
     if target is None:
@@ -104,7 +104,7 @@ def wakes(
     """List wakes: id, peer, trigger author, outcome, stage, status, tokens, cost, start time."""
     if ctx.invoked_subcommand is not None:
         return
-    from workers.inspect import InspectError, list_wakes, parse_since, wake_query
+    from xmesh_agent.workers.inspect import InspectError, list_wakes, parse_since, wake_query
 
     try:
         query = wake_query(peer, outcome, parse_since(since) if since else None, stage=stage)
@@ -129,7 +129,7 @@ def export(
 
     Example: `xmesh-agent wakes export wake-reviewer-01-cmb1-… > wake.json`.
     """
-    from workers.inspect import export_history
+    from xmesh_agent.workers.inspect import export_history
 
     typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id)))
 
@@ -160,8 +160,8 @@ def replay(
     Examples: `xmesh-agent replay wake-reviewer-01-cmb1-…`, `xmesh-agent replay --history wake.json`,
     `xmesh-agent replay --workflow-id wake-… --save wake.json`.
     """
-    from workers.inspect import export_history
-    from workers.replay import check_history, has_worker, load_history, replay_wake
+    from xmesh_agent.workers.inspect import export_history
+    from xmesh_agent.workers.replay import check_history, has_worker, load_history, replay_wake
 
     if history is not None:
         if workflow_id or check_id:
@@ -195,7 +195,7 @@ def replay(
 
 
 async def _check_text(text: str, workflow_id: str, check_history: Callable, load_history: Callable):
-    from workers.inspect import InspectError
+    from xmesh_agent.workers.inspect import InspectError
 
     try:
         return await check_history(load_history(text, workflow_id))
@@ -238,8 +238,8 @@ def deny(
 
 
 def _decide(workflow_id: str, approved: bool, by: str, reason: str, temporal_address: str | None) -> None:
-    from workers.inspect import decide
     from xmesh_agent.wake.payloads import ApprovalDecision
+    from xmesh_agent.workers.inspect import decide
 
     decision = ApprovalDecision(approved=approved, by=by, reason=reason)
     answer = _run(temporal_address, lambda client: decide(client, workflow_id, decision))

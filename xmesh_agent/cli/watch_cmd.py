@@ -49,7 +49,7 @@ def _row(name: str, status: dict[str, Any]) -> list[Any]:
 
 def collect() -> list[tuple[str, dict[str, Any] | None, str]]:
     """(peer, status or None, problem) for every local peer whose control socket exists."""
-    from workers.control import PeerNotRunning, call, running_peers
+    from xmesh_agent.workers.control import PeerNotRunning, call, running_peers
 
     found = []
     for name in running_peers():
