@@ -25,8 +25,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XMESH_HOME", str(home))
     monkeypatch.setenv("XMESH_SYM_LOOPBACK_DIR", str(tmp_path / "sym-loopback"))
     monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
-    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST"):
-        if var not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY") or not _live_requested():
+    keys = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "MISTRAL_API_KEY")
+    for var in (*keys, "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "MISTRAL_BASE_URL", "OLLAMA_HOST"):
+        if var not in keys or not _live_requested():
             monkeypatch.delenv(var, raising=False)
     return home
 

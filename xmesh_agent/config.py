@@ -6,7 +6,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -15,9 +15,13 @@ from xmesh_agent.roles import CAT7, preset_weights
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GROUP_PATTERN = r"^[a-z0-9_.-]{1,64}$"
 
+AdapterName = Literal["anthropic", "openai", "mistral", "ollama", "offline"]
+ADAPTERS: tuple[str, ...] = get_args(AdapterName)
+
 DEFAULT_MODELS = {
     "anthropic": "claude-haiku-4-5-20251001",
     "openai": "gpt-4o-mini",
+    "mistral": "mistral-small-latest",
     "ollama": "llama3.2:3b",
     "offline": "offline-echo",
 }
@@ -69,7 +73,7 @@ class RoleWeights(Section):
 
 
 class ModelConfig(Section):
-    adapter: Literal["anthropic", "openai", "ollama", "offline"]
+    adapter: AdapterName
     model_name: str | None = Field(default=None, description="Defaults per adapter.")
     api_key: str | None = Field(default=None, repr=False, description="Prefer the vendor's env variable.")
     base_url: str | None = None

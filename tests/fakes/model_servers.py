@@ -296,3 +296,42 @@ def _ollama_chat(message: dict[str, Any], usage: tuple[int, int]) -> dict[str, A
         "prompt_eval_count": usage[0],
         "eval_count": usage[1],
     }
+
+
+class FakeMistralServer(FakeOpenAIServer):
+    """Speaks Mistral's /v1/chat/completions: OpenAI-shaped, but tool arguments may come as an object and
+    errors as `{"object": "error", "message": ..., "type": ...}` (422 validation errors carry `detail`)."""
+
+    @staticmethod
+    def tool_call(fields: dict[str, str] | str, usage: tuple[int, int] = (120, 30)) -> Reply:
+        message = {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "abc123XYZ", "type": "function", "function": {"name": "emit_cmb", "arguments": fields}}
+            ],
+        }
+        return Reply(body=_openai_completion(message, "tool_calls", usage))
+
+    @staticmethod
+    def error(status: int, message: str, retry_after: str | None = None) -> Reply:
+        headers = {"retry-after": retry_after} if retry_after is not None else {}
+        body = {
+            "object": "error",
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+        return Reply(status=status, body=body, headers=headers)
+
+    @staticmethod
+    def validation_error(loc: list[str], msg: str) -> Reply:
+        body = {
+            "object": "error",
+            "message": {"detail": [{"type": "extra_forbidden", "loc": loc, "msg": msg}]},
+            "type": "invalid_request_message_error",
+            "param": None,
+            "code": None,
+        }
+        return Reply(status=422, body=body)

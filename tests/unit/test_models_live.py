@@ -23,7 +23,7 @@ REQUEST = ModelRequest(
 
 @pytest.mark.parametrize(
     ("adapter", "env"),
-    [("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")],
+    [("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY"), ("mistral", "MISTRAL_API_KEY")],
 )
 async def test_live_call(adapter: str, env: str):
     if not os.environ.get(env):

@@ -124,7 +124,9 @@ def test_init_usage_errors_exit_2(tmp_path: Path, args: list[str]):
 def test_doctor_healthy_sections_and_env_presence_only(tmp_path: Path):
     assert invoke("keygen", "doc-01").exit_code == 0
     secret = "sk-test-do-not-print-0123456789"
-    result = invoke("doctor", env={"OPENAI_API_KEY": secret, "OLLAMA_HOST": f"127.0.0.1:{_closed_port()}"})
+    mistral = "mistral-secret-0123"
+    env = {"OPENAI_API_KEY": secret, "MISTRAL_API_KEY": mistral, "OLLAMA_HOST": f"127.0.0.1:{_closed_port()}"}
+    result = invoke("doctor", env=env)
     assert result.exit_code == 0, result.output
     for section in (
         "runtime",
@@ -137,7 +139,8 @@ def test_doctor_healthy_sections_and_env_presence_only(tmp_path: Path):
     ):
         assert f"\n{section}\n" in result.output
     assert f"OPENAI_API_KEY: set ({len(secret)} chars)" in result.output
-    assert secret not in result.output
+    assert f"MISTRAL_API_KEY: set ({len(mistral)} chars)" in result.output
+    assert secret not in result.output and mistral not in result.output
     assert "ANTHROPIC_API_KEY: not set" in result.output
     assert "doc-01 keyprint=" in result.output and "mode=600" in result.output
     assert "not reachable" in result.output

@@ -14,9 +14,9 @@ import typer
 
 from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail
 from xmesh_agent.config import AgentConfig, ConfigError
+from xmesh_agent.models.factory import KEY_ENV
 
-_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-MODELS = ("offline", "openai", "anthropic", "ollama")
+MODELS = ("offline", "openai", "anthropic", "mistral", "ollama")
 DEFAULT_DURATION = "5m"
 
 
@@ -43,7 +43,7 @@ def _ollama_up(cfg: AgentConfig) -> bool:
 def pick_adapter(cfg: AgentConfig, model: str | None) -> tuple[str | None, str | None]:
     """(adapter override or None, a note when the peer falls back to offline)."""
     wanted = model or cfg.model.adapter
-    needed = _KEY_VARS.get(wanted)
+    needed = KEY_ENV.get(wanted)
     if needed and not os.environ.get(needed) and not (cfg.model.api_key and not model):
         return "offline", f"{cfg.name}: {needed} is not set, using the offline adapter instead"
     if wanted == "ollama" and not _ollama_up(cfg):
@@ -56,7 +56,7 @@ def demo(
     model: str = typer.Option(
         None,
         "--model",
-        help="offline | openai | anthropic | ollama. Default: each peer's own adapter, or offline "
+        help="offline | openai | anthropic | mistral | ollama. Default: each peer's own adapter, or offline "
         "when its API key is not set (or no Ollama answers).",
     ),
     duration: str = typer.Option(
@@ -91,7 +91,7 @@ def demo(
     from xmesh_agent.workers.demo import DemoOptions, lineage_lines, run_demo
 
     if model and model not in MODELS:
-        fail("--model must be offline, openai, anthropic or ollama", EXIT_USAGE)
+        fail(f"--model must be one of {', '.join(MODELS)}", EXIT_USAGE)
     if chaos and not soak:
         fail("--chaos needs --soak", EXIT_USAGE)
     try:

@@ -11,9 +11,8 @@ import typer
 
 from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
 from xmesh_agent.cli.doctor import run_doctor
-
-ADAPTERS = ("anthropic", "openai", "ollama", "offline")
-KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+from xmesh_agent.config import ADAPTERS
+from xmesh_agent.models.factory import KEY_ENV
 
 
 def _q(value: str) -> str:
@@ -106,7 +105,9 @@ def init(
         "or generic: sets the α weights.",
     ),
     group: str = typer.Option("xmesh-default", "--group", "-g", help="Mesh group to join."),
-    adapter: str = typer.Option("anthropic", "--adapter", "-a", help="anthropic, openai, ollama or offline."),
+    adapter: str = typer.Option(
+        "anthropic", "--adapter", "-a", help="anthropic, openai, mistral, ollama or offline."
+    ),
     model: str | None = typer.Option(None, "--model", "-m", help="Model name (default per adapter)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write (default ./<peer>.toml)."),
     cost_cap: float = typer.Option(5.0, "--cost-cap", help="USD per run; per hour = cap/2, per day = cap×2."),

@@ -101,8 +101,24 @@ def error_detail(body: Any) -> str:
             text = err
         elif isinstance(data.get("message"), str):
             text = data["message"]
+        elif data.get("message") or data.get("detail"):  # Mistral / FastAPI validation errors
+            text = _validation_detail(data.get("message") or data)
     text = " ".join(str(text if text is not None else "").split())
     return text[:MAX_DETAIL] + ("…" if len(text) > MAX_DETAIL else "")
+
+
+def _validation_detail(data: Any) -> Any:
+    """`{"detail": [{"loc": [...], "msg": ...}]}` as `loc: msg; ...`, else the value as it came."""
+    detail = data.get("detail") if isinstance(data, dict) else data
+    if isinstance(detail, list):
+        parts = [
+            f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}"
+            if isinstance(d, dict)
+            else str(d)
+            for d in detail
+        ]
+        return "; ".join(parts)
+    return detail if detail is not None else data
 
 
 def error_from_status(

@@ -16,11 +16,13 @@ from xmesh_agent.models.pricing import is_known
 # Each adapter is imported when a config names it: the vendor SDKs (anthropic alone is ~40 MB of RSS)
 # and httpx stay out of a peer that runs offline or on Ollama, and out of every CLI command.
 
-KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
-BASE_URL_ENV = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL"}
+KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY", "mistral": "MISTRAL_API_KEY"}
+"""The vendor adapters that need an API key, and the variable each reads it from."""
+BASE_URL_ENV = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL", "mistral": "MISTRAL_BASE_URL"}
 KEY_PAGES = {
     "anthropic": "https://console.anthropic.com/settings/keys",
     "openai": "https://platform.openai.com/api-keys",
+    "mistral": "https://console.mistral.ai/api-keys",
 }
 LOCAL_PLACEHOLDER_KEY = "no-key-needed"
 """Sent to an OpenAI-compatible server on this machine, which checks no key (the SDK insists on one)."""
@@ -77,6 +79,10 @@ def build_adapter(cfg: ModelConfig) -> ModelAdapter:
         from xmesh_agent.models.openai_adapter import OpenAIAdapter
 
         return OpenAIAdapter(model, key, base_url=base_url, timeout=cfg.timeout_seconds, **prices)
+    if cfg.adapter == "mistral":
+        from xmesh_agent.models.mistral_adapter import MistralAdapter
+
+        return MistralAdapter(model, key, base_url=base_url, timeout=cfg.timeout_seconds, **prices)
     raise PermanentModelError(f"unknown model adapter {cfg.adapter!r}")
 
 

@@ -35,6 +35,7 @@ class OpenAIAdapter:
     """One chat-completions model; `complete` maps every SDK failure onto the shared error taxonomy."""
 
     name = "openai"
+    key_env = "OPENAI_API_KEY"
 
     def __init__(
         self,
@@ -58,14 +59,10 @@ class OpenAIAdapter:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         if not request.messages:
-            raise PermanentModelError("openai: a model call needs at least one message")
+            raise PermanentModelError(f"{self.name}: a model call needs at least one message")
         messages = [{"role": "system", "content": request.system}]
         messages += [{"role": m.role, "content": m.content} for m in request.messages]
-        limit = (
-            {"max_completion_tokens": request.max_tokens}
-            if uses_completion_tokens(self.model)
-            else {"max_tokens": request.max_tokens}
-        )
+        limit = self._token_limit(request.max_tokens)
         try:
             completion = await self._client.chat.completions.create(
                 model=self.model, messages=messages, tools=[EMIT_FUNCTION], tool_choice="auto", **limit
@@ -77,7 +74,12 @@ class OpenAIAdapter:
         try:
             return self._response(completion)
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
-            raise TransientModelError(f"openai: malformed response ({type(exc).__name__})") from None
+            raise TransientModelError(f"{self.name}: malformed response ({type(exc).__name__})") from None
+
+    def _token_limit(self, max_tokens: int) -> dict[str, int]:
+        if uses_completion_tokens(self.model):
+            return {"max_completion_tokens": max_tokens}
+        return {"max_tokens": max_tokens}
 
     def _response(self, completion: object) -> ModelResponse:
         if not isinstance(completion, openai.types.chat.ChatCompletion):
@@ -91,8 +93,11 @@ class OpenAIAdapter:
             function = getattr(call, "function", None)
             if function is None or function.name != EMIT_TOOL_NAME:
                 continue
+            arguments = function.arguments
             try:
-                fields = clean_fields(json.loads(function.arguments or "{}"))
+                # some OpenAI-compatible servers (Mistral) send the arguments as an object, not a string
+                parsed = arguments if isinstance(arguments, dict) else json.loads(arguments or "{}")
+                fields = clean_fields(parsed)
             except ValueError:
                 stop_reason = "invalid_tool_arguments"  # the model wrote broken JSON: nothing to emit
             break
@@ -112,7 +117,7 @@ class OpenAIAdapter:
         )
 
     def _map_error(self, exc: Exception) -> ModelError:
-        return sdk_error(openai, "openai", exc, self.timeout, (self._key,), "OPENAI_API_KEY")
+        return sdk_error(openai, self.name, exc, self.timeout, (self._key,), self.key_env)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -24,6 +24,22 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.5, 10.0),
     "gpt-4o-mini": (0.15, 0.60),
     "o1": (15.0, 60.0),
+    # Mistral (La Plateforme list prices, checked 2026-12-02). Keys without "-latest" price the
+    # dated ids too (mistral-small-2506); the older Large 2 ids keep their own, higher price.
+    "mistral-large-2411": (2.0, 6.0),
+    "mistral-large-2407": (2.0, 6.0),
+    "mistral-large": (0.5, 1.5),
+    "mistral-medium": (0.4, 2.0),
+    "mistral-small": (0.1, 0.3),
+    "magistral-medium": (2.0, 5.0),
+    "magistral-small": (0.5, 1.5),
+    "devstral-medium": (0.4, 2.0),
+    "devstral-small": (0.1, 0.3),
+    "codestral": (0.3, 0.9),
+    "ministral-8b": (0.1, 0.1),
+    "ministral-3b": (0.04, 0.04),
+    "open-mistral-nemo": (0.15, 0.15),
+    "pixtral-large": (2.0, 6.0),
 }
 
 LOCAL_ADAPTERS = frozenset({"ollama", "offline"})

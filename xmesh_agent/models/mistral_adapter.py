@@ -1,0 +1,45 @@
+"""Mistral's La Plateforme through the `openai` SDK: its chat-completions API is OpenAI-shaped.
+
+What differs is kept here: the base URL and key variable, `max_tokens` for every model (Mistral has
+no `max_completion_tokens`), and tool arguments that may arrive as an object (handled by the shared
+OpenAI response parser).
+"""
+
+from __future__ import annotations
+
+from xmesh_agent.models.openai_adapter import OpenAIAdapter
+
+MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
+KEY_PAGE = "https://console.mistral.ai/api-keys"
+
+
+class MistralAdapter(OpenAIAdapter):
+    """One Mistral chat model; errors map onto the shared taxonomy with MISTRAL_API_KEY in auth hints."""
+
+    name = "mistral"
+    key_env = "MISTRAL_API_KEY"
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        price_input: float | None = None,
+        price_output: float | None = None,
+    ) -> None:
+        super().__init__(
+            model,
+            api_key,
+            base_url=base_url or MISTRAL_BASE_URL,
+            timeout=timeout,
+            price_input=price_input,
+            price_output=price_output,
+        )
+
+    def __repr__(self) -> str:
+        return f"MistralAdapter(model={self.model!r}, base_url={self.base_url!r})"
+
+    def _token_limit(self, max_tokens: int) -> dict[str, int]:
+        return {"max_tokens": max_tokens}
