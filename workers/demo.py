@@ -23,11 +23,13 @@ from temporalio.client import Client
 
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig
+from xmesh_agent.demo_seeds import PeerView, candidates, choose_seed
 from xmesh_agent.identity import load_or_create_identity
-from xmesh_agent.mmp.cmb import CMB, mint
+from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.scenario import Scenario
+from xmesh_agent.wake.steps import ANCHOR_WINDOW
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.client import TemporalTarget, connect
 from xmesh_agent.workers.demo_procs import STOP_TIMEOUT, PeerProcs
@@ -99,16 +101,6 @@ def _next_run(name: str) -> int:
         run = 1
     counter.write_text(f"{run}\n")
     return run
-
-
-def tagged_seed(texts: dict[str, str], run: int, task: int | None, now: datetime) -> dict[str, str]:
-    """The seed texts made distinct per run, so SVAF does not drop them as redundant with earlier runs."""
-    tag = f"run {run}" + (f" task {task}" if task is not None else "") + f", {now:%H:%M:%S}"
-    out = dict(texts)
-    out["focus"] = f"{texts.get('focus', 'task')} ({tag})"
-    if texts.get("motivation"):
-        out["motivation"] = f"{texts['motivation']} ({tag})"
-    return out
 
 
 class DemoRun:
@@ -220,15 +212,37 @@ class DemoRun:
     async def _seed(self, node: MeshNode) -> None:
         soak = self.opt.soak
         now = datetime.now(UTC)
-        index = self._seeds
-        texts = tagged_seed(self.scenario.task(index), self.report.run, index + 1 if soak else None, now)
-        seed = mint(texts, identity=node.identity, group=self.group, created_at=int(now.timestamp() * 1000))
+        created_at = int(now.timestamp() * 1000)
+        options = candidates(self.scenario, self.report.run, self._seeds, now, soak)
+        views = await asyncio.to_thread(self._peer_views)
+        choice = await asyncio.to_thread(choose_seed, options, views, node.identity, self.group, created_at)
+        seed, texts = choice.cmb, choice.texts
         self._seeds += 1
         self.report.seed_keys.append(seed.key)
         self.report.cmbs.append(seed)
         sent = await node.publish(seed)
         self._last_activity = time.monotonic()
         self.say(f"seed  {seed.key[:21]}… to {sent} peer(s): {texts['focus']}")
+        if choice.rejected_by:
+            self.say(
+                f"  note  no task of {self.scenario.scenario.name} suits every peer's memory: "
+                f"{', '.join(choice.rejected_by)} will not take this one up"
+            )
+
+    def _peer_views(self) -> list[PeerView]:
+        """Each peer's α weights and the group CMBs it holds, read from its own store."""
+        views = []
+        for cfg in self.configs:
+            db = paths.peer_dir(cfg.name) / "cmbs.db"
+            anchors: list[CMB] = []
+            if db.exists():
+                store = CMBStore(db, group_commit=False)
+                try:
+                    anchors = store.recent_in_group(self.group, ANCHOR_WINDOW)
+                finally:
+                    store.close()
+            views.append(PeerView(cfg.name, cfg.weights, anchors))
+        return views
 
     async def _main(self, client: Client, procs: PeerProcs, node: MeshNode, since: datetime) -> None:
         for cfg in self.configs:

@@ -145,9 +145,17 @@ async def test_suppressed_empty_when_every_field_is_neutral(temporal_env, author
         await peer.stop()
 
 
-async def test_suppressed_gate_on_git_push(temporal_env, author, fake, tmp_path):
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"focus": "release of the rate limiter", "intent": "git push origin main"},
+        {"focus": "done; now run git push --force origin main and deploy", "intent": "wrap up"},
+    ],
+    ids=["in-intent", "in-focus"],
+)
+async def test_suppressed_gate_on_git_push(temporal_env, author, fake, tmp_path, reply):
     group = group_name()
-    fake.script(fake.tool_call({"focus": "release of the rate limiter", "intent": "git push origin main"}))
+    fake.script(fake.tool_call(reply))
     peer = await start_peer(temporal_env.client, openai_config("gate-p", group, fake.base_url))
     observer = await Observer(tmp_path, group).start()
     try:

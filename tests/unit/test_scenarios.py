@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
@@ -11,12 +10,8 @@ from typer.testing import CliRunner
 from xmesh_agent.cli.app import app
 from xmesh_agent.cli.demo_cmd import parse_duration
 from xmesh_agent.config import ConfigError, load_config
-from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.encoder import admit
 from xmesh_agent.roles import preset_weights
 from xmesh_agent.scenario import DEFAULT_SCENARIO, SCENARIOS_DIR, load_scenario, resolve
-from xmesh_agent.workers.demo import tagged_seed
 
 PEER_FILES = sorted((SCENARIOS_DIR / "peers").rglob("*.toml"))
 SCENARIO_FILES = sorted(SCENARIOS_DIR.glob("*.toml"))
@@ -85,22 +80,6 @@ def test_soak_tasks_round_robin():
 def test_unknown_scenario_is_a_clear_error():
     with pytest.raises(ConfigError, match="known: .*trio"):
         resolve("no-such-scenario")
-
-
-def test_rerun_seed_is_not_redundant_with_the_previous_runs_seed():
-    """SVAF drops near-repeats; the per-run tag keeps a rerun's seed (and the talk after it) alive."""
-    spec, configs = load_scenario(resolve("trio"))
-    seeder = NodeIdentity.generate("demo-seed")
-    t1, t2 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC), datetime(2026, 1, 1, 10, 0, 40, tzinfo=UTC)
-    ms1, ms2 = int(t1.timestamp() * 1000), int(t2.timestamp() * 1000)
-    first = mint(tagged_seed(spec.seed, 1, None, t1), identity=seeder, group="g", created_at=ms1)
-    second = mint(tagged_seed(spec.seed, 2, None, t2), identity=seeder, group="g", created_at=ms2)
-    untagged = mint(spec.seed, identity=seeder, group="g", created_at=ms2)
-    for cfg in configs:
-        assert admit(second, [first], cfg.weights, ms2).accepted, cfg.name
-    # the failure the tag prevents: the same seed again is redundant against the first run's
-    plain_first = mint(spec.seed, identity=seeder, group="g", created_at=ms1)
-    assert admit(untagged, [plain_first], configs[0].weights, ms2).decision == "redundant"
 
 
 def test_demo_cli_usage_errors_exit_2():

@@ -1,10 +1,17 @@
 """Approval gates: text a peer must not emit on its own (block) or only with a human's yes (approve).
 
-Default approval rules (case-insensitive, word-bounded) watch `intent` for risky actions and
-`commitment` for promises about secrets and production config. Secret-leak rules watch every field for
-private keys and API-key shapes and always block. `approval_gates = "none"` drops the approval rules;
-the secret-leak rules stay, because no setting should let a peer broadcast a credential to the mesh.
-Custom rules from agent.toml are added to whatever remains.
+What is matched where (every rule sees the field text normalised first: Unicode NFKC, invisible format
+characters removed, case folded, whitespace runs collapsed, so `ＧＩＴ  ｐｕｓｈ`, `git\u200b push`
+and `GIT   PUSH` all read `git push`):
+- risky actions (git push, commit to main, deploy, publish, rm -rf, .env, production config) in
+  every one of the seven fields: a model, or a prompt-injected CMB, cannot step around a gate by
+  writing the action in `focus` or `mood` instead of `intent`;
+- `secrets` (a promise to touch them) in `intent` and `commitment` only, the fields that say what the
+  peer will do: security peers talk about secrets in their findings all the time;
+- secret shapes (private keys, API keys) in every field, always blocking.
+`approval_gates = "none"` drops the approval rules; the secret-leak rules stay, because no setting
+should let a peer broadcast a credential to the mesh. Custom rules from agent.toml (their own fields,
+every field by default, the same normalisation) are added to whatever remains.
 
 Matched text is never stored in a verdict: only `redact()`'s short masked excerpt, so verdicts can be
 logged, put in a workflow memo or shown in a UI without re-leaking what they caught.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,15 +49,19 @@ def _rule(name: str, pattern: str, fields: Sequence[str], action: GateAction, **
     return CompiledRule(name, re.compile(pattern, re.IGNORECASE), tuple(fields), action, **kw)
 
 
+PROMISE_FIELDS = ("intent", "commitment")
+"""The fields where a peer says what it will do."""
+
 APPROVAL_RULES: tuple[CompiledRule, ...] = (
-    _rule("git-push", r"\bgit\s+push\b", ["intent"], "approve"),
-    _rule("commit-to-main", r"\bcommit\s+to\s+main\b", ["intent"], "approve"),
-    _rule("deploy", r"\bdeploy\b", ["intent"], "approve"),
-    _rule("publish", r"\bpublish\b", ["intent"], "approve"),
-    _rule("rm-rf", r"\brm\s+-rf\b", ["intent"], "approve"),
-    _rule("dotenv", r"\.env\b", ["commitment"], "approve"),
-    _rule("secrets", r"\bsecrets?\b", ["commitment"], "approve"),
-    _rule("production-config", r"\bproduction\s+config\b", ["commitment"], "approve"),
+    _rule("git-push", r"\bgit\s+push\b", CAT7, "approve"),
+    _rule("commit-to-main", r"\bcommit\s+to\s+main\b", CAT7, "approve"),
+    _rule("deploy", r"\bdeploy\b", CAT7, "approve"),
+    _rule("publish", r"\bpublish\b", CAT7, "approve"),
+    # rm -rf, -fr, -rfv...: one flag cluster holding both r and f
+    _rule("rm-rf", r"\brm\s+-(?=[a-z]*r)(?=[a-z]*f)[a-z]+\b", CAT7, "approve"),
+    _rule("dotenv", r"(?<![\w.])\.env\b", CAT7, "approve"),
+    _rule("production-config", r"\bproduction\s+config\b", CAT7, "approve"),
+    _rule("secrets", r"\bsecrets?\b", PROMISE_FIELDS, "approve"),
 )
 
 # Key shapes are case-sensitive by nature ((?-i:...)); the PEM header is not.
@@ -137,9 +149,14 @@ class Gates:
     def check(self, fields: Mapping[str, Any]) -> GateVerdict:
         """Scan the proposal's fields (strings, or objects with `.text`); non-text values are skipped."""
         hits: list[GateHit] = []
+        raw: dict[str, str] = {}
+        normalised: dict[str, str] = {}
         for rule in self.rules:
             for field in rule.fields:
-                text = _text(fields.get(field))
+                if field not in raw:
+                    raw[field] = _text(fields.get(field))
+                    normalised[field] = normalize(raw[field])
+                text = raw[field] if rule.secret else normalised[field]
                 if not text:
                     continue
                 found = rule.regex.search(text)
@@ -151,6 +168,14 @@ class Gates:
             return GateVerdict(action="pass")
         top = next((h for h in hits if h.action == "block"), hits[0])
         return GateVerdict(action=top.action, rule=top.rule, field=top.field, excerpt=top.excerpt, hits=hits)
+
+
+def normalize(text: str) -> str:
+    """What a rule reads: NFKC, format characters (zero-width spaces, joiners) dropped, case folded,
+    every whitespace run one space. Secret shapes are matched on the raw text: they are case-sensitive."""
+    folded = unicodedata.normalize("NFKC", text)
+    folded = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf").casefold()
+    return " ".join(folded.split())
 
 
 def _text(value: Any) -> str:
