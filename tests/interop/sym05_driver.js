@@ -35,6 +35,9 @@ const node = new SymNode({
   name: opts.name,
   group,
   discoveryServiceType: group === 'default' ? '_sym._tcp' : `_${group}._tcp`,
+  relay: opts.relay || null,
+  relayToken: opts.relayToken || null,
+  relayOnly: !!opts.relayOnly,
   silent: true,
 });
 node.on('peer-joined', (p) => report('peer-joined', { id: p.id, name: p.name }));

@@ -1,6 +1,6 @@
 """LIVE interop with the ORIGINAL xmesh-agent runtime (Node, 0.1.10 on sym 0.5.x) in one mixed group.
 
-Three processes meet over mDNS on this host: a plain sym 0.5.x node (the seed, the library the
+Three processes meet over mDNS on this host, or through our relay server: a plain sym 0.5.x node (the seed, the library the
 original runtime runs on), the original runtime itself (`xmesh-agent run`, OpenAI adapter pointed
 at a loopback fake through OPENAI_BASE_URL) and our peer. The seed's CMB wakes OUR peer; our answer
 reaches the original runtime, which wakes on it, calls its model and emits.
@@ -30,6 +30,7 @@ from tests.fakes.model_servers import FakeOpenAIServer, RecordedRequest, Reply
 from tests.integration.peer_kit import eventually, peer_config
 from xmesh_agent.mmp.cmb import legacy_key, minted_texts
 from xmesh_agent.mmp.e2e import aes_gcm_available
+from xmesh_agent.mmp.relay_server import RelayServer
 
 ORIGINAL_DIR = os.environ.get("XMESH_ORIGINAL_DIR", "")
 DRIVER = Path(__file__).with_name("sym05_driver.js")
@@ -59,6 +60,7 @@ name = "{name}"
 role = "writer"
 [mesh]
 group = "{group}"
+{relay}
 [role_weights]
 focus = 2.0
 issue = 1.0
@@ -161,7 +163,10 @@ class NodeProcess:
         await asyncio.gather(*self._readers, return_exceptions=True)
 
 
-async def test_original_runtime_and_our_peer_wake_on_each_other(temporal_env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["mdns", "relay"])
+async def test_original_runtime_and_our_peer_wake_on_each_other(
+    temporal_env, tmp_path: Path, transport: str
+) -> None:
     client = temporal_env.client
     group = f"o{uuid.uuid4().hex[:8]}"  # its own DNS-SD service type, _<group>._tcp
     node = shutil.which("node") or "node"
@@ -170,7 +175,17 @@ async def test_original_runtime_and_our_peer_wake_on_each_other(temporal_env, tm
     for home in homes.values():
         home.mkdir()
     config = tmp_path / "original.toml"
-    config.write_text(ORIGINAL_TOML.format(name=ORIGINAL, group=group))
+    relay: RelayServer | None = None
+    seed_opts: dict[str, Any] = {"name": SEED, "group": group}
+    mesh: dict[str, Any] = {"discovery": ["mdns"]}
+    relay_toml = ""
+    if transport == "relay":
+        relay = RelayServer("127.0.0.1", 0, {"interop-token"})
+        await relay.start()
+        seed_opts.update(relay=relay.url, relayToken="interop-token", relayOnly=True)
+        mesh = {"discovery": [], "relay": relay.url, "relay_token": "interop-token"}
+        relay_toml = f'relay = "{relay.url}"\nrelay_token = "interop-token"'
+    config.write_text(ORIGINAL_TOML.format(name=ORIGINAL, group=group, relay=relay_toml))
 
     with EmitFake() as fake:
         original = NodeProcess(
@@ -185,7 +200,7 @@ async def test_original_runtime_and_our_peer_wake_on_each_other(temporal_env, tm
             "original runtime",
         )
         seed = NodeProcess(
-            [node, str(DRIVER), json.dumps({"name": SEED, "group": group})],
+            [node, str(DRIVER), json.dumps(seed_opts)],
             {**base_env, "HOME": str(homes[SEED]), "XMESH_ORIGINAL_DIR": ORIGINAL_DIR},
             "sym 0.5 seed",
         )
@@ -197,15 +212,16 @@ async def test_original_runtime_and_our_peer_wake_on_each_other(temporal_env, tm
             await seed.start()
             started = await seed.wait(lambda e: e.get("event") == "started", 20)
             assert started["version"].startswith("0.5.")
-            peer = Peer(peer_config(OURS, "reviewer", group, mesh={"discovery": ["mdns"]}), client)
+            peer = Peer(peer_config(OURS, "reviewer", group, mesh=mesh), client)
             peer.node.on_event = lambda name, data: our_events.append((name, data))
             await peer.start()
 
-            # discovery both ways: our mDNS finds their _<group>._tcp adverts and they find ours
+            # discovery both ways (mdns: our browse finds their _<group>._tcp adverts, they find ours)
             await eventually(lambda: {SEED, ORIGINAL} <= {p.name for p in peer.node.peers()}, timeout=60)
             await seed.wait(lambda e: e.get("event") == "peer-joined" and e["name"] == OURS, 30)
             for p in peer.node.peers():
                 assert p.version == "0.2.3"  # the 0.5 handshake; the dialect was picked from it
+                assert p.transport == ("relay" if transport == "relay" else "tcp")
 
             # 1. a sym 0.5 CMB (E2E-encrypted to us) wakes OUR peer, which answers
             focus = f"flaky checkout test on CI ({group})"
@@ -262,8 +278,10 @@ async def test_original_runtime_and_our_peer_wake_on_each_other(temporal_env, tm
                 await peer.stop()
             await seed.stop({"cmd": "stop"})
             await original.stop()
+            if relay is not None:
+                await relay.stop()
             for label, proc in (("seed", seed), ("original", original)):
-                print(f"\n--- {label} reported ---")
+                print(f"\n--- {label} ({transport}) reported ---")
                 for e in proc.events:
                     text = json.dumps(e)
                     if "E2E" in text or e.get("event") != "log":
