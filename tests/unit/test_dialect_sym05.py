@@ -244,3 +244,23 @@ async def test_we_answer_a_sym05_peer_in_its_frame_encrypted_and_as_a_root_to_it
     finally:
         await raw.close()
         await node.stop()
+
+
+@needs_aes
+@pytest.mark.parametrize(
+    ("admission", "signed_before", "expected"), [("open", False, []), ("tofu", True, ["downgrade"])]
+)
+async def test_open_accepts_and_a_name_that_signed_before_cannot_go_unsigned(
+    tmp_path: Path, admission: str, signed_before: bool, expected: list[str]
+) -> None:
+    node, inbox, raw = await _sym05_session(tmp_path, admission=admission)
+    try:
+        if signed_before:
+            node.verifier._mark_signer("sym05-writer")  # as if it had once sent us a signed block
+        root_e, _ = _frames("sym05-writer", "sym05-listener", "cmb")
+        await raw.send(root_e["frame"])
+        await _settle(raw)
+        assert inbox.rejects() == expected and len(inbox.cmbs) == (0 if expected else 1)
+    finally:
+        await raw.close()
+        await node.stop()
