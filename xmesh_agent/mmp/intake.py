@@ -54,7 +54,15 @@ class IntakeMixin:
         sender = KnownKey(info.node_id, info.name, info.public_key, "handshake")
         external: ExternalSig | None = None
         try:
-            if is_stock_record(body):
+            if session.sym05:
+                from xmesh_agent.mmp.dialect_sym05 import Sym05EncryptedError, sym05_intake
+
+                try:
+                    cmb, external = sym05_intake(self, session, frame)
+                except Sym05EncryptedError:
+                    self._emit("cmb-rejected", {**audit, "reason": "e2e-undecryptable"})
+                    return
+            elif is_stock_record(body):
                 cmb, external = self._decode_stock(frame, sender)
             else:
                 cmb = CMB.from_wire(body)
@@ -127,7 +135,12 @@ class IntakeMixin:
         return decoded.cmb, external
 
     def _cmb_frame_for(self: MeshNode, cmb: CMB, session: _Session) -> dict[str, Any] | None:
-        """The `cmb` frame for this peer: a signed stock record for stock nodes, else the spec CMB."""
+        """The `cmb` frame for this peer: a signed stock record for stock nodes, the flat v0.2 CMB
+        for sym 0.5 peers, else the spec CMB."""
+        if session.sym05:
+            from xmesh_agent.mmp.dialect_sym05 import sym05_frame_for
+
+            return sym05_frame_for(self, cmb, session)
         if not session.stock:
             return {"type": "cmb", "timestamp": _now_ms(), "cmb": cmb.to_wire()}
         from xmesh_agent.mmp.dialect_stock import encode_stock_cmb

@@ -17,6 +17,7 @@ from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink, TcpLink
 from xmesh_agent.mmp.dialect_stock_frames import is_stock_handshake
+from xmesh_agent.mmp.dialect_sym05 import is_sym05_handshake
 from xmesh_agent.mmp.e2e import E2EError, X25519KeyPair, aes_gcm_available
 from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
 from xmesh_agent.mmp.intake import IntakeMixin
@@ -39,6 +40,7 @@ class _Session:
         self.self_id = self_id
         self.info: PeerInfo | None = None
         self.stock = False  # the peer speaks the stock node's dialect (docs/interop.md)
+        self.sym05 = False  # the peer speaks sym 0.5 (original xmesh-agent runtime)
         self.e2e_secret: bytes | None = None  # X25519 secret with a peer that announced e2ePublicKey
         self.last_rx = time.monotonic()
         self.last_ping = 0.0
@@ -260,7 +262,8 @@ class MeshNode(PeeringMixin, IntakeMixin):
             except HandshakeError as exc:
                 log.info("refusing %s: %s", link.address, exc)
                 return None
-            session.stock = is_stock_handshake(first)
+            session.sym05 = is_sym05_handshake(first)
+            session.stock = is_stock_handshake(first) and not session.sym05
             session.e2e_secret = self._e2e_secret(first, hs.name)
             if hs.node_id == self.identity.node_id:
                 return None
