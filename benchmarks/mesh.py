@@ -220,6 +220,7 @@ async def processes(n: int, idle_window: float) -> list[Row]:
 
 async def real_peer(idle_window: float) -> list[Row]:
     from temporalio.testing import WorkflowEnvironment
+
     from xmesh_agent.workers.client import XMESH_PLUGIN
     from xmesh_agent.workers.devserver import temporal_binary
     from xmesh_agent.workflows import search

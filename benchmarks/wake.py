@@ -35,10 +35,6 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
-    from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
-    from xmesh_agent.workers.devserver import temporal_binary
-    from xmesh_agent.workers.peer import Peer
-    from xmesh_agent.workflows import search
 
     from xmesh_agent.config import parse_config
     from xmesh_agent.identity import NodeIdentity
@@ -46,6 +42,10 @@ with workflow.unsafe.imports_passed_through():
     from xmesh_agent.mmp.connection import PeerInfo
     from xmesh_agent.mmp.node import MeshNode
     from xmesh_agent.mmp.store import CMBStore
+    from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
+    from xmesh_agent.workers.devserver import temporal_binary
+    from xmesh_agent.workers.peer import Peer
+    from xmesh_agent.workflows import search
 
 STEP = {"start_to_close_timeout": timedelta(seconds=30)}
 FLOOR_QUEUE = "bench-floor"

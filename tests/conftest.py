@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
+
 from xmesh_agent.workers.client import XMESH_PLUGIN
 from xmesh_agent.workers.devserver import temporal_binary
 from xmesh_agent.workflows import search

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import WorkflowFailureError
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from xmesh_agent import paths
 from xmesh_agent.wake.payloads import Outcome
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 if TYPE_CHECKING:
     from xmesh_agent.workers.peer import Peer

@@ -11,9 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from xmesh_agent.workers.control import ControlServer, peer_query
-
 from xmesh_agent.wake.payloads import Outcome
+from xmesh_agent.workers.control import ControlServer, peer_query
 
 TRACE_MAX_DEPTH = 20
 TRACE_MAX_NODES = 500

@@ -20,6 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from temporalio.client import Client
+
+from xmesh_agent import paths
+from xmesh_agent.config import AgentConfig
+from xmesh_agent.identity import load_or_create_identity
+from xmesh_agent.mmp.cmb import CMB, mint
+from xmesh_agent.mmp.node import MeshNode
+from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.scenario import Scenario
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.client import TemporalTarget, connect
 from xmesh_agent.workers.demo_procs import STOP_TIMEOUT, PeerProcs
@@ -33,14 +41,6 @@ from xmesh_agent.workers.demo_watch import (
     ui_link,
     wake_line,
 )
-
-from xmesh_agent import paths
-from xmesh_agent.config import AgentConfig
-from xmesh_agent.identity import load_or_create_identity
-from xmesh_agent.mmp.cmb import CMB, mint
-from xmesh_agent.mmp.node import MeshNode
-from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.scenario import Scenario
 
 __all__ = ["DemoOptions", "DemoReport", "DemoRun", "lineage_lines", "run_demo"]
 

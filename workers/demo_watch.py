@@ -12,10 +12,10 @@ from datetime import datetime
 from urllib.parse import quote
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from xmesh_agent.workflows import search
 
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.wake.payloads import Outcome
+from xmesh_agent.workflows import search
 
 OUTCOME_ORDER = [o.value for o in Outcome]
 TERMINAL_STATUS = {

@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from xmesh_agent.workflows.search import dev_server_flags
-
 from xmesh_agent import paths
 from xmesh_agent.process import pid_alive
+from xmesh_agent.workflows.search import dev_server_flags
 
 DEFAULT_PORT = 7233
 DEFAULT_UI_PORT = 8233

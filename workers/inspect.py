@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
-from xmesh_agent.workflows import search
 
 from xmesh_agent.wake.payloads import ApprovalDecision
+from xmesh_agent.workflows import search
 
 WORKFLOW_TYPE = "WakeWorkflow"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")

@@ -22,9 +22,6 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
-from xmesh_agent.workers.client import task_queue, wake_id
-from xmesh_agent.workflows import search
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.logs import EventLog, no_log
@@ -32,6 +29,9 @@ from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import WakeInput
+from xmesh_agent.workers.client import task_queue, wake_id
+from xmesh_agent.workflows import search
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 log = logging.getLogger("xmesh.listener")
 

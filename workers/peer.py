@@ -20,14 +20,9 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-from xmesh_agent.activities.wake import WakeActivities
-from xmesh_agent.workers import devserver
-from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
-from xmesh_agent.workers.control import ControlServer, ensure_not_running
-from xmesh_agent.workers.listener import WakeStarter
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from xmesh_agent import paths
+from xmesh_agent.activities.wake import WakeActivities
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
 from xmesh_agent.logs import PeerLog
@@ -38,6 +33,11 @@ from xmesh_agent.models.factory import build_adapter
 from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.steps import WakeSteps
+from xmesh_agent.workers import devserver
+from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
+from xmesh_agent.workers.control import ControlServer, ensure_not_running
+from xmesh_agent.workers.listener import WakeStarter
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 log = logging.getLogger("xmesh.peer")
 

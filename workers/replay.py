@@ -35,12 +35,12 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
+
+from xmesh_agent.wake.payloads import Outcome, WakeInput
 from xmesh_agent.workers.client import XMESH_PLUGIN
 from xmesh_agent.workers.inspect import InspectError, rpc_error, trigger_from_id
 from xmesh_agent.workflows import search
 from xmesh_agent.workflows.wake import WakeWorkflow
-
-from xmesh_agent.wake.payloads import Outcome, WakeInput
 
 MAX_REPLAYS = 100
 _REPLAY_SUFFIX = re.compile(r"-replay-\d+$")

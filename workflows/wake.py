@@ -15,8 +15,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from xmesh_agent.activities.wake import MODEL_HEARTBEAT_TIMEOUT, PERMANENT_MODEL_ERROR, WakeActivities
-    from xmesh_agent.workflows import search
-
     from xmesh_agent.wake.payloads import (
         AdmitInput,
         ApprovalDecision,
@@ -29,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         WakeInput,
         WakeResult,
     )
+    from xmesh_agent.workflows import search
 
 LOCAL = {"start_to_close_timeout": timedelta(seconds=30)}
 LEAN_STAGES_PATCH = "lean-stage-upserts"

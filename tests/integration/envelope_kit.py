@@ -12,9 +12,6 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
-from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.peer import Peer
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.integration.peer_kit import eventually, peer_config
 from xmesh_agent.config import AgentConfig
@@ -23,6 +20,9 @@ from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.payloads import WakeResult
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 CASES = [
     "alpha",

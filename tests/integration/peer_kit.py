@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from xmesh_agent.workers.peer import Peer
 
 from xmesh_agent.config import AgentConfig, parse_config
+from xmesh_agent.workers.peer import Peer
 
 FAST_NODE: dict[str, Any] = dict(registry_interval=0.2, reconnect_min=0.05, reconnect_max=0.3)
 

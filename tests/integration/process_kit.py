@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from xmesh_agent.workflows.search import dev_server_flags
-
 from xmesh_agent.config import AgentConfig, to_toml
+from xmesh_agent.workflows.search import dev_server_flags
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.fakes.model_servers import FakeOpenAIServer, Reply
 from tests.integration.envelope_kit import (
@@ -31,6 +29,8 @@ from tests.integration.process_kit import DevServerProcess, PeerProcess, child_e
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import Outcome
+from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 REPLY = {
     "focus": "token bucket for the billing API rate limiter, reviewed",

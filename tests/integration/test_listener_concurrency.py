@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
-from xmesh_agent.workers import listener
-from xmesh_agent.workers.peer import Peer
 
 from tests.integration.peer_kit import peer_config, start_peer
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
+from xmesh_agent.workers import listener
+from xmesh_agent.workers.peer import Peer
 
 
 def spool(peer: Peer, n: int) -> list[str]:

@@ -14,10 +14,6 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.control import PeerAlreadyRunning, control_path, is_live
-from xmesh_agent.workers.peer import Peer, status_file
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.fakes.model_servers import FakeOpenAIServer
 from tests.integration.peer_kit import all_wakes, closed_wakes, eventually, peer_config, start_peer
@@ -28,6 +24,10 @@ from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.control import PeerAlreadyRunning, control_path, is_live
+from xmesh_agent.workers.peer import Peer, status_file
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 runner = CliRunner()
 

@@ -20,9 +20,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
-from xmesh_agent.workers.client import XMESH_PLUGIN
-from xmesh_agent.workers.peer import Peer
-from xmesh_agent.workflows import search
 
 from tests.fakes.model_servers import FakeOpenAIServer
 from tests.integration.envelope_kit import (
@@ -37,6 +34,9 @@ from tests.integration.peer_kit import eventually, peer_config, start_peer
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.wake.payloads import Outcome, WakeResult
+from xmesh_agent.workers.client import XMESH_PLUGIN
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workflows import search
 
 TEST_SERVER = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "temporal-test-server"
 

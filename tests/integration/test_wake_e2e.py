@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workflows.wake import WakeWorkflow
-
 from tests.integration.peer_kit import all_wakes, closed_wakes, eventually, peer_config, start_peer
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 
 async def test_seed_wakes_both_peers_and_replies_flow_back(temporal_env):

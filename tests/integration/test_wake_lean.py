@@ -7,14 +7,14 @@ import uuid
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.replay import check_history
-from xmesh_agent.workflows import search
-from xmesh_agent.workflows.wake import LEAN_STAGES_PATCH, WakeWorkflow
 
 from tests.integration.peer_kit import eventually, peer_config, start_peer
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.replay import check_history
+from xmesh_agent.workflows import search
+from xmesh_agent.workflows.wake import LEAN_STAGES_PATCH, WakeWorkflow
 
 
 async def _stage_upserts(client: Client, workflow_id: str) -> list[dict]:

@@ -20,10 +20,6 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.service import RPCError
 from typer.testing import CliRunner
-from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.peer import Peer
-from xmesh_agent.workers.replay import check_history, has_worker, load_history
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.fakes.model_servers import FakeOllamaServer
 from tests.integration.peer_kit import eventually, peer_config, start_peer
@@ -31,6 +27,10 @@ from xmesh_agent.cli.app import app
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.wake.payloads import WakeInput, WakeResult
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workers.replay import check_history, has_worker, load_history
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 runner = CliRunner()
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.peer import Peer
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.integration.peer_kit import eventually, peer_config
 from xmesh_agent.mmp.e2e import aes_gcm_available
 from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 SYM_NODE_DIR = os.environ.get("SYM_NODE_DIR", "")
 DRIVER = Path(__file__).with_name("stock_driver.js")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from xmesh_agent.workflows import search
 
 from xmesh_agent.config import parse_config
 from xmesh_agent.roles import preset_weights
+from xmesh_agent.workflows import search
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -9,6 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from xmesh_agent.config import parse_config
+from xmesh_agent.logs import PeerLog
 from xmesh_agent.workers.control import (
     ControlServer,
     PeerAlreadyRunning,
@@ -17,9 +20,6 @@ from xmesh_agent.workers.control import (
     is_live,
     running_peers,
 )
-
-from xmesh_agent.config import parse_config
-from xmesh_agent.logs import PeerLog
 
 
 def bare_peer(name: str) -> SimpleNamespace:

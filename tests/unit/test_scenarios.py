@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
-from xmesh_agent.workers.demo import tagged_seed
 
 from xmesh_agent.cli.app import app
 from xmesh_agent.cli.demo_cmd import parse_duration
@@ -17,6 +16,7 @@ from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.encoder import admit
 from xmesh_agent.roles import preset_weights
 from xmesh_agent.scenario import DEFAULT_SCENARIO, SCENARIOS_DIR, load_scenario, resolve
+from xmesh_agent.workers.demo import tagged_seed
 
 PEER_FILES = sorted((SCENARIOS_DIR / "peers").rglob("*.toml"))
 SCENARIO_FILES = sorted(SCENARIOS_DIR.glob("*.toml"))

@@ -251,10 +251,9 @@ async def test_peer_wakes_admit_with_the_semantic_encoder(
     enc: semantic.SemanticEncoder, temporal_env
 ) -> None:
     """A real peer (worker + Temporal): a paraphrase of what it holds wakes it, another topic is rejected."""
+    from tests.integration.peer_kit import peer_config, start_peer
     from xmesh_agent.workers.client import wake_id
     from xmesh_agent.workflows.wake import WakeWorkflow
-
-    from tests.integration.peer_kit import peer_config, start_peer
 
     client = temporal_env.client
     group = f"t-{uuid.uuid4().hex[:8]}"

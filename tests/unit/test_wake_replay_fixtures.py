@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
-from xmesh_agent.workers.replay import check_history, load_history
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from xmesh_agent.wake.payloads import WakeInput, WakeResult
+from xmesh_agent.workers.replay import check_history, load_history
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORDED = sorted(FIXTURES.glob("wake-*.json"))
