@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import PeerInfo
+from xmesh_agent.mmp.dialect_v2 import V2_SUITE, encode_v2_cmb, is_v2_record, verify_any_stock_record
 from xmesh_agent.mmp.e2e import (
     E2EError,
     E2EUnavailableError,
@@ -72,12 +73,21 @@ class IntakeMixin:
                 {**audit, "reason": reason, "key": cmb.key[:80], "createdBy": cmb.created_by[:80]},
             )
             return
+        if session.stock and not session.stock_v2 and cmb.created_by == info.name and is_v2_record(body):
+            self._note_v2_peer(session)
         if not self.store.put(cmb, source=info.name):
             return
         if self.on_cmb is not None:
             # Surfaced by one worker, in arrival order, so a slow handler never stalls this
             # session's reads (and with them its heartbeat).
             await self._deliveries.put((cmb, info))
+
+    def _note_v2_peer(self: MeshNode, session: _Session) -> None:
+        """The peer signed its own block under mmp-sig-v2.0: from now on we answer it in v2.0."""
+        session.stock_v2 = True
+        info = session.info
+        assert info is not None
+        self._emit("peer-dialect", {"nodeId": info.node_id, "name": info.name, "dialect": V2_SUITE})
 
     @staticmethod
     def _open_e2e(session: _Session, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -102,9 +112,8 @@ class IntakeMixin:
                 self._deliveries.task_done()
 
     def _decode_stock(self: MeshNode, frame: dict[str, Any], sender: KnownKey) -> tuple[CMB, ExternalSig]:
-        """A stock record as our CMB plus its mmp-sig-v2 check. ValueError when unreadable."""
+        """A stock record as our CMB plus its signature check (either suite). ValueError when unreadable."""
         from xmesh_agent.mmp.dialect_stock import decode_stock_cmb
-        from xmesh_agent.mmp.dialect_stock_keys import verify_stock_record
 
         meta = frame["cmb"].get("metadata")
         author = meta.get("createdBy") if isinstance(meta, dict) else None
@@ -119,9 +128,12 @@ class IntakeMixin:
         if len(self._stock_aliases) < _MAX_ALIASES:
             self._stock_aliases.update(decoded.aliases)
         record = decoded.record
+        # The record names its suite (0.12.1's mmp-sig-v2, or mmp-sig-v2.0 whose signed author
+        # nodeId must be the node whose key verifies it).
+        node_id = known.node_id if known else None
         external = ExternalSig(
             signed=decoded.sig is not None,
-            verify=lambda key: verify_stock_record(record, key, check_content=False),
+            verify=lambda key: verify_any_stock_record(record, key, node_id=node_id, check_content=False),
             content_ok=decoded.key_matches,
         )
         return decoded.cmb, external
@@ -132,6 +144,8 @@ class IntakeMixin:
             return {"type": "cmb", "timestamp": _now_ms(), "cmb": cmb.to_wire()}
         from xmesh_agent.mmp.dialect_stock import encode_stock_cmb
         from xmesh_agent.mmp.dialect_stock_keys import StockDialectError, stock_key_for
+
+        encode = encode_v2_cmb if session.stock_v2 else encode_stock_cmb
 
         if cmb.created_by != self.identity.name:
             return None  # a stock node verifies only the delivering peer's own blocks
@@ -144,7 +158,7 @@ class IntakeMixin:
             if parent is not None and not (info and parent.created_by == info.name):
                 parents.append(stock_key_for(parent))
         try:
-            frame = encode_stock_cmb(
+            frame = encode(
                 cmb,
                 self.identity,
                 self.group,
