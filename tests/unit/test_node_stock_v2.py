@@ -161,3 +161,27 @@ async def test_a_0_12_1_peer_keeps_getting_0_12_1_records(tmp_path: Path) -> Non
     finally:
         await raw.close()
         await node.stop()
+
+
+async def test_a_new_session_relearns_v2_from_a_replayed_record_it_already_holds(tmp_path: Path) -> None:
+    """A stock node replays its stored blocks on every connect; a block we already hold still
+    tells the new session which suite this peer signs under."""
+    bob = _direction(TCP, "bob")
+    root = next(f for f in bob if f["type"] == "cmb")
+    node, inbox, raw = await _as_alice(tmp_path, bob)
+    try:
+        await raw.send(root)
+        assert await inbox.wait(lambda: len(inbox.cmbs) == 1)
+        await raw.close()
+        assert await inbox.wait(lambda: len(inbox.named("peer-disconnected")) == 1)
+        raw = await RawPeer(NodeIdentity.generate("bob"), group="room1").connect(node.port)
+        await raw.send(bob[0])
+        assert (await raw.recv())["type"] == "handshake" and await node.wait_for_peers(1, 2.0)
+        await raw.send(dict(root, _anchor=True))  # the replay: a duplicate, not surfaced again
+        assert await inbox.wait(lambda: len(inbox.named("peer-dialect")) == 2)
+        assert len(inbox.cmbs) == 1 and inbox.rejects() == []
+        assert await node.publish(note(node.identity, "room1", "after the reconnect", to="bob")) == 1
+        assert (await _next_cmb(raw))["cmb"]["metadata"]["signatureSuite"] == V2_SUITE
+    finally:
+        await raw.close()
+        await node.stop()

@@ -15,7 +15,13 @@ from pydantic import ValidationError
 
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import PeerInfo
-from xmesh_agent.mmp.dialect_v2 import V2_SUITE, encode_v2_cmb, is_v2_record, verify_any_stock_record
+from xmesh_agent.mmp.dialect_v2 import (
+    V2_SUITE,
+    encode_v2_cmb,
+    is_v2_record,
+    verify_any_stock_record,
+    verify_v2_record,
+)
 from xmesh_agent.mmp.e2e import (
     E2EError,
     E2EUnavailableError,
@@ -64,6 +70,8 @@ class IntakeMixin:
             return
         if cmb.created_by in (self.identity.name, self.identity.node_id):
             return  # our own block echoed back
+        if session.stock and not session.stock_v2:
+            self._learn_dialect(session, body)  # before the duplicate check: replayed anchors count
         if self.store.has(cmb.key):
             return  # duplicate: already verified and surfaced once
         reason = self.verifier.check(cmb, sender, external=external)
@@ -73,8 +81,6 @@ class IntakeMixin:
                 {**audit, "reason": reason, "key": cmb.key[:80], "createdBy": cmb.created_by[:80]},
             )
             return
-        if session.stock and not session.stock_v2 and cmb.created_by == info.name and is_v2_record(body):
-            self._note_v2_peer(session)
         if not self.store.put(cmb, source=info.name):
             return
         if self.on_cmb is not None:
@@ -82,12 +88,17 @@ class IntakeMixin:
             # session's reads (and with them its heartbeat).
             await self._deliveries.put((cmb, info))
 
-    def _note_v2_peer(self: MeshNode, session: _Session) -> None:
-        """The peer signed its own block under mmp-sig-v2.0: from now on we answer it in v2.0."""
-        session.stock_v2 = True
+    def _learn_dialect(self: MeshNode, session: _Session, record: dict[str, Any]) -> None:
+        """A stock peer whose OWN block verifies under mmp-sig-v2.0 (its handshake key and nodeId)
+        runs the v2.0 emitter: from now on this session answers it in v2.0. Nothing else flips it."""
         info = session.info
         assert info is not None
-        self._emit("peer-dialect", {"nodeId": info.node_id, "name": info.name, "dialect": V2_SUITE})
+        meta = record.get("metadata")
+        if not (is_v2_record(record) and isinstance(meta, dict) and meta.get("createdBy") == info.name):
+            return
+        if verify_v2_record(record, info.public_key, node_id=info.node_id):
+            session.stock_v2 = True
+            self._emit("peer-dialect", {"nodeId": info.node_id, "name": info.name, "dialect": V2_SUITE})
 
     @staticmethod
     def _open_e2e(session: _Session, record: dict[str, Any]) -> dict[str, Any] | None:
