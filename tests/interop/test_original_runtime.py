@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.peer import Peer
-from xmesh_agent.workflows.wake import WakeWorkflow
 
 from tests.fakes.model_servers import FakeOpenAIServer, RecordedRequest, Reply
 from tests.integration.peer_kit import eventually, peer_config
 from xmesh_agent.mmp.cmb import legacy_key, minted_texts
 from xmesh_agent.mmp.e2e import aes_gcm_available
 from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.workers.client import wake_id
+from xmesh_agent.workers.peer import Peer
+from xmesh_agent.workflows.wake import WakeWorkflow
 
 ORIGINAL_DIR = os.environ.get("XMESH_ORIGINAL_DIR", "")
 DRIVER = Path(__file__).with_name("sym05_driver.js")

@@ -15,6 +15,13 @@ from pydantic import ValidationError
 
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import PeerInfo
+from xmesh_agent.mmp.dialect_v2 import (
+    V2_SUITE,
+    encode_v2_cmb,
+    is_v2_record,
+    verify_any_stock_record,
+    verify_v2_record,
+)
 from xmesh_agent.mmp.e2e import (
     E2EError,
     E2EUnavailableError,
@@ -71,6 +78,8 @@ class IntakeMixin:
             return
         if cmb.created_by in (self.identity.name, self.identity.node_id):
             return  # our own block echoed back
+        if session.stock and not session.stock_v2:
+            self._learn_dialect(session, body)  # before the duplicate check: replayed anchors count
         if self.store.has(cmb.key):
             return  # duplicate: already verified and surfaced once
         reason = self.verifier.check(cmb, sender, external=external)
@@ -86,6 +95,18 @@ class IntakeMixin:
             # Surfaced by one worker, in arrival order, so a slow handler never stalls this
             # session's reads (and with them its heartbeat).
             await self._deliveries.put((cmb, info))
+
+    def _learn_dialect(self: MeshNode, session: _Session, record: dict[str, Any]) -> None:
+        """A stock peer whose OWN block verifies under mmp-sig-v2.0 (its handshake key and nodeId)
+        runs the v2.0 emitter: from now on this session answers it in v2.0. Nothing else flips it."""
+        info = session.info
+        assert info is not None
+        meta = record.get("metadata")
+        if not (is_v2_record(record) and isinstance(meta, dict) and meta.get("createdBy") == info.name):
+            return
+        if verify_v2_record(record, info.public_key, node_id=info.node_id):
+            session.stock_v2 = True
+            self._emit("peer-dialect", {"nodeId": info.node_id, "name": info.name, "dialect": V2_SUITE})
 
     @staticmethod
     def _open_e2e(session: _Session, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -110,9 +131,8 @@ class IntakeMixin:
                 self._deliveries.task_done()
 
     def _decode_stock(self: MeshNode, frame: dict[str, Any], sender: KnownKey) -> tuple[CMB, ExternalSig]:
-        """A stock record as our CMB plus its mmp-sig-v2 check. ValueError when unreadable."""
+        """A stock record as our CMB plus its signature check (either suite). ValueError when unreadable."""
         from xmesh_agent.mmp.dialect_stock import decode_stock_cmb
-        from xmesh_agent.mmp.dialect_stock_keys import verify_stock_record
 
         meta = frame["cmb"].get("metadata")
         author = meta.get("createdBy") if isinstance(meta, dict) else None
@@ -127,9 +147,12 @@ class IntakeMixin:
         if len(self._stock_aliases) < _MAX_ALIASES:
             self._stock_aliases.update(decoded.aliases)
         record = decoded.record
+        # The record names its suite (0.12.1's mmp-sig-v2, or mmp-sig-v2.0 whose signed author
+        # nodeId must be the node whose key verifies it).
+        node_id = known.node_id if known else None
         external = ExternalSig(
             signed=decoded.sig is not None,
-            verify=lambda key: verify_stock_record(record, key, check_content=False),
+            verify=lambda key: verify_any_stock_record(record, key, node_id=node_id, check_content=False),
             content_ok=decoded.key_matches,
         )
         return decoded.cmb, external
@@ -146,6 +169,8 @@ class IntakeMixin:
         from xmesh_agent.mmp.dialect_stock import encode_stock_cmb
         from xmesh_agent.mmp.dialect_stock_keys import StockDialectError, stock_key_for
 
+        encode = encode_v2_cmb if session.stock_v2 else encode_stock_cmb
+
         if cmb.created_by != self.identity.name:
             return None  # a stock node verifies only the delivering peer's own blocks
         info: PeerInfo | None = session.info
@@ -157,7 +182,7 @@ class IntakeMixin:
             if parent is not None and not (info and parent.created_by == info.name):
                 parents.append(stock_key_for(parent))
         try:
-            frame = encode_stock_cmb(
+            frame = encode(
                 cmb,
                 self.identity,
                 self.group,

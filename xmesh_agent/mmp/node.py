@@ -41,6 +41,7 @@ class _Session:
         self.info: PeerInfo | None = None
         self.stock = False  # the peer speaks the stock node's dialect (docs/interop.md)
         self.sym05 = False  # the peer speaks sym 0.5 (original xmesh-agent runtime)
+        self.stock_v2 = False  # ... and has signed its own blocks under mmp-sig-v2.0: answer in kind
         self.e2e_secret: bytes | None = None  # X25519 secret with a peer that announced e2ePublicKey
         self.last_rx = time.monotonic()
         self.last_ping = 0.0
