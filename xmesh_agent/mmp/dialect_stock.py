@@ -326,11 +326,14 @@ def encode_stock_cmb(
     stock receiver surface it to its agent even when SVAF declines to store it.
     """
     record = encode_stock_record(cmb, identity, room, to, parents=parents, category_parents=category_parents)
-    frame: dict[str, Any] = {
-        "type": "cmb",
-        "timestamp": cmb.created_at if timestamp is None else timestamp,
-        "cmb": record,
-    }
+    return stock_cmb_frame(record, cmb.created_at if timestamp is None else timestamp, to, anchor=anchor)
+
+
+def stock_cmb_frame(
+    record: dict[str, Any], timestamp: int, to: str | None = None, *, anchor: bool = False
+) -> dict[str, Any]:
+    """The frame around a signed record: {type, timestamp, cmb: record[, _anchor][, to, directed]}."""
+    frame: dict[str, Any] = {"type": "cmb", "timestamp": timestamp, "cmb": record}
     if anchor:
         frame["_anchor"] = True
     if to:

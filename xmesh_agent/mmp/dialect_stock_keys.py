@@ -193,7 +193,8 @@ def sign_stock_record(record: dict[str, Any], identity: NodeIdentity) -> dict[st
     return record
 
 
-def _public_key_bytes(public_key: bytes | str) -> bytes | None:
+def public_key_bytes(public_key: bytes | str) -> bytes | None:
+    """The 32 raw ed25519 key bytes, from bytes or base64url; None when it is not such a key."""
     if isinstance(public_key, bytes):
         return public_key if len(public_key) == 32 else None
     try:
@@ -219,7 +220,7 @@ def verify_stock_record(
     if not isinstance(meta, Mapping) or meta.get("sigAlg") != SIG_ALG:
         return False
     sig = meta.get("sig")
-    raw_key = _public_key_bytes(public_key)
+    raw_key = public_key_bytes(public_key)
     if not isinstance(sig, str) or raw_key is None:
         return False
     try:

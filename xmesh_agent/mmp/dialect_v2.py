@@ -21,12 +21,13 @@ from typing import Any
 
 from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
 from xmesh_agent.mmp.cmb import CMB, SIG_ALG
-from xmesh_agent.mmp.dialect_stock import build_stock_record
+from xmesh_agent.mmp.dialect_stock import build_stock_record, stock_cmb_frame
 from xmesh_agent.mmp.dialect_stock_keys import (
     SIG_SUITE,
     StockDialectError,
     category_parents_commitment,
     is_stock_key,
+    public_key_bytes,
     recompute_stock_key,
     verify_stock_record,
 )
@@ -248,16 +249,6 @@ def sign_v2_record(record: dict[str, Any], identity: NodeIdentity) -> dict[str, 
     return record
 
 
-def _raw_key(public_key: bytes | str) -> bytes | None:
-    if isinstance(public_key, bytes):
-        return public_key if len(public_key) == 32 else None
-    try:
-        raw = b64url_decode(public_key)
-    except (ValueError, UnicodeEncodeError):
-        return None
-    return raw if len(raw) == 32 else None
-
-
 def verify_v2_record(
     record: Mapping[str, Any],
     public_key: bytes | str,
@@ -275,7 +266,7 @@ def verify_v2_record(
     meta = record.get("metadata") if isinstance(record, Mapping) else None
     if not isinstance(meta, Mapping) or meta.get("sigAlg") != SIG_ALG:
         return False
-    sig, raw_key = meta.get("sig"), _raw_key(public_key)
+    sig, raw_key = meta.get("sig"), public_key_bytes(public_key)
     if not isinstance(sig, str) or raw_key is None:
         return False
     if node_id is not None and meta.get("createdByNodeId") != node_id:
@@ -340,14 +331,4 @@ def encode_v2_cmb(
 ) -> dict[str, Any]:
     """The whole `cmb` frame for a v2.0 peer: 0.12.1's frame around a v2.0-signed record."""
     record = encode_v2_record(cmb, identity, room, to, parents=parents, category_parents=category_parents)
-    frame: dict[str, Any] = {
-        "type": "cmb",
-        "timestamp": cmb.created_at if timestamp is None else timestamp,
-        "cmb": record,
-    }
-    if anchor:
-        frame["_anchor"] = True
-    if to:
-        frame["to"] = to
-        frame["directed"] = True
-    return frame
+    return stock_cmb_frame(record, cmb.created_at if timestamp is None else timestamp, to, anchor=anchor)

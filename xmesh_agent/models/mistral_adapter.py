@@ -18,25 +18,7 @@ class MistralAdapter(OpenAIAdapter):
 
     name = "mistral"
     key_env = "MISTRAL_API_KEY"
-
-    def __init__(
-        self,
-        model: str,
-        api_key: str,
-        *,
-        base_url: str | None = None,
-        timeout: float = 60.0,
-        price_input: float | None = None,
-        price_output: float | None = None,
-    ) -> None:
-        super().__init__(
-            model,
-            api_key,
-            base_url=base_url or MISTRAL_BASE_URL,
-            timeout=timeout,
-            price_input=price_input,
-            price_output=price_output,
-        )
+    default_base_url = MISTRAL_BASE_URL
 
     def __repr__(self) -> str:
         return f"MistralAdapter(model={self.model!r}, base_url={self.base_url!r})"

@@ -36,6 +36,8 @@ class OpenAIAdapter:
 
     name = "openai"
     key_env = "OPENAI_API_KEY"
+    default_base_url: str | None = None
+    """None: the SDK's own (OpenAI, or OPENAI_BASE_URL)."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class OpenAIAdapter:
         price_output: float | None = None,
     ) -> None:
         self.model = model
+        base_url = base_url or self.default_base_url
         self.base_url = base_url
         self.timeout = timeout
         self._key = api_key
