@@ -10,7 +10,6 @@ from __future__ import annotations
 from xmesh_agent.models.openai_adapter import OpenAIAdapter
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
-KEY_PAGE = "https://console.mistral.ai/api-keys"
 
 
 class MistralAdapter(OpenAIAdapter):
@@ -19,9 +18,6 @@ class MistralAdapter(OpenAIAdapter):
     name = "mistral"
     key_env = "MISTRAL_API_KEY"
     default_base_url = MISTRAL_BASE_URL
-
-    def __repr__(self) -> str:
-        return f"MistralAdapter(model={self.model!r}, base_url={self.base_url!r})"
 
     def _token_limit(self, max_tokens: int) -> dict[str, int]:
         return {"max_tokens": max_tokens}

@@ -58,7 +58,7 @@ class OpenAIAdapter:
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:
-        return f"OpenAIAdapter(model={self.model!r}, base_url={self.base_url!r})"
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         if not request.messages:
