@@ -14,7 +14,7 @@ from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
-from xmesh_agent.mmp.encoder import admit as svaf_admit
+from xmesh_agent.mmp.encoder import admit_stored
 from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import ModelAdapter, ModelError
@@ -42,7 +42,7 @@ class Mesh(Protocol):
 
 
 ANCHOR_WINDOW = 50
-"""How many of the peer's most recent CMBs SVAF compares an inbound one against."""
+"""How many of the peer's CMBs stored just before an inbound one SVAF compares it against."""
 
 
 def now_ms() -> int:
@@ -68,15 +68,21 @@ class WakeSteps:
         return cmb
 
     async def _admit(self, cmb_key: str) -> AdmitResult:
-        """SVAF per-field drift with this peer's α weights, against what it already holds."""
-        cmb = self._cmb(cmb_key)
-        anchors = self.store.recent_in_group(self.config.group, ANCHOR_WINDOW)
+        """SVAF per-field drift with this peer's α weights, against what it held when the CMB arrived.
+
+        The anchors are the group's CMBs stored before this one (store order), judged at its arrival
+        time: the same decision however late the wake runs, and in a replay of it.
+        """
+        view = self.store.admission_view(cmb_key, self.config.group, ANCHOR_WINDOW)
+        if view is None:
+            raise LookupError(f"CMB {cmb_key} is not in {self.config.name}'s store")
+        trigger, anchors = view
         if self.config.mesh.encoder == "lexical":
-            result = svaf_admit(cmb, anchors, self.config.weights, now_ms())
+            result = admit_stored(trigger, anchors, self.config.weights)
         else:  # a model call (and its first load): off the event loop the mesh node shares
             encoder = encoder_named(self.config.mesh.encoder)
             result = await asyncio.to_thread(
-                svaf_admit, cmb, anchors, self.config.weights, now_ms(), encoder=encoder
+                admit_stored, trigger, anchors, self.config.weights, encoder=encoder
             )
         return AdmitResult(
             admitted=result.accepted,
