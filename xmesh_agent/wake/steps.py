@@ -49,6 +49,30 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def admission(store: CMBStore, config: AgentConfig, cmb_key: str) -> AdmitResult:
+    """SVAF per-field drift with the peer's α weights, against what it held when the CMB arrived.
+
+    The anchors are the group's CMBs stored before this one (store order), judged at its arrival
+    time: the same decision however late it is asked, so the listener may decide at arrival (a
+    rejected CMB's wake then only records it) and a wake's admit step, or a replay, decides the same.
+    """
+    view = store.admission_view(cmb_key, config.group, ANCHOR_WINDOW)
+    if view is None:
+        raise LookupError(f"CMB {cmb_key} is not in {config.name}'s store")
+    trigger, anchors = view
+    if config.mesh.encoder == "lexical":
+        result = admit_stored(trigger, anchors, config.weights)
+    else:  # a model call (and its first load): off the event loop the mesh node shares
+        encoder = encoder_named(config.mesh.encoder)
+        result = await asyncio.to_thread(admit_stored, trigger, anchors, config.weights, encoder=encoder)
+    return AdmitResult(
+        admitted=result.accepted,
+        decision=result.decision,
+        drift=round(result.total_drift, 4),
+        reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
+    )
+
+
 @dataclass
 class WakeSteps:
     config: AgentConfig
@@ -68,28 +92,7 @@ class WakeSteps:
         return cmb
 
     async def _admit(self, cmb_key: str) -> AdmitResult:
-        """SVAF per-field drift with this peer's α weights, against what it held when the CMB arrived.
-
-        The anchors are the group's CMBs stored before this one (store order), judged at its arrival
-        time: the same decision however late the wake runs, and in a replay of it.
-        """
-        view = self.store.admission_view(cmb_key, self.config.group, ANCHOR_WINDOW)
-        if view is None:
-            raise LookupError(f"CMB {cmb_key} is not in {self.config.name}'s store")
-        trigger, anchors = view
-        if self.config.mesh.encoder == "lexical":
-            result = admit_stored(trigger, anchors, self.config.weights)
-        else:  # a model call (and its first load): off the event loop the mesh node shares
-            encoder = encoder_named(self.config.mesh.encoder)
-            result = await asyncio.to_thread(
-                admit_stored, trigger, anchors, self.config.weights, encoder=encoder
-            )
-        return AdmitResult(
-            admitted=result.accepted,
-            decision=result.decision,
-            drift=round(result.total_drift, 4),
-            reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
-        )
+        return await admission(self.store, self.config, cmb_key)
 
     async def _reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
         """Cost caps, then the wake budget, then the breaker: a wake that may not run says why.
