@@ -23,8 +23,9 @@ from typing import Any
 from xmesh_agent.mmp.cmb import CMB
 
 WINDOW_CAPACITY = 512
-"""Stored CMBs held per group: a wake may start this many arrivals minus its 50 anchors late and
-still be answered from memory (later ones read SQLite). ~16 KiB each once its vectors are made."""
+"""Stored CMBs held per group (at least; up to twice as many between trims): a wake may start this
+many arrivals minus its 50 anchors late and still be answered from memory (later ones read SQLite).
+Each holds its CMB and its field vectors (~4 KiB per field, shared with the encoder's text cache)."""
 
 
 @dataclass(eq=False)
