@@ -1,5 +1,10 @@
 """The listener: every new inbound CMB becomes one wake workflow start, and nothing is lost.
 
+SVAF is decided here, at start (admission follows store order, so this is the decision the wake's
+admit step would reach). Most wakes of a busy mesh are rejected: such a wake starts with its outcome
+already in its search attributes, memo and details, and its workflow only returns (one workflow
+task, no activity, no upsert), so it still shows in the Web UI at the least cost.
+
 A CMB is first spooled in the peer's wake ledger, then started as `wake-<peer>-<cmb key>` with
 ALLOW_DUPLICATE_FAILED_ONLY + USE_EXISTING, so the same CMB never starts two wakes. While Temporal
 is unreachable the spool keeps the CMB and the start is retried until it lands.
@@ -24,11 +29,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from xmesh_agent.config import AgentConfig
-from xmesh_agent.logs import EventLog, no_log
+from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
-from xmesh_agent.wake.payloads import WakeInput
+from xmesh_agent.wake.payloads import AdmitResult, Outcome, WakeInput, rejected_result
+from xmesh_agent.wake.steps import admission
 from xmesh_agent.workers.client import task_queue, wake_id
 from xmesh_agent.workflows import search
 from xmesh_agent.workflows.wake import WakeWorkflow
@@ -50,11 +56,12 @@ def wake_summary(peer: str, cmb: CMB) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-def wake_details(cmb: CMB) -> str:
+def wake_details(cmb: CMB, rejected: AdmitResult | None = None) -> str:
     rows = "\n".join(f"| {f} | {cmb.text(f)} |" for f in CAT7 if cmb.text(f) not in ("", NEUTRAL))
     parents = ", ".join(f"`{p}`" for p in cmb.parents) or "none (a root CMB)"
+    verdict = f"**rejected** — {rejected.reason} at arrival\n\n" if rejected else ""
     return (
-        f"**Trigger** `{cmb.key}` from **{cmb.created_by}** (group `{cmb.group}`)\n\n"
+        f"{verdict}**Trigger** `{cmb.key}` from **{cmb.created_by}** (group `{cmb.group}`)\n\n"
         f"Parents: {parents}\n\n| field | text |\n|---|---|\n{rows}"
     )
 
@@ -91,16 +98,24 @@ class WakeStarter:
         if cmb is None:
             raise LookupError(f"CMB {cmb_key} is not in {self.config.name}'s store")
         workflow_id = wake_id(self.config.name, cmb_key)
-        attrs = TypedSearchAttributes(
-            [
-                SearchAttributePair(search.PEER, self.config.name),
-                SearchAttributePair(search.GROUP, self.config.group),
-                SearchAttributePair(search.TRIGGER_AUTHOR, cmb.created_by),
-                SearchAttributePair(search.STAGE, "queued"),
-            ]
-        )
+        try:
+            verdict = await admission(self.store, self.config, cmb_key)
+            rejected = None if verdict.admitted else verdict
+        except Exception:  # the wake's own admit step decides (and retries) instead
+            log.exception("admission of %s at arrival failed; the wake decides it", cmb_key)
+            rejected = None
+        pairs = [
+            SearchAttributePair(search.PEER, self.config.name),
+            SearchAttributePair(search.GROUP, self.config.group),
+            SearchAttributePair(search.TRIGGER_AUTHOR, cmb.created_by),
+            SearchAttributePair(search.STAGE, "done" if rejected else "queued"),
+        ]
+        memo: dict = {"trigger": cmb_key, "replay_of": ""}
+        if rejected:
+            pairs.append(SearchAttributePair(search.OUTCOME, Outcome.REJECTED.value))
+            memo["result"] = rejected_result(rejected).model_dump(mode="json")
         approval = self.config.safety.approval_timeout_seconds
-        return await self.client.start_workflow(
+        handle = await self.client.start_workflow(
             WakeWorkflow.run,
             WakeInput(
                 peer=self.config.name,
@@ -108,18 +123,22 @@ class WakeStarter:
                 cmb_key=cmb_key,
                 trigger_author=cmb.created_by,
                 approval_timeout_seconds=approval,
+                rejected=rejected,
             ),
             id=workflow_id,
             task_queue=self.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             execution_timeout=timedelta(seconds=approval + 3600),
-            search_attributes=attrs,
+            search_attributes=TypedSearchAttributes(pairs),
             static_summary=wake_summary(self.config.name, cmb),
-            static_details=wake_details(cmb),
-            memo={"trigger": cmb_key, "replay_of": ""},
+            static_details=wake_details(cmb, rejected),
+            memo=memo,
             request_eager_start=True,
         )
+        if rejected:
+            wake_events.admit(self.log, cmb_key, rejected)
+        return handle
 
     async def drain_once(self) -> bool:
         """Start every spooled wake; False when Temporal did not answer (try again later).

@@ -92,7 +92,8 @@ async def replay_wake(client: Client, workflow_id: str, *, force: bool = False) 
     pairs.append(
         SearchAttributePair(search.TRIGGER_AUTHOR, attrs.get(search.TRIGGER_AUTHOR) or wake.trigger_author)
     )
-    replay_input = wake.model_copy(update={"replay_of": workflow_id})
+    # a replay decides admission again in its own admit step (the config may have changed since)
+    replay_input = wake.model_copy(update={"replay_of": workflow_id, "rejected": None})
     summary = f"replay of {workflow_id}"
     root = replay_root(workflow_id)
     for n in range(1, MAX_REPLAYS + 1):

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         SafetyInput,
         WakeInput,
         WakeResult,
+        rejected_result,
     )
     from xmesh_agent.workflows import search
 
@@ -56,6 +57,12 @@ class WakeWorkflow:
 
     @workflow.run
     async def run(self, wake: WakeInput) -> WakeResult:
+        if wake.rejected is not None:
+            # SVAF rejected the trigger at arrival (the listener's decision, by store order the one the
+            # admit step would reach); the start already put the outcome in search attributes, memo and
+            # details. Only wakes started so have this input, so the branch is deterministic on replay.
+            self._stage = "done"
+            return rejected_result(wake.rejected)
         wake_id = workflow.info().workflow_id
         key = wake.cmb_key
         self._lean_stages = workflow.patched(LEAN_STAGES_PATCH)

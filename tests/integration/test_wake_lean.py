@@ -67,3 +67,52 @@ async def test_new_wake_upserts_only_the_stages_anyone_can_see(temporal_env) -> 
         assert report.ok, report.message
     finally:
         await peer.stop()
+
+
+async def test_rejected_at_arrival_is_one_workflow_task_shown_in_the_web_ui(temporal_env) -> None:
+    """The listener decides SVAF at start: a rejected trigger's wake records it and returns, with its
+    outcome in search attributes, memo and details from the start; no activity, marker or upsert."""
+    client = temporal_env.client
+    group = f"t-{uuid.uuid4().hex[:8]}"
+    peer = await start_peer(client, peer_config("lean-r", "reviewer", group))
+    try:
+        author, other = NodeIdentity.generate("author-x"), NodeIdentity.generate("author-y")
+        now = int(time.time() * 1000)
+        held = mint({"focus": "tidy the docs index"}, identity=author, group=group, created_at=now)
+        peer.store.put(held, source="author-x")
+        repeat = mint(held.texts(), identity=other, group=group, created_at=now + 5, parents=[held])
+        peer.store.put(repeat, source="author-y")
+        await peer.starter.on_cmb(repeat)
+        wid = wake_id("lean-r", repeat.key)
+        handle = client.get_workflow_handle_for(WakeWorkflow.run, wid)
+
+        async def done():
+            try:
+                return (await handle.describe()).close_time is not None
+            except Exception:  # noqa: BLE001 - not started yet
+                return False
+
+        await eventually(done, timeout=30)
+        result = await handle.result()
+        assert result.outcome == "rejected" and result.admission == "redundant"
+        assert "SVAF redundant" in result.reason
+
+        history = await handle.fetch_history()
+        kinds = [e.event_type for e in history.events]
+        assert kinds == [
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        ]
+        desc = await handle.describe()
+        assert desc.typed_search_attributes.get(search.OUTCOME) == "rejected"
+        assert desc.typed_search_attributes.get(search.STAGE) == "done"
+        assert (await desc.memo())["result"]["reason"] == result.reason
+        assert "**rejected**" in (await desc.static_details() or "")
+        assert await handle.query(WakeWorkflow.stage) == "done"
+        report = await check_history(history)
+        assert report.ok, report.message
+    finally:
+        await peer.stop()

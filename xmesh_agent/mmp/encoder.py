@@ -29,8 +29,11 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
+from xmesh_agent.mmp.anchors import StoredCMB
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
-from xmesh_agent.mmp.svaf import SvafConfig, SvafResult, UnitVector, evaluate
+from xmesh_agent.mmp.svaf import SvafConfig, SvafResult, UnitVector, evaluate, evaluate_units
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORD_TEXT = (
@@ -65,8 +68,10 @@ class HashedNgramEncoder:
         self.kernel_id = f"ngram-h{dim}"
         self._word_weight = word_weight
         self._trigram_weight = trigram_weight
-        # anchors are re-encoded on every admission; a bounded cache keeps that cheap
+        # texts are encoded once (cached vectors); features (words, trigrams) recur across texts, so
+        # their hashes are cached too: a new text costs its tokenising and a few dictionary lookups
         self._cached = functools.lru_cache(maxsize=4096)(self._encode)
+        self._buckets = functools.lru_cache(maxsize=65536)(self._bucket)
 
     def _features(self, text: str) -> Iterable[tuple[str, float]]:
         words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
@@ -85,16 +90,23 @@ class HashedNgramEncoder:
         """The cached unit vector of `text` as SVAF takes it (no re-check, no copy); None when zero."""
         return self._cached(text)
 
+    def _bucket(self, feature: str) -> tuple[int, float]:
+        digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8, person=b"xmesh-ngram").digest()
+        return int.from_bytes(digest[:4], "big") % self.dim, 1.0 if digest[4] & 1 else -1.0
+
     def _encode(self, text: str) -> UnitVector | None:
-        vec = [0.0] * self.dim
+        # per bucket, the same additions in the same order as a dense accumulation: the same floats
+        acc: dict[int, float] = {}
+        bucket_of = self._buckets
         for feature, weight in self._features(text):
-            digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8, person=b"xmesh-ngram").digest()
-            bucket = int.from_bytes(digest[:4], "big") % self.dim
-            sign = 1.0 if digest[4] & 1 else -1.0
-            vec[bucket] += sign * weight
-        norm = math.sqrt(math.fsum(v * v for v in vec))
-        # zeros share one float object: a cached vector is mostly zeros (4096 cached texts: ~20 MB, not ~100)
-        return UnitVector([v / norm if v else 0.0 for v in vec]) if norm > 0 else None
+            bucket, sign = bucket_of(feature)
+            acc[bucket] = acc.get(bucket, 0.0) + sign * weight
+        norm = math.sqrt(math.fsum(v * v for v in acc.values()))
+        if norm <= 0:
+            return None
+        vec = np.zeros(self.dim)
+        vec[list(acc)] = np.array(list(acc.values())) / norm
+        return UnitVector(vec)
 
 
 DEFAULT_ENCODER = HashedNgramEncoder()
@@ -183,4 +195,50 @@ def admit(
         if vectors:
             anchors.append((vectors, max(0.0, (now_ms - anchor.created_at) / 1000.0)))
     incoming = _admission_fields(cmb.texts(), enc)
-    return evaluate(incoming, anchors, cfg, age_s=max(0.0, (now_ms - cmb.created_at) / 1000.0))
+    judge = evaluate_units if _trusted(enc) else evaluate
+    return judge(incoming, anchors, cfg, age_s=max(0.0, (now_ms - cmb.created_at) / 1000.0))
+
+
+def _stored_fields(entry: StoredCMB, encoder: FieldEncoder) -> Mapping[str, Sequence[float]]:
+    """The entry's field vectors from `encoder`, made once per entry and kernel and kept on it."""
+    vectors = entry.vectors.get(encoder.kernel_id)
+    if vectors is None:
+        vectors = entry.vectors[encoder.kernel_id] = _admission_fields(entry.cmb.texts(), encoder)
+    return vectors
+
+
+def admit_stored(
+    trigger: StoredCMB,
+    anchors: Sequence[StoredCMB],
+    weights: Mapping[str, float] | None,
+    *,
+    encoder: FieldEncoder | None = None,
+    config: SvafConfig | None = None,
+) -> SvafResult:
+    """SVAF decision for a stored CMB against the anchors the store gave it (`CMBStore.admission_view`).
+
+    Ages are taken at the trigger's arrival (`received_at`), so with the store-order anchors the
+    decision is the same whenever it is asked: at once, late, or in a replayed wake.
+    """
+    enc = encoder or DEFAULT_ENCODER
+    cfg = config or config_for(weights, enc)
+    batch = getattr(enc, "units", None)
+    if callable(batch) and not isinstance(enc, HashedNgramEncoder):
+        kernel = enc.kernel_id
+        todo = [t for e in [trigger, *anchors] if kernel not in e.vectors for t in e.cmb.texts().values()]
+        if todo:  # one model call for every text not yet encoded
+            batch([t for t in todo if _carries(t or "")])
+    now = trigger.received_at
+    parts = []
+    for entry in anchors:
+        vectors = _stored_fields(entry, enc)
+        if vectors:
+            parts.append((vectors, max(0.0, (now - entry.cmb.created_at) / 1000.0)))
+    incoming = _stored_fields(trigger, enc)
+    judge = evaluate_units if _trusted(enc) else evaluate
+    return judge(incoming, parts, cfg, age_s=max(0.0, (now - trigger.cmb.created_at) / 1000.0))
+
+
+def _trusted(encoder: FieldEncoder) -> bool:
+    """Does `_admission_fields` hand SVAF this encoder's own `UnitVector`s (nothing to re-check)?"""
+    return isinstance(encoder, HashedNgramEncoder) or callable(getattr(encoder, "units", None))

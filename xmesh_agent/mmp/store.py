@@ -1,5 +1,9 @@
 """A peer's CMB store: SQLite (WAL), dedup by key, lineage walks, recents by author and by group.
 
+Every stored CMB has a store sequence number (its rowid: it only grows while the table holds rows),
+and admission's anchors follow it (`admission_view`, see anchors.py): in memory when the window of
+the group can answer, else with the same rule in SQL.
+
 Writes made on an event loop are group-committed: the first `put` of a loop iteration opens a
 transaction and the commit runs as the next callback, so a burst of frames read in one iteration
 costs one WAL write instead of one per CMB. The commit is queued before anything the caller
@@ -19,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from xmesh_agent.mmp.anchors import WINDOW_CAPACITY, AnchorWindow, StoredCMB
 from xmesh_agent.mmp.cmb import CMB
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,14 @@ CREATE INDEX IF NOT EXISTS cmbs_by_group ON cmbs (grp, received_at DESC);
 class CMBStore:
     """Thread-safe: the node's event loop and activity threads share one connection under a lock."""
 
-    def __init__(self, path: str | Path, *, retention_days: float | None = None, group_commit: bool = True):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_days: float | None = None,
+        group_commit: bool = True,
+        window_capacity: int = WINDOW_CAPACITY,
+    ):
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +64,7 @@ class CMBStore:
         self._db.executescript(_SCHEMA)
         self.retention_days = retention_days
         self.group_commit = group_commit
+        self.anchors = AnchorWindow(window_capacity)
 
     @contextmanager
     def _cursor(self) -> Iterator[sqlite3.Cursor]:
@@ -90,6 +103,7 @@ class CMBStore:
             with self._lock:
                 if self._db.in_transaction:
                     self._db.rollback()
+                self.anchors.clear()  # it may hold rows that were rolled back
 
     def put(self, cmb: CMB, *, source: str, body: str | None = None) -> bool:
         """Store a CMB once. Returns False when the key was already there (a duplicate).
@@ -106,7 +120,11 @@ class CMBStore:
                 " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (cmb.key, cmb.created_by, cmb.created_at, cmb.group, now, source, body),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if cmb.group is not None:
+                self.anchors.stored(StoredCMB(cur.lastrowid or 0, now, cmb))
+            return True
 
     def has(self, key: str) -> bool:
         with self._cursor() as cur:
@@ -140,6 +158,34 @@ class CMBStore:
             " ORDER BY received_at DESC, rowid DESC LIMIT ?",
             (group, exclude_author or "", limit),
         )
+
+    def admission_view(self, key: str, group: str, limit: int) -> tuple[StoredCMB, list[StoredCMB]] | None:
+        """The CMB `key` and its anchors: the `limit` most recent CMBs of `group` stored before it,
+        newest first. The same answer however late it is asked (until retention prunes); None when
+        `key` is not stored."""
+        with self._lock:
+            if not self.anchors.loaded(group):
+                rows = self._stored_rows(
+                    "WHERE grp = ? ORDER BY rowid DESC LIMIT ?", (group, self.anchors.capacity)
+                )
+                self.anchors.load(group, rows, complete=len(rows) < self.anchors.capacity)
+            trigger = self.anchors.find(group, key)
+            if trigger is None:
+                found = self._stored_rows("WHERE key = ?", (key,))
+                if not found:
+                    return None
+                trigger = found[0]
+            anchors = self.anchors.before(group, trigger.seq, limit)
+            if anchors is None:
+                anchors = self._stored_rows(
+                    "WHERE grp = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?", (group, trigger.seq, limit)
+                )
+        return trigger, anchors
+
+    def _stored_rows(self, where: str, args: tuple) -> list[StoredCMB]:
+        with self._cursor() as cur:
+            rows = cur.execute(f"SELECT rowid, received_at, body FROM cmbs {where}", args).fetchall()
+        return [StoredCMB(seq, at, CMB.from_wire(json.loads(body))) for seq, at, body in rows]
 
     def lineage(self, key: str, depth: int) -> list[tuple[int, CMB]]:
         """Ancestors of `key` breadth-first to `depth`, nearest first; unknown keys skipped."""
@@ -187,6 +233,8 @@ class CMBStore:
         cutoff = now_ms - int(self.retention_days * 86_400_000)
         with self._cursor() as cur:
             cur.execute("DELETE FROM cmbs WHERE received_at < ?", (cutoff,))
+            if cur.rowcount:
+                self.anchors.clear()  # reloaded from what is left on next use
             return cur.rowcount
 
 

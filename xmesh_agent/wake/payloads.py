@@ -21,6 +21,13 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
+class AdmitResult(BaseModel):
+    admitted: bool
+    decision: str
+    drift: float = 0.0
+    reason: str = ""
+
+
 class WakeInput(BaseModel):
     """The trigger of a wake: which peer, which CMB (by key; the peer's store holds the body)."""
 
@@ -30,17 +37,14 @@ class WakeInput(BaseModel):
     trigger_author: str
     approval_timeout_seconds: int = 3600
     replay_of: str | None = Field(default=None, description="Workflow id this wake re-runs.")
+    rejected: AdmitResult | None = Field(
+        default=None,
+        description="Set by the listener when SVAF rejected the trigger at arrival: the wake only records it.",
+    )
 
 
 class AdmitInput(BaseModel):
     cmb_key: str
-
-
-class AdmitResult(BaseModel):
-    admitted: bool
-    decision: str
-    drift: float = 0.0
-    reason: str = ""
 
 
 class ReserveInput(BaseModel):
@@ -121,3 +125,10 @@ class WakeResult(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     admission: str = ""
+
+
+def rejected_result(verdict: AdmitResult) -> WakeResult:
+    """The result of a wake whose trigger SVAF rejected: what its workflow returns and its memo holds."""
+    return WakeResult(
+        outcome=Outcome.REJECTED, reason=verdict.reason or verdict.decision, admission=verdict.decision
+    )

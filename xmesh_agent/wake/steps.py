@@ -14,7 +14,7 @@ from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
-from xmesh_agent.mmp.encoder import admit as svaf_admit
+from xmesh_agent.mmp.encoder import admit_stored
 from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import ModelAdapter, ModelError
@@ -42,11 +42,35 @@ class Mesh(Protocol):
 
 
 ANCHOR_WINDOW = 50
-"""How many of the peer's most recent CMBs SVAF compares an inbound one against."""
+"""How many of the peer's CMBs stored just before an inbound one SVAF compares it against."""
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def admission(store: CMBStore, config: AgentConfig, cmb_key: str) -> AdmitResult:
+    """SVAF per-field drift with the peer's α weights, against what it held when the CMB arrived.
+
+    The anchors are the group's CMBs stored before this one (store order), judged at its arrival
+    time: the same decision however late it is asked, so the listener may decide at arrival (a
+    rejected CMB's wake then only records it) and a wake's admit step, or a replay, decides the same.
+    """
+    view = store.admission_view(cmb_key, config.group, ANCHOR_WINDOW)
+    if view is None:
+        raise LookupError(f"CMB {cmb_key} is not in {config.name}'s store")
+    trigger, anchors = view
+    if config.mesh.encoder == "lexical":
+        result = admit_stored(trigger, anchors, config.weights)
+    else:  # a model call (and its first load): off the event loop the mesh node shares
+        encoder = encoder_named(config.mesh.encoder)
+        result = await asyncio.to_thread(admit_stored, trigger, anchors, config.weights, encoder=encoder)
+    return AdmitResult(
+        admitted=result.accepted,
+        decision=result.decision,
+        drift=round(result.total_drift, 4),
+        reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
+    )
 
 
 @dataclass
@@ -68,22 +92,7 @@ class WakeSteps:
         return cmb
 
     async def _admit(self, cmb_key: str) -> AdmitResult:
-        """SVAF per-field drift with this peer's α weights, against what it already holds."""
-        cmb = self._cmb(cmb_key)
-        anchors = self.store.recent_in_group(self.config.group, ANCHOR_WINDOW)
-        if self.config.mesh.encoder == "lexical":
-            result = svaf_admit(cmb, anchors, self.config.weights, now_ms())
-        else:  # a model call (and its first load): off the event loop the mesh node shares
-            encoder = encoder_named(self.config.mesh.encoder)
-            result = await asyncio.to_thread(
-                svaf_admit, cmb, anchors, self.config.weights, now_ms(), encoder=encoder
-            )
-        return AdmitResult(
-            admitted=result.accepted,
-            decision=result.decision,
-            drift=round(result.total_drift, 4),
-            reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
-        )
+        return await admission(self.store, self.config, cmb_key)
 
     async def _reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
         """Cost caps, then the wake budget, then the breaker: a wake that may not run says why.
