@@ -108,6 +108,7 @@ class WakeStarter:
                 cmb_key=cmb_key,
                 trigger_author=cmb.created_by,
                 approval_timeout_seconds=approval,
+                models=[m.label for m in self.config.model.chain()] if self.config.model.fallback else [],
             ),
             id=workflow_id,
             task_queue=self.task_queue,

@@ -99,6 +99,7 @@ class Peer:
             cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.envelope
         )
         steps.log = self.events
+        steps.fallbacks = [build_adapter(m) for m in cfg.model.chain()[1:]]
         self.steps = steps
         self.control = ControlServer(self)
         self.worker = Worker(
@@ -157,8 +158,9 @@ class Peer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
-            await self.steps.adapter.aclose()
+        for adapter in self.steps.adapters:
+            with contextlib.suppress(Exception):
+                await adapter.aclose()
         self.store.close()
         self.ledger.close()
         self.envelope.close()

@@ -63,6 +63,19 @@ def _encoder_check(cfg: AgentConfig) -> tuple[bool, str]:
     return ok, f"semantic: {detail}"
 
 
+def _fallback_checks(cfg: AgentConfig) -> list[tuple[str, bool, str]]:
+    """The chain in one row, then each fallback's own key/price/host checks, named `fallback N ...`."""
+    from xmesh_agent.models.factory import check_adapter
+
+    chain = cfg.model.chain()
+    if len(chain) == 1:
+        return [("model fallback", True, "none (a wake whose model fails ends failed or circuit-open)")]
+    checks = [("model fallback", True, " -> ".join(m.label for m in chain))]
+    for i, model in enumerate(chain[1:], start=1):
+        checks += [(f"fallback {i} {name}", ok, detail) for name, ok, detail in check_adapter(model)]
+    return checks
+
+
 def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, bool, str]]:
     from xmesh_agent.models.factory import check_adapter
     from xmesh_agent.workers.client import external_target
@@ -72,6 +85,7 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
         ("load config", True, f"peer={cfg.name} group={cfg.group} adapter={cfg.model.adapter}")
     ]
     checks += check_adapter(cfg.model)
+    checks += _fallback_checks(cfg)
     weights = cfg.weights
     checks.append(("SVAF α weights", True, " ".join(f"{k}={v:g}" for k, v in weights.items())))
     checks.append(("SVAF encoder", *_encoder_check(cfg)))

@@ -30,6 +30,10 @@ class WakeInput(BaseModel):
     trigger_author: str
     approval_timeout_seconds: int = 3600
     replay_of: str | None = Field(default=None, description="Workflow id this wake re-runs.")
+    models: list[str] = Field(
+        default_factory=list,
+        description="The model chain as adapter/model labels when [model] has fallbacks; empty: one model.",
+    )
 
 
 class AdmitInput(BaseModel):
@@ -46,6 +50,7 @@ class AdmitResult(BaseModel):
 class ReserveInput(BaseModel):
     wake_id: str
     at_ms: int | None = Field(default=None, description="The workflow's clock; budget windows follow it.")
+    chain: bool = Field(default=False, description="The wake has fallback models (each checks its breaker).")
 
 
 class ReserveResult(BaseModel):
@@ -69,6 +74,9 @@ class ContextPlan(BaseModel):
 class ModelCallInput(BaseModel):
     wake_id: str
     plan: ContextPlan
+    model_index: int | None = Field(
+        default=None, description="Which model of the chain (a wake with fallbacks); None: the one model."
+    )
 
 
 class ModelReply(BaseModel):
@@ -79,6 +87,12 @@ class ModelReply(BaseModel):
     output_tokens: int = 0
     cost_usd: float | None = None
     model: str = ""
+    adapter: str = ""
+    model_index: int = Field(default=0, description="0: the [model] itself; n: its n-th fallback.")
+
+    @property
+    def label(self) -> str:
+        return f"{self.adapter}/{self.model}" if self.adapter else self.model
 
 
 class SafetyInput(BaseModel):
@@ -121,3 +135,7 @@ class WakeResult(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     admission: str = ""
+    model: str = Field(default="", description="adapter/model of the model that answered.")
+    model_errors: list[str] = Field(
+        default_factory=list, description="Why each model before it in the chain did not answer."
+    )
