@@ -30,6 +30,7 @@ from xmesh_agent.config import AgentConfig
 from xmesh_agent.logs import EventLog, no_log
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.observability import span
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import WakeInput
 
@@ -100,6 +101,17 @@ class WakeStarter:
             ]
         )
         approval = self.config.safety.approval_timeout_seconds
+        attributes = {
+            "xmesh.peer": self.config.name,
+            "mmp.cmb.key": cmb_key,
+            "mmp.cmb.author": cmb.created_by,
+        }
+        with span("xmesh.wake", attributes):  # the root of the wake's trace when tracing is on
+            return await self._start(cmb, cmb_key, workflow_id, attrs, approval)
+
+    async def _start(
+        self, cmb: CMB, cmb_key: str, workflow_id: str, attrs: TypedSearchAttributes, approval: int
+    ) -> WorkflowHandle:
         return await self.client.start_workflow(
             WakeWorkflow.run,
             WakeInput(

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from xmesh_agent.workflows import search
 
+    from xmesh_agent.observability import WAKES_METRIC
     from xmesh_agent.wake.payloads import (
         AdmitInput,
         ApprovalDecision,
@@ -219,7 +220,13 @@ class WakeWorkflow:
         if not self._lean_stages or stage in VISIBLE_STAGES:
             workflow.upsert_search_attributes([search.STAGE.value_set(stage)])
 
+    def _count(self, outcome: Outcome) -> None:
+        """xmesh_wakes_total{outcome}: Temporal's workflow meter records it once, never on replay."""
+        meter = workflow.metric_meter()
+        meter.create_counter(WAKES_METRIC, "Wakes by outcome").add(1, {"outcome": outcome.value})
+
     def _tag(self, outcome: Outcome) -> None:
+        self._count(outcome)
         workflow.upsert_search_attributes(
             [search.OUTCOME.value_set(outcome.value), search.STAGE.value_set("done")]
         )
@@ -243,6 +250,7 @@ class WakeWorkflow:
             model=reply.label if reply else "",
             model_errors=self._model_errors,
         )
+        self._count(outcome)
         updates = [search.OUTCOME.value_set(outcome.value), search.STAGE.value_set("done")]
         if reply:
             updates.append(search.TOKENS.value_set(reply.input_tokens + reply.output_tokens))

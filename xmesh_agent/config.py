@@ -239,6 +239,42 @@ class TemporalConfig(Section):
     tls: bool = False
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError('must be "host:port" with a port 1-65535, e.g. "127.0.0.1:9464"')
+    return value
+
+
+class ObservabilityConfig(Section):
+    metrics: str | None = Field(
+        default=None,
+        description='host:port of this peer\'s Prometheus endpoint (GET /metrics), e.g. "127.0.0.1:9464": '
+        "Temporal SDK metrics and the peer's own. Unset: no endpoint.",
+    )
+    tracing: Literal["off", "otlp", "file"] = Field(
+        default="off",
+        description="OpenTelemetry traces of every wake (needs the otel extra): otlp sends them to "
+        "otlp_endpoint over HTTP, file appends them as JSON lines to traces_file.",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint."
+    )
+    traces_file: str | None = Field(default=None, description="Defaults to traces.jsonl in the peer's dir.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        return None if value is None else _host_port(value.strip())
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
+
 class AgentConfig(Section):
     identity: IdentityConfig
     mesh: MeshConfig
@@ -251,6 +287,7 @@ class AgentConfig(Section):
     attach: AttachConfig = Field(default_factory=AttachConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     @model_validator(mode="after")
     def _role_defaults(self) -> AgentConfig:

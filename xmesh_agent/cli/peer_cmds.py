@@ -30,6 +30,7 @@ def run(
     from xmesh_agent.workers.control import PeerAlreadyRunning
     from xmesh_agent.workers.devserver import ServerError
     from xmesh_agent.workers.peer import run_peer
+    from xmesh_agent.workers.telemetry import TelemetryError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     target = external_target(
@@ -44,7 +45,7 @@ def run(
         )
     try:
         code = asyncio.run(run_peer(cfg, target))
-    except (ServerError, PeerAlreadyRunning) as exc:
+    except (ServerError, PeerAlreadyRunning, TelemetryError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         code = EXIT_OK
@@ -86,6 +87,9 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
     ]
     checks += check_adapter(cfg.model)
     checks += _fallback_checks(cfg)
+    from xmesh_agent.workers import telemetry
+
+    checks += telemetry.check(cfg.observability)
     weights = cfg.weights
     checks.append(("SVAF α weights", True, " ".join(f"{k}={v:g}" for k, v in weights.items())))
     checks.append(("SVAF encoder", *_encoder_check(cfg)))

@@ -18,6 +18,7 @@ from xmesh_agent.mmp.encoder import admit as svaf_admit
 from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, PermanentModelError
+from xmesh_agent.observability import NO_METRICS, PeerMetrics, span
 from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
 from xmesh_agent.wake.context import plan_context, render_request
 from xmesh_agent.wake.envelope import Envelope
@@ -62,6 +63,8 @@ class WakeSteps:
     """Where the steps report what they decided (the peer's structured log); a no-op by default."""
     fallbacks: list[ModelAdapter] = field(default_factory=list)
     """The [model] fallback adapters, in chain order; `adapter` is the primary."""
+    metrics: PeerMetrics = field(default=NO_METRICS)
+    """The peer's Prometheus metrics (a no-op unless [observability] metrics is set)."""
 
     @property
     def adapters(self) -> list[ModelAdapter]:
@@ -152,10 +155,12 @@ class WakeSteps:
         if index >= len(self.adapters):
             raise PermanentModelError(f"model {index} is not in this peer's chain of {len(self.adapters)}")
         adapter, breaker = self.adapters[index], self.envelope.breakers[index]
+        label = f"{adapter.name}/{adapter.model}"
         if model_index is not None:
             permit = breaker.allow(at)
             if not permit.allowed:
                 snap = permit.snapshot
+                self.metrics.model_call(label, "circuit-open", 0.0)
                 raise CircuitOpenError(
                     f"{adapter.name}/{adapter.model}: circuit {snap.state} after "
                     f"{snap.consecutive_failures} consecutive failures; not called"
@@ -165,12 +170,24 @@ class WakeSteps:
         request.role = self.config.identity.role or ""
         request.trigger = trigger.texts()
         request.max_tokens = clamp_max_tokens(request.max_tokens, self.config.model.max_tokens_per_call)
+        started = time.monotonic()
         try:
-            response = await adapter.complete(request)
+            with span("model.call", {"xmesh.model": label, "xmesh.attempt": attempt}):
+                response = await adapter.complete(request)
         except ModelError as exc:
-            breaker.record_failure(at, transient=exc.transient)
+            kind = "transient" if exc.transient else "permanent"
+            self.metrics.model_call(label, kind, time.monotonic() - started)
+            self.metrics.breaker(label, breaker.record_failure(at, transient=exc.transient).state)
             raise
-        breaker.record_success(at)
+        self.metrics.breaker(label, breaker.record_success(at).state)
+        self.metrics.model_call(
+            label,
+            "ok",
+            time.monotonic() - started,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+            response.cost_usd,
+        )
         self.envelope.cost.record(
             wake_id,
             attempt if index == 0 else f"m{index}-{attempt}",
@@ -249,7 +266,10 @@ class WakeSteps:
             )
             self.store.put(cmb, source="own")
         self.ledger.record_emission(wake_id, cmb.key)
-        delivered = await self.mesh.publish(cmb)
+        with span("mmp.publish", {"mmp.cmb.key": cmb.key, "mmp.to": route.to}) as current:
+            delivered = await self.mesh.publish(cmb)
+            if current is not None:
+                current.set_attribute("mmp.delivered_to", delivered)
         kind = "targeted" if cmb.to else "broadcast"
         return EmitResult(key=cmb.key, route=kind, to=route.to if cmb.to else None, delivered_to=delivered)
 
