@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,87 @@ async def test_peer_metrics_endpoint_and_wake_trace(temporal_env, tmp_path: Path
     names = {s["name"] for s in spans if s["context"]["trace_id"] == trace_id}
     expected = {"RunWorkflow:WakeWorkflow", "RunActivity:admit", "RunActivity:call_model", "model.call"}
     assert expected <= names, names
+
+
+class OTLPReceiver:
+    """A loopback OTLP/HTTP traces endpoint: records the spans of every ExportTraceServiceRequest."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        self.spans: list = []
+        self.paths: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                request = ExportTraceServiceRequest.FromString(body)
+                receiver.paths.append(self.path)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        receiver.spans.extend(scope.spans)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def __enter__(self) -> OTLPReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_otlp_tracing_sends_the_wake_trace_to_a_collector(temporal_env, tmp_path: Path) -> None:
+    group = group_name()
+    temporal = temporal_env.client.service_client.config.target_host
+    author = NodeIdentity.generate("author-t")
+    with OTLPReceiver() as collector:
+        cfg = peer_config(
+            "otlp-p", "reviewer", group, observability={"tracing": "otlp", "otlp_endpoint": collector.url}
+        )
+        proc = PeerProcess(cfg, tmp_path, child_env(tmp_path / "home", tmp_path / "loopback", temporal))
+        proc.start()
+        raw = RawPeer(author, group)
+        try:
+            status = proc.status()
+            assert status is not None
+            await raw.connect(status["port"])
+            await raw.handshake()
+            cmb = trigger(author, group, 0)
+            await raw.send({"type": "cmb", "cmb": cmb.to_wire()})
+            reply = await reply_from(raw, "otlp-p")
+        finally:
+            await raw.close()
+            assert proc.stop() == 0, proc.log()
+        assert set(collector.paths) == {"/v1/traces"}
+        [publish] = [s for s in collector.spans if s.name == "mmp.publish"]
+        attrs = {a.key: a.value.string_value for a in publish.attributes}
+        assert attrs["mmp.cmb.key"] == reply["key"]
+        same_trace = {s.name for s in collector.spans if s.trace_id == publish.trace_id}
+        assert {
+            "xmesh.wake",
+            "StartWorkflow:WakeWorkflow",
+            "RunActivity:call_model",
+            "model.call",
+        } <= same_trace
+        [root] = [s for s in collector.spans if s.name == "xmesh.wake"]
+        assert {a.key: a.value.string_value for a in root.attributes}["mmp.cmb.key"] == cmb.key
