@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from xmesh_agent.activities.wake import WakeActivities
 from xmesh_agent.workers import devserver
+from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summary
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
 from xmesh_agent.workers.listener import WakeStarter
@@ -225,8 +226,14 @@ async def open_client(
 
 
 async def run_peer(
-    config: AgentConfig, target: TemporalTarget | None, ready: asyncio.Event | None = None
+    config: AgentConfig,
+    target: TemporalTarget | None,
+    ready: asyncio.Event | None = None,
+    bounds: RunBounds | None = None,
 ) -> int:
+    """Run until a signal, `xmesh-agent stop`, or a bound of `bounds` (then write its summary)."""
+    started = time.monotonic()
+    bounds = bounds or RunBounds()
     ensure_not_running(config.name)
     telemetry = open_telemetry(config)
     client, embedded = await open_client(target, telemetry)
@@ -249,8 +256,13 @@ async def run_peer(
         log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)
         if ready:
             ready.set()
+        if bounds.duration_s or bounds.max_cost_usd is not None:
+            peer._tasks.append(asyncio.create_task(enforce(peer, bounds), name="bounds"))
         await stop.wait()
     finally:
+        if bounds.summary_path is not None:
+            with contextlib.suppress(Exception):  # a summary must never hide the stop itself
+                write_summary(bounds.summary_path, summary(peer, started, bounds))
         await peer.stop()
         telemetry.shutdown()
         if embedded:

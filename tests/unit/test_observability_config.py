@@ -87,3 +87,10 @@ def test_metrics_without_a_meter_are_no_ops() -> None:
     metrics.model_call("offline/offline-echo", "ok", 0.1, 1, 2, 0.0)
     metrics.frame_in("cmb")
     metrics.breaker("m", "open")
+
+
+def test_run_refuses_a_max_cost_that_allows_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(BASE)
+    result = CliRunner().invoke(app, ["run", "--config", str(path), "--max-cost", "0"])
+    assert result.exit_code == 2 and "--max-cost must be a positive number of USD" in result.output

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, ConfigOption, TemporalOption, fail, load_or_exit
+from xmesh_agent.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigOption,
+    TemporalOption,
+    fail,
+    load_or_exit,
+)
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.roles import preset_weights
 
@@ -16,16 +24,35 @@ from xmesh_agent.roles import preset_weights
 def run(
     config: Path = ConfigOption,
     temporal_address: str | None = TemporalOption,
+    duration: float | None = typer.Option(
+        None, "--duration", min=0.1, help="Stop gracefully after this many seconds (in-flight wakes finish)."
+    ),
+    max_cost: float | None = typer.Option(
+        None,
+        "--max-cost",
+        min=0.0,
+        help="USD for this run: lowers [budget] max_cost_usd_per_run to it, and the run stops once spent.",
+    ),
+    summary: Path | None = typer.Option(
+        None, "--summary", help="Write this run's totals as JSON here at exit (wakes, CMBs emitted, USD)."
+    ),
 ) -> None:
-    """Run a peer until Ctrl-C or `xmesh-agent stop <peer>`.
+    """Run a peer until Ctrl-C or `xmesh-agent stop <peer>` (or --duration / --max-cost).
 
     The peer joins its mesh group, wakes on every admitted CMB as a durable Temporal workflow
     (visible in the Web UI), and answers on the mesh inside its safety envelope.
+
+    Example (a bounded CI run): `xmesh-agent run --config p.toml --duration 300 --max-cost 1 --summary s.json`.
     """
     cfg = load_or_exit(config)
+    if max_cost is not None:
+        if not max_cost > 0:
+            fail(f"--max-cost must be a positive number of USD (got {max_cost:g})", EXIT_USAGE)
+        cfg.budget.max_cost_usd_per_run = min(cfg.budget.max_cost_usd_per_run, max_cost)
     encoder_ok, encoder_detail = _encoder_check(cfg)
     if not encoder_ok:
         fail(f"[mesh] encoder = {cfg.mesh.encoder!r}: {encoder_detail}")
+    from xmesh_agent.workers.bounds import RunBounds
     from xmesh_agent.workers.client import external_target
     from xmesh_agent.workers.control import PeerAlreadyRunning
     from xmesh_agent.workers.devserver import ServerError
@@ -44,7 +71,8 @@ def run(
             f"{cfg.name}: using the OFFLINE model adapter (deterministic, no network, no cost)", err=True
         )
     try:
-        code = asyncio.run(run_peer(cfg, target))
+        bounds = RunBounds(duration, max_cost, summary, str(config))
+        code = asyncio.run(run_peer(cfg, target, bounds=bounds))
     except (ServerError, PeerAlreadyRunning, TelemetryError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
