@@ -106,7 +106,8 @@ class WakeStarter:
             "mmp.cmb.key": cmb_key,
             "mmp.cmb.author": cmb.created_by,
         }
-        with span("xmesh.wake", attributes):  # the root of the wake's trace when tracing is on
+        arrived = self.store.received_at(cmb_key)  # a wake's trace starts when its trigger arrived
+        with span("xmesh.wake", attributes, start_ms=arrived):
             return await self._start(cmb, cmb_key, workflow_id, attrs, approval)
 
     async def _start(

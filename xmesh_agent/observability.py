@@ -122,12 +122,16 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 @contextlib.contextmanager
-def span(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
-    """A child span of whatever is current (a wake's activity span), or nothing without OpenTelemetry."""
+def span(name: str, attributes: dict[str, Any] | None = None, start_ms: int | None = None) -> Iterator[Any]:
+    """A child span of whatever is current (a wake's activity span), or nothing without OpenTelemetry.
+
+    `start_ms`: when it began, if before now (a wake's trace starts when its trigger's frame arrived).
+    """
     if _otel_trace is None:
         yield None
         return
     tracer = _otel_trace.get_tracer("xmesh_agent")
     clean = {k: v for k, v in (attributes or {}).items() if v is not None}
-    with tracer.start_as_current_span(name, attributes=clean) as current:
+    start = start_ms * 1_000_000 if start_ms else None
+    with tracer.start_as_current_span(name, attributes=clean, start_time=start) as current:
         yield current

@@ -216,3 +216,5 @@ async def test_otlp_tracing_sends_the_wake_trace_to_a_collector(temporal_env, tm
         } <= same_trace
         [root] = [s for s in collector.spans if s.name == "xmesh.wake"]
         assert {a.key: a.value.string_value for a in root.attributes}["mmp.cmb.key"] == cmb.key
+        # the trace starts at the trigger's arrival (the root span ends once the wake is started)
+        assert root.start_time_unix_nano == min(s.start_time_unix_nano for s in collector.spans)
