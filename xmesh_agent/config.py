@@ -239,13 +239,6 @@ class TemporalConfig(Section):
     tls: bool = False
 
 
-def _host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError('must be "host:port" with a port 1-65535, e.g. "127.0.0.1:9464"')
-    return value
-
-
 class ObservabilityConfig(Section):
     metrics: str | None = Field(
         default=None,
@@ -265,7 +258,10 @@ class ObservabilityConfig(Section):
     @field_validator("metrics")
     @classmethod
     def _metrics_address(cls, value: str | None) -> str | None:
-        return None if value is None else _host_port(value.strip())
+        host, sep, port = (value or "").strip().rpartition(":")
+        if value is not None and (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError('must be "host:port" with a port 1-65535, e.g. "127.0.0.1:9464"')
+        return value.strip() if value else None
 
     @field_validator("otlp_endpoint")
     @classmethod

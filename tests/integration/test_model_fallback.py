@@ -15,6 +15,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from xmesh_agent.workers.control_cmds import HANDLERS
 from xmesh_agent.workers.replay import check_history
 
 from tests.fakes.model_servers import FakeAnthropicServer, Reply
@@ -113,6 +114,12 @@ async def test_an_open_breaker_skips_its_model_without_a_request(temporal_env, f
         [failed] = of_type(events, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED)
         info = failed.activity_task_failed_event_attributes.failure.application_failure_info
         assert info.type == "CircuitOpenError"
+        # `xmesh-agent status` shows each model's breaker
+        status = await HANDLERS["status"](peer.control, {"brief": True})
+        assert status["breaker"]["state"] == "open"
+        assert [(f["model"], f["breaker"]["state"]) for f in status["fallback"]] == [
+            ("openai/gpt-4o-mini", "closed")
+        ]
     finally:
         await peer.stop()
 
