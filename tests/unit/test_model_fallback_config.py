@@ -91,3 +91,14 @@ def test_a_used_up_quota_is_permanent_a_rate_limit_is_not() -> None:
     assert isinstance(credit, PermanentModelError)
     limit = error_from_status("openai", 429, "Rate limit reached for gpt-4o", {"retry-after": "9"})
     assert isinstance(limit, TransientModelError) and limit.retry_after == 9
+
+
+def test_run_refuses_a_fallback_without_its_key_before_connecting(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[identity]\nname = "p"\n[mesh]\n[model]\nadapter = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'fallback = ["gpt-4o", "anthropic/claude-sonnet-4-6"]\n'
+    )
+    result = CliRunner().invoke(app, ["run", "--config", str(path), "--temporal-address", "127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "[model] fallback 2 (anthropic/claude-sonnet-4-6): no anthropic API key" in result.output

@@ -49,6 +49,10 @@ def run(
         if not max_cost > 0:
             fail(f"--max-cost must be a positive number of USD (got {max_cost:g})", EXIT_USAGE)
         cfg.budget.max_cost_usd_per_run = min(cfg.budget.max_cost_usd_per_run, max_cost)
+    from xmesh_agent.models.factory import missing_keys
+
+    for problem in missing_keys(cfg.model):  # before any connection: a peer that cannot call its models
+        fail(problem)
     encoder_ok, encoder_detail = _encoder_check(cfg)
     if not encoder_ok:
         fail(f"[mesh] encoder = {cfg.mesh.encoder!r}: {encoder_detail}")
@@ -75,6 +79,11 @@ def run(
         code = asyncio.run(run_peer(cfg, target, bounds=bounds))
     except (ServerError, PeerAlreadyRunning, TelemetryError) as exc:
         fail(str(exc))
+    except RuntimeError as exc:
+        if "Failed client connect" not in str(exc):
+            raise
+        where = target.address if target else "the embedded server"
+        fail(f"cannot reach Temporal at {where}: {str(exc).splitlines()[0][:200]}")
     except KeyboardInterrupt:
         code = EXIT_OK
     raise typer.Exit(code)

@@ -51,6 +51,17 @@ def missing_key_message(adapter: str) -> str:
     )
 
 
+def missing_keys(cfg: ModelConfig) -> list[str]:
+    """One line per model of the chain ([model], then each fallback) that has no API key to use."""
+    problems = []
+    for i, model in enumerate(cfg.chain()):
+        local = model.adapter == "openai" and _is_loopback(_base_url(model))
+        if model.adapter in KEY_ENV and not resolve_key(model) and not local:
+            where = "[model]" if i == 0 else f"[model] fallback {i} ({model.label})"
+            problems.append(f"{where}: {missing_key_message(model.adapter)}")
+    return problems
+
+
 def build_adapter(cfg: ModelConfig) -> ModelAdapter:
     """The adapter the config names. Raises PermanentModelError when a needed key is missing."""
     model = cfg.model_name or ""
