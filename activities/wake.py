@@ -25,6 +25,8 @@ from xmesh_agent.wake.payloads import (
 from xmesh_agent.wake.steps import WakeSteps
 
 PERMANENT_MODEL_ERROR = "PermanentModelError"
+CIRCUIT_OPEN_ERROR = "CircuitOpenError"
+"""A model of a wake's chain whose breaker is open: not retried, the wake moves to the next model."""
 MODEL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """How soon a lost model call (its worker died) is retried; the workflow sets it on call_model."""
 HEARTBEAT_EVERY = timedelta(seconds=2)
@@ -42,7 +44,7 @@ class WakeActivities:
 
     @activity.defn(name="reserve")
     async def reserve(self, inp: ReserveInput) -> ReserveResult:
-        return await self.steps.reserve(inp.wake_id, inp.at_ms)
+        return await self.steps.reserve(inp.wake_id, inp.at_ms, inp.chain)
 
     @activity.defn(name="assemble_context")
     async def assemble_context(self, inp: AdmitInput) -> ContextPlan:
@@ -54,7 +56,9 @@ class WakeActivities:
         noticed within the heartbeat timeout and the call retried elsewhere, not after start-to-close."""
         info = activity.info()
         scheduled = int(info.current_attempt_scheduled_time.timestamp() * 1000)
-        call = asyncio.ensure_future(self.steps.call_model(inp.wake_id, inp.plan, info.attempt, scheduled))
+        call = asyncio.ensure_future(
+            self.steps.call_model(inp.wake_id, inp.plan, info.attempt, scheduled, inp.model_index)
+        )
         try:
             while not call.done():
                 await asyncio.wait({call}, timeout=HEARTBEAT_EVERY.total_seconds())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.plugin import SimplePlugin
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 XMESH_PLUGIN = SimplePlugin("xmesh-agent", data_converter=pydantic_data_converter)
@@ -44,7 +46,10 @@ def external_target(
     )
 
 
-async def connect(target: TemporalTarget) -> Client:
+async def connect(
+    target: TemporalTarget, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = ()
+) -> Client:
+    """`runtime`: one with a Prometheus endpoint ([observability] metrics); `interceptors`: tracing."""
     tls: bool | TLSConfig = target.tls or bool(target.api_key)
     return await Client.connect(
         target.address,
@@ -52,4 +57,6 @@ async def connect(target: TemporalTarget) -> Client:
         api_key=target.api_key,
         tls=tls,
         plugins=[XMESH_PLUGIN],
+        runtime=runtime,
+        interceptors=interceptors,
     )

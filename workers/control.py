@@ -137,6 +137,8 @@ class ControlServer:
         self.state = "starting"
         self.started_monotonic = time.monotonic()
         self.seen: Counter[str] = Counter()
+        self.stop_reason: str | None = None
+        """Why this run is stopping: signal, stop command, duration, cost cap (the first one given)."""
         self._watchers: dict[str, asyncio.Task] = {}
         self._server: asyncio.base_events.Server | None = None
         self._address: str | None = None
@@ -290,6 +292,7 @@ class ControlServer:
         """Drain, then stop, in the background. False when a stop is already under way."""
         if self._drain_task is not None:
             return False
+        self.stop_reason = reason
         self._drain_task = asyncio.get_running_loop().create_task(self._stop_after_drain(reason))
         return True
 

@@ -80,6 +80,10 @@ async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, An
             "limits": peer.envelope.budget.limits.model_dump(),
         },
         "breaker": peer.envelope.breaker.snapshot(now).model_dump(),
+        "fallback": [
+            {"model": m.label, "breaker": b.snapshot(now).model_dump()}
+            for m, b in zip(cfg.model.chain()[1:], peer.envelope.fallback_breakers, strict=False)
+        ],
         "cost": _cost(server),
         "wakes": {
             "seenThisRun": dict(server.seen),

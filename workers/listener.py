@@ -32,6 +32,7 @@ from xmesh_agent.config import AgentConfig
 from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.observability import span
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import AdmitResult, Outcome, WakeInput, rejected_result
 from xmesh_agent.wake.steps import admission
@@ -115,27 +116,36 @@ class WakeStarter:
             pairs.append(SearchAttributePair(search.OUTCOME, Outcome.REJECTED.value))
             memo["result"] = rejected_result(rejected).model_dump(mode="json")
         approval = self.config.safety.approval_timeout_seconds
-        handle = await self.client.start_workflow(
-            WakeWorkflow.run,
-            WakeInput(
-                peer=self.config.name,
-                group=self.config.group,
-                cmb_key=cmb_key,
-                trigger_author=cmb.created_by,
-                approval_timeout_seconds=approval,
-                rejected=rejected,
-            ),
-            id=workflow_id,
-            task_queue=self.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            execution_timeout=timedelta(seconds=approval + 3600),
-            search_attributes=TypedSearchAttributes(pairs),
-            static_summary=wake_summary(self.config.name, cmb),
-            static_details=wake_details(cmb, rejected),
-            memo=memo,
-            request_eager_start=True,
-        )
+        attributes = {
+            "xmesh.peer": self.config.name,
+            "mmp.cmb.key": cmb_key,
+            "mmp.cmb.author": cmb.created_by,
+        }
+        arrived = self.store.received_at(cmb_key)  # a wake's trace starts when its trigger arrived
+        models = [m.label for m in self.config.model.chain()] if self.config.model.fallback else []
+        with span("xmesh.wake", attributes, start_ms=arrived):
+            handle = await self.client.start_workflow(
+                WakeWorkflow.run,
+                WakeInput(
+                    peer=self.config.name,
+                    group=self.config.group,
+                    cmb_key=cmb_key,
+                    trigger_author=cmb.created_by,
+                    approval_timeout_seconds=approval,
+                    rejected=rejected,
+                    models=models,
+                ),
+                id=workflow_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                execution_timeout=timedelta(seconds=approval + 3600),
+                search_attributes=TypedSearchAttributes(pairs),
+                static_summary=wake_summary(self.config.name, cmb),
+                static_details=wake_details(cmb, rejected),
+                memo=memo,
+                request_eager_start=True,
+            )
         if rejected:
             wake_events.admit(self.log, cmb_key, rejected)
         return handle

@@ -30,18 +30,22 @@ from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
+from xmesh_agent.observability import PeerMetrics
 from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.steps import WakeSteps
 from xmesh_agent.workers import devserver
+from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summary
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
 from xmesh_agent.workers.listener import WakeStarter
+from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
 from xmesh_agent.workflows.wake import WakeWorkflow
 
 log = logging.getLogger("xmesh.peer")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+METRICS_SAMPLE_SECONDS = 2.0
 WAKE_SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("xmesh_agent")
 )
@@ -61,6 +65,7 @@ class Peer:
 
     config: AgentConfig
     client: Client
+    metrics: PeerMetrics = field(default_factory=PeerMetrics)
     identity: NodeIdentity = field(init=False)
     store: CMBStore = field(init=False)
     ledger: WakeLedger = field(init=False)
@@ -99,6 +104,10 @@ class Peer:
             cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.envelope
         )
         steps.log = self.events
+        steps.fallbacks = [build_adapter(m) for m in cfg.model.chain()[1:]]
+        steps.metrics = self.metrics
+        if self.metrics.enabled:
+            self._count_frames()
         self.steps = steps
         self.control = ControlServer(self)
         self.worker = Worker(
@@ -119,6 +128,8 @@ class Peer:
         self.starter.reconcile()
         self._tasks.append(asyncio.create_task(self.starter.run(), name="listener"))
         self._tasks.append(asyncio.create_task(self._prune_daily(), name="retention"))
+        if self.metrics.enabled:
+            self._tasks.append(asyncio.create_task(self._sample(), name="metrics"))
         status_file(self.config.name).write_text(
             json.dumps(
                 {
@@ -133,6 +144,33 @@ class Peer:
                 indent=2,
             )
         )
+
+    def _count_frames(self) -> None:
+        """Frames in/out from the node, rejected CMB frames from its audit events."""
+        metrics, forward = self.metrics, self.node.on_event
+        self.node.on_frame = lambda d, kind, n: (
+            metrics.frame_in(kind) if d == "in" else metrics.frame_out(kind, n)
+        )
+
+        def on_event(name: str, data: dict) -> None:
+            if name == "cmb-rejected":
+                metrics.frame_rejected(str((data or {}).get("reason", "unknown")))
+            if forward is not None:
+                forward(name, data)
+
+        self.node.on_event = on_event
+
+    async def _sample(self) -> None:
+        """Gauges that change with time (breaker timers, peers coming and going, cost windows)."""
+        chain = self.config.model.chain()
+        while True:
+            now = int(time.time() * 1000)
+            self.metrics.mesh_peers(len(self.node.peers()))
+            for model, breaker in zip(chain, self.envelope.breakers, strict=False):
+                self.metrics.breaker(model.label, breaker.snapshot(now).state)
+            t = self.envelope.cost.totals(now)
+            self.metrics.spent(t.run_usd, t.hour_usd, t.day_usd)
+            await asyncio.sleep(METRICS_SAMPLE_SECONDS)
 
     async def _prune_daily(self) -> None:
         """Apply [mesh] retention_days: at start, then once a day."""
@@ -157,8 +195,9 @@ class Peer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
-            await self.steps.adapter.aclose()
+        for adapter in self.steps.adapters:
+            with contextlib.suppress(Exception):
+                await adapter.aclose()
         self.store.close()
         self.ledger.close()
         self.envelope.close()
@@ -167,8 +206,11 @@ class Peer:
             status_file(self.config.name).unlink(missing_ok=True)
 
 
-async def open_client(target: TemporalTarget | None) -> tuple[Client, bool]:
+async def open_client(
+    target: TemporalTarget | None, telemetry: Telemetry | None = None
+) -> tuple[Client, bool]:
     """Connect to the configured Temporal, or to the shared embedded one (taking a lease)."""
+    telemetry = telemetry or Telemetry()
     embedded = target is None
     if embedded:
         info = await asyncio.to_thread(devserver.acquire)
@@ -176,7 +218,7 @@ async def open_client(target: TemporalTarget | None) -> tuple[Client, bool]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            return await connect(target), embedded
+            return await connect(target, telemetry.runtime, telemetry.interceptors), embedded
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise
@@ -184,12 +226,19 @@ async def open_client(target: TemporalTarget | None) -> tuple[Client, bool]:
 
 
 async def run_peer(
-    config: AgentConfig, target: TemporalTarget | None, ready: asyncio.Event | None = None
+    config: AgentConfig,
+    target: TemporalTarget | None,
+    ready: asyncio.Event | None = None,
+    bounds: RunBounds | None = None,
 ) -> int:
+    """Run until a signal, `xmesh-agent stop`, or a bound of `bounds` (then write its summary)."""
+    started = time.monotonic()
+    bounds = bounds or RunBounds()
     ensure_not_running(config.name)
-    client, embedded = await open_client(target)
+    telemetry = open_telemetry(config)
+    client, embedded = await open_client(target, telemetry)
     stop = asyncio.Event()
-    peer = Peer(config, client)
+    peer = Peer(config, client, telemetry.metrics)
     peer.control.on_stop = stop.set
 
     def on_signal() -> None:
@@ -207,9 +256,15 @@ async def run_peer(
         log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)
         if ready:
             ready.set()
+        if bounds.duration_s or bounds.max_cost_usd is not None:
+            peer._tasks.append(asyncio.create_task(enforce(peer, bounds), name="bounds"))
         await stop.wait()
     finally:
+        if bounds.summary_path is not None:
+            with contextlib.suppress(Exception):  # a summary must never hide the stop itself
+                write_summary(bounds.summary_path, summary(peer, started, bounds))
         await peer.stop()
+        telemetry.shutdown()
         if embedded:
             await asyncio.to_thread(devserver.release)
     if collision:

@@ -11,13 +11,20 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from xmesh_agent.activities.wake import MODEL_HEARTBEAT_TIMEOUT, PERMANENT_MODEL_ERROR, WakeActivities
+    from xmesh_agent.activities.wake import (
+        CIRCUIT_OPEN_ERROR,
+        MODEL_HEARTBEAT_TIMEOUT,
+        PERMANENT_MODEL_ERROR,
+        WakeActivities,
+    )
+    from xmesh_agent.observability import WAKES_METRIC
     from xmesh_agent.wake.payloads import (
         AdmitInput,
         ApprovalDecision,
+        ContextPlan,
         EmitInput,
         ModelCallInput,
         ModelReply,
@@ -45,6 +52,16 @@ MODEL_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=[PERMANENT_MODEL_ERROR],
 )
+MODEL_FALLBACK_PATCH = "model-fallback"
+"""Wakes with [model] fallbacks call the models of their chain one after another until one answers."""
+BEFORE_FALLBACK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=3,
+    non_retryable_error_types=[PERMANENT_MODEL_ERROR, CIRCUIT_OPEN_ERROR],
+)
+"""A model with a fallback after it gets 3 attempts (~3 s of transient failures), not 6 (~31 s)."""
 
 
 @workflow.defn(name="WakeWorkflow")
@@ -54,6 +71,7 @@ class WakeWorkflow:
         self._decision: ApprovalDecision | None = None
         self._awaiting_approval = False
         self._lean_stages = False
+        self._model_errors: list[str] = []
 
     @workflow.run
     async def run(self, wake: WakeInput) -> WakeResult:
@@ -62,10 +80,12 @@ class WakeWorkflow:
             # admit step would reach); the start already put the outcome in search attributes, memo and
             # details. Only wakes started so have this input, so the branch is deterministic on replay.
             self._stage = "done"
+            self._count(Outcome.REJECTED)
             return rejected_result(wake.rejected)
         wake_id = workflow.info().workflow_id
         key = wake.cmb_key
         self._lean_stages = workflow.patched(LEAN_STAGES_PATCH)
+        chain = bool(wake.models) and workflow.patched(MODEL_FALLBACK_PATCH)
 
         self._enter("admission")
         admission = await workflow.execute_local_activity_method(
@@ -77,7 +97,7 @@ class WakeWorkflow:
         self._enter("reserve")
         reservation = await workflow.execute_local_activity_method(
             WakeActivities.reserve,
-            ReserveInput(wake_id=wake_id, at_ms=int(workflow.now().timestamp() * 1000)),
+            ReserveInput(wake_id=wake_id, at_ms=int(workflow.now().timestamp() * 1000), chain=chain),
             summary="reserve budget",
             **LOCAL,
         )
@@ -91,18 +111,25 @@ class WakeWorkflow:
         )
 
         self._enter("model")
-        try:
-            reply = await workflow.execute_activity_method(
-                WakeActivities.call_model,
-                ModelCallInput(wake_id=wake_id, plan=plan),
-                start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=MODEL_HEARTBEAT_TIMEOUT,
-                retry_policy=MODEL_RETRY,
-                summary="call model",
-            )
-        except ActivityError as err:
-            self._tag(Outcome.FAILED)
-            raise ApplicationError(f"model call failed: {err.cause or err}", type="ModelCallFailed") from err
+        if chain:
+            reply = await self._call_chain(wake_id, plan, wake.models)
+            if reply is None:
+                return self._finish(Outcome.CIRCUIT_OPEN, "; ".join(self._model_errors), admission.decision)
+        else:
+            try:
+                reply = await workflow.execute_activity_method(
+                    WakeActivities.call_model,
+                    ModelCallInput(wake_id=wake_id, plan=plan),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=MODEL_HEARTBEAT_TIMEOUT,
+                    retry_policy=MODEL_RETRY,
+                    summary="call model",
+                )
+            except ActivityError as err:
+                self._tag(Outcome.FAILED)
+                raise ApplicationError(
+                    f"model call failed: {err.cause or err}", type="ModelCallFailed"
+                ) from err
         if reply.fields is None:
             return self._finish(Outcome.NO_EMIT, reply.text_excerpt[:120], admission.decision, reply)
 
@@ -129,6 +156,40 @@ class WakeWorkflow:
             **LOCAL,
         )
         return self._finish(Outcome.EMITTED, emitted.route, admission.decision, reply, emitted.key)
+
+    async def _call_chain(self, wake_id: str, plan: ContextPlan, models: list[str]) -> ModelReply | None:
+        """Each model of the chain as its own `call model` activity, until one answers.
+
+        A model falls through to the next on a permanent error (retired id, quota, bad key), an open
+        breaker (not called at all) or transient failures past its attempts. None: every breaker was open.
+        Fails the wake (ModelCallFailed) when every model failed otherwise.
+        """
+        circuit_open = 0
+        for index, label in enumerate(models):
+            last = index == len(models) - 1
+            try:
+                return await workflow.execute_activity_method(
+                    WakeActivities.call_model,
+                    ModelCallInput(wake_id=wake_id, plan=plan, model_index=index),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=MODEL_HEARTBEAT_TIMEOUT,
+                    retry_policy=MODEL_RETRY if last else BEFORE_FALLBACK_RETRY,
+                    summary=f"call model {label}" + (f" (fallback {index})" if index else ""),
+                )
+            except ActivityError as err:
+                cause = err.cause
+                if isinstance(cause, CancelledError):
+                    raise
+                kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
+                circuit_open += kind == CIRCUIT_OPEN_ERROR
+                message = cause.message if isinstance(cause, FailureError) else str(err)
+                self._model_errors.append(f"{label}: {message}"[:300])
+        if circuit_open == len(models):
+            return None
+        self._tag(Outcome.FAILED)
+        raise ApplicationError(
+            "every model of the chain failed: " + "; ".join(self._model_errors), type="ModelCallFailed"
+        )
 
     async def _await_approval(self, rule: str, reason: str, timeout_s: int) -> ApprovalDecision:
         self._enter("awaiting-approval")
@@ -166,7 +227,13 @@ class WakeWorkflow:
         if not self._lean_stages or stage in VISIBLE_STAGES:
             workflow.upsert_search_attributes([search.STAGE.value_set(stage)])
 
+    def _count(self, outcome: Outcome) -> None:
+        """xmesh_wakes_total{outcome}: Temporal's workflow meter records it once, never on replay."""
+        meter = workflow.metric_meter()
+        meter.create_counter(WAKES_METRIC, "Wakes by outcome").add(1, {"outcome": outcome.value})
+
     def _tag(self, outcome: Outcome) -> None:
+        self._count(outcome)
         workflow.upsert_search_attributes(
             [search.OUTCOME.value_set(outcome.value), search.STAGE.value_set("done")]
         )
@@ -187,7 +254,10 @@ class WakeWorkflow:
             cost_usd=reply.cost_usd if reply else None,
             input_tokens=reply.input_tokens if reply else 0,
             output_tokens=reply.output_tokens if reply else 0,
+            model=reply.label if reply else "",
+            model_errors=self._model_errors,
         )
+        self._count(outcome)
         updates = [search.OUTCOME.value_set(outcome.value), search.STAGE.value_set("done")]
         if reply:
             updates.append(search.TOKENS.value_set(reply.input_tokens + reply.output_tokens))
@@ -198,5 +268,9 @@ class WakeWorkflow:
         details = f"**{outcome.value}**" + (f" — {reason}" if reason else "")
         if emitted_key:
             details += f"\n\nemitted `{emitted_key}`"
+        if reply and reply.model_index:
+            details += f"\n\nanswered by `{reply.label}` (fallback {reply.model_index})"
+        for error in self._model_errors:
+            details += f"\n\n- {error}"
         workflow.set_current_details(details)
         return result

@@ -8,7 +8,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from xmesh_agent.roles import CAT7, preset_weights
 
@@ -72,6 +80,34 @@ class RoleWeights(Section):
         return {f: getattr(self, f) for f in CAT7}
 
 
+MAX_FALLBACKS = 4
+
+
+class FallbackModel(Section):
+    """One model to try when the ones before it fail; unset keys come from [model] when the adapter is the same."""
+
+    adapter: AdapterName | None = Field(default=None, description="Defaults to [model] adapter.")
+    model_name: Annotated[str, Field(min_length=1)]
+    api_key: str | None = Field(default=None, repr=False)
+    base_url: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
+    price_input_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    price_output_per_mtok: Annotated[float, Field(ge=0)] | None = None
+
+
+def _fallback_item(i: int, item: Any) -> Any:
+    """`"openai/gpt-4o-mini"` or `"claude-sonnet-4-6"` (same adapter) as a FallbackModel table."""
+    if isinstance(item, dict):
+        return item
+    if not isinstance(item, str):
+        raise ValueError(f'fallback[{i}] must be "adapter/model", "model" or a table (got {item!r})')
+    text = item.strip()
+    head, sep, tail = text.partition("/")
+    if sep and head in ADAPTERS:
+        return {"adapter": head, "model_name": tail}
+    return {"model_name": text}
+
+
 class ModelConfig(Section):
     adapter: AdapterName
     model_name: str | None = Field(default=None, description="Defaults per adapter.")
@@ -81,12 +117,62 @@ class ModelConfig(Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
     price_input_per_mtok: Annotated[float, Field(ge=0)] | None = None
     price_output_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    fallback: Annotated[list[FallbackModel], Field(max_length=MAX_FALLBACKS)] = Field(
+        default_factory=list,
+        description="Models tried in order when this one fails for a wake (breaker open, permanent error, "
+        'retries used up): "adapter/model", "model" (same adapter) or a table with adapter, model_name, '
+        "base_url, api_key, timeout_seconds, prices.",
+    )
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _fallback_strings(cls, value: Any) -> Any:
+        return [_fallback_item(i, v) for i, v in enumerate(value)] if isinstance(value, list) else value
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_once(cls, value: list[FallbackModel], info: ValidationInfo) -> list[FallbackModel]:
+        adapter = info.data.get("adapter")
+        if adapter is None:
+            return value  # the adapter itself is wrong; that error is reported
+        seen = {f"{adapter}/{info.data.get('model_name') or DEFAULT_MODELS[adapter]}"}
+        for i, item in enumerate(value):
+            label = f"{item.adapter or adapter}/{item.model_name}"
+            if label in seen:
+                raise ValueError(f"fallback[{i}] {label!r} is already in the chain (list each model once)")
+            seen.add(label)
+        return value
 
     @model_validator(mode="after")
     def _default_model(self) -> ModelConfig:
         if not self.model_name:
             self.model_name = DEFAULT_MODELS[self.adapter]
         return self
+
+    @property
+    def label(self) -> str:
+        """`adapter/model`: how a model is named in wake results, breakers and metrics."""
+        return f"{self.adapter}/{self.model_name}"
+
+    def chain(self) -> list[ModelConfig]:
+        """This model, then each fallback as a full [model] section (same adapter: key, URL, timeout inherited)."""
+        models = [self.model_copy(update={"fallback": []})]
+        for item in self.fallback:
+            adapter = item.adapter or self.adapter
+            same = adapter == self.adapter
+            models.append(
+                ModelConfig(
+                    adapter=adapter,
+                    model_name=item.model_name,
+                    api_key=item.api_key or (self.api_key if same else None),
+                    base_url=item.base_url or (self.base_url if same else None),
+                    max_tokens_per_call=self.max_tokens_per_call,
+                    timeout_seconds=item.timeout_seconds or self.timeout_seconds,
+                    price_input_per_mtok=item.price_input_per_mtok,
+                    price_output_per_mtok=item.price_output_per_mtok,
+                )
+            )
+        return models
 
 
 class ContextConfig(Section):
@@ -155,6 +241,38 @@ class TemporalConfig(Section):
     tls: bool = False
 
 
+class ObservabilityConfig(Section):
+    metrics: str | None = Field(
+        default=None,
+        description='host:port of this peer\'s Prometheus endpoint (GET /metrics), e.g. "127.0.0.1:9464": '
+        "Temporal SDK metrics and the peer's own. Unset: no endpoint.",
+    )
+    tracing: Literal["off", "otlp", "file"] = Field(
+        default="off",
+        description="OpenTelemetry traces of every wake (needs the otel extra): otlp sends them to "
+        "otlp_endpoint over HTTP, file appends them as JSON lines to traces_file.",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint."
+    )
+    traces_file: str | None = Field(default=None, description="Defaults to traces.jsonl in the peer's dir.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        host, sep, port = (value or "").strip().rpartition(":")
+        if value is not None and (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError('must be "host:port" with a port 1-65535, e.g. "127.0.0.1:9464"')
+        return value.strip() if value else None
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
+
 class AgentConfig(Section):
     identity: IdentityConfig
     mesh: MeshConfig
@@ -167,6 +285,7 @@ class AgentConfig(Section):
     attach: AttachConfig = Field(default_factory=AttachConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
     @model_validator(mode="after")
     def _role_defaults(self) -> AgentConfig:

@@ -265,6 +265,8 @@ class wake_events:  # noqa: N801 - a namespace of the wake steps' log events
             {
                 "wakeId": wake_id,
                 "model": reply.model,
+                "adapter": reply.adapter,
+                "fallback": reply.model_index,
                 "inputTokens": reply.input_tokens,
                 "outputTokens": reply.output_tokens,
                 "costUsd": reply.cost_usd,

@@ -35,7 +35,7 @@ async def test_tool_call_gives_fields_usage_and_cost(server, adapter):
     assert resp.fields == {"issue": "off by one", "perspective": "reviewer"}
     assert resp.stop_reason == "tool_use"
     assert (resp.usage.input_tokens, resp.usage.output_tokens) == (120, 30)
-    assert resp.cost_usd == pytest.approx(120 / 1e6 * 0.80 + 30 / 1e6 * 4.0)
+    assert resp.cost_usd == pytest.approx(120 / 1e6 * 1.0 + 30 / 1e6 * 5.0)  # Haiku 4.5: $1 / $5
     assert (resp.model, resp.adapter) == ("claude-haiku-4-5-20251001", "anthropic")
     sent = server.requests[0]
     assert sent.path.startswith("/v1/messages")

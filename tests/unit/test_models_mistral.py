@@ -107,7 +107,10 @@ def test_factory_builds_it_from_config_and_env(monkeypatch):
     assert isinstance(adapter, MistralAdapter) and adapter.base_url == MISTRAL_BASE_URL
     checks = {name: (ok, detail) for name, ok, detail in check_adapter(cfg)}
     assert checks["model key"][0] and "MISTRAL_API_KEY" in checks["model key"][1]
-    assert checks["model price"] == (True, "mistral-small-latest has a known price")
+    assert checks["model price"] == (
+        True,
+        "mistral-small-latest: $0.1 in / $0.3 out per MTok (mistral list of 2026-12-02)",
+    )
 
 
 def test_unknown_mistral_model_is_flagged_not_guessed():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import pytest
 
@@ -16,7 +17,7 @@ from xmesh_agent.models.factory import build_adapter, check_adapter
 from xmesh_agent.models.offline import OfflineAdapter
 from xmesh_agent.models.ollama_adapter import OllamaAdapter
 from xmesh_agent.models.openai_adapter import OpenAIAdapter
-from xmesh_agent.models.pricing import cost_usd, lookup_price, resolve_price
+from xmesh_agent.models.pricing import PRICES, cost_usd, lookup_price, resolve_price
 from xmesh_agent.roles import known_roles
 
 TRIGGER = {
@@ -75,21 +76,38 @@ async def test_offline_without_trigger_uses_last_message():
 
 # pricing ----------------------------------------------------------------------------------------
 def test_known_prices():
-    assert lookup_price("claude-opus-4-7") == (15.0, 75.0)
-    assert lookup_price("claude-haiku-4-5-20251001") == (0.80, 4.0)
+    assert lookup_price("claude-opus-4-7") == (5.0, 25.0)
+    assert lookup_price("claude-haiku-4-5-20251001") == (1.0, 5.0)
+    assert lookup_price("claude-opus-5-5") == (4.0, 20.0)
     assert lookup_price("gpt-4o-mini") == (0.15, 0.60)
+    assert lookup_price("gpt-5") == (1.25, 10.0)
     assert lookup_price("o1") == (15.0, 60.0)
     assert lookup_price("anything", "ollama") == (0.0, 0.0)
     assert cost_usd("gpt-4o", Usage(input_tokens=1_000_000, output_tokens=500_000)) == pytest.approx(7.5)
 
 
-def test_prefix_fallbacks():
-    assert lookup_price("claude-sonnet-4-5-20250929") == (3.0, 15.0)  # claude-sonnet-4 family
-    assert lookup_price("claude-haiku-4-5") == (0.80, 4.0)
-    assert lookup_price("gpt-4o-mini-2024-07-18") == (0.15, 0.60)  # longest prefix, not gpt-4o
-    assert lookup_price("gpt-5-mini-2025-08-07") == (1.0, 4.0)
-    assert lookup_price("o1-preview") == (15.0, 60.0)
-    assert lookup_price("claude-3-5-sonnet-20241022") is None
+def test_every_row_is_dated_and_positive():
+    for model, row in PRICES.items():
+        assert row.vendor in ("anthropic", "openai", "mistral"), model
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", row.as_of), model
+        assert 0 < row.input <= row.output, model
+
+
+def test_aliases_match_and_nothing_is_guessed():
+    assert lookup_price("claude-haiku-4-5") == (1.0, 5.0)  # Anthropic's alias of the dated id
+    assert lookup_price("Claude-Sonnet-4-5") == (3.0, 15.0)
+    # no family or prefix guesses: each of these is unknown until the list names it
+    for model in (
+        "claude-opus-4-9",
+        "claude-haiku-5-5",
+        "claude-3-5-sonnet-20241022",
+        "gpt-4o-mini-2024-07-18",
+        "gpt-4o-2024-05-13",
+        "gpt-5-mini-2025-08-07",
+        "o1-preview",
+        "gpt-5.4-pro",
+    ):
+        assert lookup_price(model) is None, model
 
 
 def test_unknown_model_costs_none_and_warns_once(caplog):

@@ -2,7 +2,9 @@
 
 tests/fixtures/wake-*.json were recorded (tests/fixtures/record_wake_histories.py) with the wake as it
 stood before its stage upserts were batched per workflow task: one history per path (emitted, rejected,
-budget, gate, approval granted / denied / timed out, no emit, model failure). A wake that is in flight
+budget, gate, approval granted / denied / timed out, no emit, model failure); wake-fallback.json is a
+wake whose retired model fell back to the next of its chain (tests/integration/test_model_fallback.py
+with XMESH_RECORD_FALLBACK_FIXTURE=1). A wake that is in flight
 during an upgrade is resumed by the new code from such a history, so each must replay cleanly.
 """
 
@@ -30,6 +32,7 @@ PATHS = {
     "approval-timeout",
     "no-emit",
     "failed",
+    "fallback",
 }
 
 

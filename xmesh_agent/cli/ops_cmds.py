@@ -110,6 +110,10 @@ def status(
                     f"  day {b['day']}/{limits['day']}",
                 ],
                 ["breaker", f"{brk['state']} ({brk['consecutive_failures']} consecutive failures)"],
+                *(
+                    [f"fallback {i}", f"{f['model']}: breaker {f['breaker']['state']}"]
+                    for i, f in enumerate(r.get("fallback") or [], start=1)
+                ),
                 [
                     "cost",
                     f"run {_usd(c['run_usd'])}  lifetime {_usd(c['lifetime_usd'])}  "

@@ -20,7 +20,8 @@ def _q(value: str) -> str:
 
 
 def _money(value: float) -> str:
-    return repr(round(value, 2))
+    """USD to the micro-dollar: a sub-cent cap (a CI run's) must not round to a cap of $0."""
+    return repr(round(value, 6))
 
 
 def render_agent_toml(

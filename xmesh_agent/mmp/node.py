@@ -98,6 +98,8 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self.admission = admission
         self.on_cmb = on_cmb
         self.on_event = on_event
+        self.on_frame: Callable[[str, str, int], None] | None = None
+        """Told (direction "in"/"out", frame type, count) per frame served or CMB sent: the peer's metrics."""
         self.handshake_timeout = handshake_timeout
         self.ping_interval = ping_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -205,6 +207,8 @@ class MeshNode(PeeringMixin, IntakeMixin):
             frame = self._cmb_frame_for(cmb, best)
             if frame is not None and await best.link.send(frame):
                 sent += 1
+        if self.on_frame is not None:
+            self.on_frame("out", "cmb", sent)
         return sent
 
     async def wait_for_peers(self, n: int, timeout: float) -> bool:
@@ -288,6 +292,8 @@ class MeshNode(PeeringMixin, IntakeMixin):
                 if frame is None:
                     break
                 session.last_rx = time.monotonic()
+                if self.on_frame is not None:
+                    self.on_frame("in", frame.get("type"), 1)
                 try:
                     await self._dispatch(session, frame)
                 except Exception:

@@ -136,6 +136,12 @@ class CMBStore:
             row = cur.execute("SELECT body FROM cmbs WHERE key = ?", (key,)).fetchone()
         return CMB.from_wire(json.loads(row[0])) if row else None
 
+    def received_at(self, key: str) -> int | None:
+        """When this node stored the CMB (ms): for an inbound one, when its frame arrived."""
+        with self._cursor() as cur:
+            row = cur.execute("SELECT received_at FROM cmbs WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
     def source_of(self, key: str) -> str | None:
         with self._cursor() as cur:
             row = cur.execute("SELECT source FROM cmbs WHERE key = ?", (key,)).fetchone()

@@ -73,6 +73,10 @@ class PermanentModelError(ModelError):
     """Retrying cannot help: bad key, invalid request, unknown model."""
 
 
+class CircuitOpenError(PermanentModelError):
+    """This model's breaker is open: the wake moves on to its next model without calling this one."""
+
+
 class ModelAdapter(Protocol):
     name: str
     model: str

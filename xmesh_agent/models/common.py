@@ -39,6 +39,15 @@ TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 TRANSIENT_HINTS = ("rate limit", "rate_limit", "too many requests", "overloaded", "try again later")
 """Words that mark a rate-limit or overload even when a server picks an unusual status code."""
 
+PERMANENT_HINTS = (
+    "insufficient_quota",
+    "exceeded your current quota",
+    "credit balance is too low",
+    "billing_hard_limit",
+)
+"""A used-up quota or credit: it arrives as a 429 (OpenAI) or 400, and no retry within a wake can help,
+so it is permanent and a wake with a fallback moves on to the next model at once."""
+
 MAX_DETAIL = 200
 
 
@@ -143,6 +152,9 @@ def error_from_status(
     transient = status in TRANSIENT_STATUSES or status >= 500
     if status not in (401, 403) and any(word in lowered for word in TRANSIENT_HINTS):
         transient = True
+    if any(word in lowered for word in PERMANENT_HINTS):
+        transient = False
+        message += " (quota or credit used up: retrying will not help)"
     cls = TransientModelError if transient else PermanentModelError
     return cls(message, status=status, retry_after=retry_after if transient else None)
 

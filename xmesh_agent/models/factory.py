@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from xmesh_agent.config import ModelConfig
 from xmesh_agent.models.base import ModelAdapter, PermanentModelError
-from xmesh_agent.models.pricing import is_known
+from xmesh_agent.models.pricing import is_known, price_row
 
 # Each adapter is imported when a config names it: the vendor SDKs (anthropic alone is ~40 MB of RSS)
 # and httpx stay out of a peer that runs offline or on Ollama, and out of every CLI command.
@@ -51,6 +51,17 @@ def missing_key_message(adapter: str) -> str:
         f"no {adapter} API key: export {env}=<your key> (get one at {KEY_PAGES[adapter]}), "
         f"or set api_key under [model] in agent.toml"
     )
+
+
+def missing_keys(cfg: ModelConfig) -> list[str]:
+    """One line per model of the chain ([model], then each fallback) that has no API key to use."""
+    problems = []
+    for i, model in enumerate(cfg.chain()):
+        local = model.adapter == "openai" and _is_loopback(_base_url(model))
+        if model.adapter in KEY_ENV and not resolve_key(model) and not local:
+            where = "[model]" if i == 0 else f"[model] fallback {i} ({model.label})"
+            problems.append(f"{where}: {missing_key_message(model.adapter)}")
+    return problems
 
 
 def build_adapter(cfg: ModelConfig) -> ModelAdapter:
@@ -108,8 +119,14 @@ def check_adapter(cfg: ModelConfig) -> list[tuple[str, bool, str]]:
         checks.extend(_check_ollama(cfg))
     if cfg.adapter != "ollama":
         priced = cfg.price_input_per_mtok is not None and cfg.price_output_per_mtok is not None
-        if priced or is_known(model, cfg.adapter):
+        row = price_row(model)
+        if priced:
+            checks.append(("model price", True, f"{model}: priced by [model] price_*_per_mtok"))
+        elif row is None and is_known(model, cfg.adapter):
             checks.append(("model price", True, f"{model} has a known price"))
+        elif row is not None:
+            detail = f"{model}: ${row.input:g} in / ${row.output:g} out per MTok ({row.vendor} list of {row.as_of})"
+            checks.append(("model price", True, detail))
         else:
             checks.append(
                 (

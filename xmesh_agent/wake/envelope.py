@@ -21,7 +21,14 @@ class Envelope:
     gates: Gates
     run_id: str
     run_started_ms: int
+    fallback_breakers: list[CircuitBreaker] = field(default_factory=list)
+    """One per [model] fallback, in chain order (the primary's is `breaker`, named "model" as always)."""
     _capped: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def breakers(self) -> list[CircuitBreaker]:
+        """The breaker of each model in the chain, primary first."""
+        return [self.breaker, *self.fallback_breakers]
 
     @classmethod
     def open(cls, path: Path, config: AgentConfig, run_id: str | None = None) -> Envelope:
@@ -34,6 +41,7 @@ class Envelope:
             gates=Gates.from_config(config.safety),
             run_id=run_id,
             run_started_ms=started,
+            fallback_breakers=[CircuitBreaker(path, f"model:{m.label}") for m in config.model.chain()[1:]],
         )
 
     def check_cost(self, now_ms: int) -> CostDecision:
@@ -57,4 +65,5 @@ class Envelope:
     def close(self) -> None:
         self.budget.close()
         self.cost.close()
-        self.breaker.close()
+        for breaker in self.breakers:
+            breaker.close()

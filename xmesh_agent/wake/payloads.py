@@ -41,6 +41,10 @@ class WakeInput(BaseModel):
         default=None,
         description="Set by the listener when SVAF rejected the trigger at arrival: the wake only records it.",
     )
+    models: list[str] = Field(
+        default_factory=list,
+        description="The model chain as adapter/model labels when [model] has fallbacks; empty: one model.",
+    )
 
 
 class AdmitInput(BaseModel):
@@ -50,6 +54,7 @@ class AdmitInput(BaseModel):
 class ReserveInput(BaseModel):
     wake_id: str
     at_ms: int | None = Field(default=None, description="The workflow's clock; budget windows follow it.")
+    chain: bool = Field(default=False, description="The wake has fallback models (each checks its breaker).")
 
 
 class ReserveResult(BaseModel):
@@ -73,6 +78,9 @@ class ContextPlan(BaseModel):
 class ModelCallInput(BaseModel):
     wake_id: str
     plan: ContextPlan
+    model_index: int | None = Field(
+        default=None, description="Which model of the chain (a wake with fallbacks); None: the one model."
+    )
 
 
 class ModelReply(BaseModel):
@@ -83,6 +91,12 @@ class ModelReply(BaseModel):
     output_tokens: int = 0
     cost_usd: float | None = None
     model: str = ""
+    adapter: str = ""
+    model_index: int = Field(default=0, description="0: the [model] itself; n: its n-th fallback.")
+
+    @property
+    def label(self) -> str:
+        return f"{self.adapter}/{self.model}" if self.adapter else self.model
 
 
 class SafetyInput(BaseModel):
@@ -125,6 +139,10 @@ class WakeResult(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     admission: str = ""
+    model: str = Field(default="", description="adapter/model of the model that answered.")
+    model_errors: list[str] = Field(
+        default_factory=list, description="Why each model before it in the chain did not answer."
+    )
 
 
 def rejected_result(verdict: AdmitResult) -> WakeResult:

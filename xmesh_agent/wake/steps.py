@@ -17,7 +17,8 @@ from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_te
 from xmesh_agent.mmp.encoder import admit_stored
 from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.models.base import ModelAdapter, ModelError
+from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, PermanentModelError
+from xmesh_agent.observability import NO_METRICS, PeerMetrics, span
 from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
 from xmesh_agent.wake.context import plan_context, render_request
 from xmesh_agent.wake.envelope import Envelope
@@ -84,6 +85,14 @@ class WakeSteps:
     envelope: Envelope
     log: EventLog = field(default=no_log)
     """Where the steps report what they decided (the peer's structured log); a no-op by default."""
+    fallbacks: list[ModelAdapter] = field(default_factory=list)
+    """The [model] fallback adapters, in chain order; `adapter` is the primary."""
+    metrics: PeerMetrics = field(default=NO_METRICS)
+    """The peer's Prometheus metrics (a no-op unless [observability] metrics is set)."""
+
+    @property
+    def adapters(self) -> list[ModelAdapter]:
+        return [self.adapter, *self.fallbacks]
 
     def _cmb(self, key: str) -> CMB:
         cmb = self.store.get(key)
@@ -94,10 +103,12 @@ class WakeSteps:
     async def _admit(self, cmb_key: str) -> AdmitResult:
         return await admission(self.store, self.config, cmb_key)
 
-    async def _reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
+    async def _reserve(self, wake_id: str, at_ms: int | None = None, chain: bool = False) -> ReserveResult:
         """Cost caps, then the wake budget, then the breaker: a wake that may not run says why.
 
         `at_ms` is the wake's own clock (the workflow's time), so budget and cost windows follow it.
+        `chain`: the wake has fallback models; it is refused only when every model's breaker is open, and
+        each model call claims its own breaker (a half-open probe) when it runs.
         """
         env, now = self.envelope, at_ms or now_ms()
         cost = env.check_cost(now)
@@ -111,8 +122,18 @@ class WakeSteps:
                 outcome=Outcome.BUDGET_EXCEEDED,
                 reason=f"{budget.reason} (minute={counts.minute} hour={counts.hour} day={counts.day})",
             )
-        permit = env.breaker.allow(now)
-        if not permit.allowed:
+        if chain:
+            snaps = [b.snapshot(now) for b in env.breakers]
+            if all(snap.state == "open" for snap in snaps):
+                return ReserveResult(
+                    allowed=False,
+                    outcome=Outcome.CIRCUIT_OPEN,
+                    reason=f"circuit open for all {len(snaps)} models of the chain",
+                )
+            permit = None
+        else:
+            permit = env.breaker.allow(now)
+        if permit is not None and not permit.allowed:
             snap = permit.snapshot
             return ReserveResult(
                 allowed=False,
@@ -126,24 +147,59 @@ class WakeSteps:
         return plan_context(self.store, self.config, cmb_key)
 
     async def _call_model(
-        self, wake_id: str, plan: ContextPlan, attempt: int = 1, at_ms: int | None = None
+        self,
+        wake_id: str,
+        plan: ContextPlan,
+        attempt: int = 1,
+        at_ms: int | None = None,
+        model_index: int | None = None,
     ) -> ModelReply:
-        """`at_ms`: when this attempt was scheduled (server time); the cost is charged at that time."""
+        """`at_ms`: when this attempt was scheduled (server time); the cost is charged at that time.
+
+        `model_index` (a wake with fallbacks): which model of the chain to call; its own breaker must allow
+        the call first, else CircuitOpenError sends the wake on to the next model without a request.
+        """
         at = at_ms or now_ms()
+        index = model_index or 0
+        if index >= len(self.adapters):
+            raise PermanentModelError(f"model {index} is not in this peer's chain of {len(self.adapters)}")
+        adapter, breaker = self.adapters[index], self.envelope.breakers[index]
+        label = f"{adapter.name}/{adapter.model}"
+        if model_index is not None:
+            permit = breaker.allow(at)
+            if not permit.allowed:
+                snap = permit.snapshot
+                self.metrics.model_call(label, "circuit-open", 0.0)
+                raise CircuitOpenError(
+                    f"{adapter.name}/{adapter.model}: circuit {snap.state} after "
+                    f"{snap.consecutive_failures} consecutive failures; not called"
+                )
         request = render_request(self.store, self.config, plan)
         trigger = self._cmb(plan.cmb_key)
         request.role = self.config.identity.role or ""
         request.trigger = trigger.texts()
         request.max_tokens = clamp_max_tokens(request.max_tokens, self.config.model.max_tokens_per_call)
+        started = time.monotonic()
         try:
-            response = await self.adapter.complete(request)
+            with span("model.call", {"xmesh.model": label, "xmesh.attempt": attempt}):
+                response = await adapter.complete(request)
         except ModelError as exc:
-            self.envelope.breaker.record_failure(at, transient=exc.transient)
+            kind = "transient" if exc.transient else "permanent"
+            self.metrics.model_call(label, kind, time.monotonic() - started)
+            self.metrics.breaker(label, breaker.record_failure(at, transient=exc.transient).state)
             raise
-        self.envelope.breaker.record_success(at)
+        self.metrics.breaker(label, breaker.record_success(at).state)
+        self.metrics.model_call(
+            label,
+            "ok",
+            time.monotonic() - started,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+            response.cost_usd,
+        )
         self.envelope.cost.record(
             wake_id,
-            attempt,
+            attempt if index == 0 else f"m{index}-{attempt}",
             response.cost_usd,
             at,
             input_tokens=response.usage.input_tokens,
@@ -166,6 +222,8 @@ class WakeSteps:
             output_tokens=response.usage.output_tokens,
             cost_usd=response.cost_usd,
             model=response.model,
+            adapter=response.adapter or adapter.name,
+            model_index=index,
         )
 
     async def _check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:
@@ -217,7 +275,10 @@ class WakeSteps:
             )
             self.store.put(cmb, source="own")
         self.ledger.record_emission(wake_id, cmb.key)
-        delivered = await self.mesh.publish(cmb)
+        with span("mmp.publish", {"mmp.cmb.key": cmb.key, "mmp.to": route.to}) as current:
+            delivered = await self.mesh.publish(cmb)
+            if current is not None:
+                current.set_attribute("mmp.delivered_to", delivered)
         kind = "targeted" if cmb.to else "broadcast"
         return EmitResult(key=cmb.key, route=kind, to=route.to if cmb.to else None, delivered_to=delivered)
 
@@ -226,14 +287,19 @@ class WakeSteps:
     async def admit(self, cmb_key: str) -> AdmitResult:
         return wake_events.admit(self.log, cmb_key, await self._admit(cmb_key))
 
-    async def reserve(self, wake_id: str, at_ms: int | None = None) -> ReserveResult:
-        return wake_events.reserve(self.log, wake_id, await self._reserve(wake_id, at_ms))
+    async def reserve(self, wake_id: str, at_ms: int | None = None, chain: bool = False) -> ReserveResult:
+        return wake_events.reserve(self.log, wake_id, await self._reserve(wake_id, at_ms, chain))
 
     async def call_model(
-        self, wake_id: str, plan: ContextPlan, attempt: int = 1, at_ms: int | None = None
+        self,
+        wake_id: str,
+        plan: ContextPlan,
+        attempt: int = 1,
+        at_ms: int | None = None,
+        model_index: int | None = None,
     ) -> ModelReply:
         with wake_events.model_errors(self.log, wake_id, attempt):
-            reply = await self._call_model(wake_id, plan, attempt, at_ms)
+            reply = await self._call_model(wake_id, plan, attempt, at_ms, model_index)
             return wake_events.model_call(self.log, wake_id, reply)
 
     async def check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:

@@ -1,0 +1,79 @@
+"""A bounded run (`run --duration --max-cost --summary`): a peer that stops by itself, and says what it did.
+
+For CI jobs and scripts: the run ends gracefully (in-flight wakes finish, like `xmesh-agent stop`) at the
+deadline or once this run's spend reaches the cap, and the summary file holds the run's totals from the
+peer's own books (wake results and the cost ledger), not from scraping its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xmesh_agent.workers.peer import Peer
+
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RunBounds:
+    duration_s: float | None = None
+    max_cost_usd: float | None = None
+    summary_path: Path | None = None
+    config_path: str = ""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def enforce(peer: Peer, bounds: RunBounds) -> None:
+    """Begin a graceful stop at the deadline or when the run's spend reaches the cap; then return."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bounds.duration_s if bounds.duration_s else None
+    while True:
+        if deadline is not None and loop.time() >= deadline:
+            reason = "duration"
+            break
+        if bounds.max_cost_usd is not None:
+            spent = peer.envelope.cost.totals(_now_ms()).run_usd
+            if spent >= bounds.max_cost_usd:
+                reason = "cost cap"
+                break
+        await asyncio.sleep(POLL_SECONDS)
+    peer.events.event("run-bound-reached", {"reason": reason})
+    peer.control.begin_stop(reason)
+
+
+def summary(peer: Peer, started: float, bounds: RunBounds) -> dict[str, Any]:
+    """This run's totals: wakes by outcome (their workflow results), CMBs emitted, USD from the ledger."""
+    seen = dict(peer.control.seen)
+    totals = peer.envelope.cost.totals(_now_ms())
+    return {
+        "peer": peer.config.name,
+        "group": peer.config.group,
+        "configPath": bounds.config_path,
+        "stopReason": peer.control.stop_reason or "stopped",
+        "durationSeconds": round(time.monotonic() - started, 1),
+        "wakes": sum(seen.values()),
+        "wakesByOutcome": seen,
+        "cmbsEmitted": seen.get("emitted", 0),
+        "costUsd": round(totals.run_usd, 9),
+        "modelCalls": totals.run_calls,
+        "unpricedCalls": totals.run_unknown_calls,
+        "maxCostUsd": bounds.max_cost_usd,
+    }
+
+
+def write_summary(path: Path, data: dict[str, Any]) -> None:
+    """Atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
