@@ -32,8 +32,15 @@ def test_wheel_has_one_top_level_import_name(wheel: Path):
     assert tops == {"xmesh_agent"}
     top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["xmesh_agent"]
-    for module in ("workflows/wake.py", "activities/wake.py", "workers/peer.py", "workers/listener.py"):
-        assert f"xmesh_agent/{module}" in names
+    installed = {n for n in names if n.endswith(".py")}
+    source = {
+        f"xmesh_agent/{p.relative_to(ROOT / 'xmesh_agent').as_posix()}"
+        for p in (ROOT / "xmesh_agent").rglob("*.py")
+    }
+    for top in ("workflows", "activities", "workers"):
+        source |= {f"xmesh_agent/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / top).rglob("*.py")}
+    assert source - installed == set(), "modules of the checkout missing from the wheel"
+    assert "xmesh_agent/workflows/wake.py" in installed
 
 
 @pytest.mark.slow
