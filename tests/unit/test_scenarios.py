@@ -24,6 +24,7 @@ def test_every_role_has_a_peer_for_every_vendor():
         ("openai", "openai"),
         ("anthropic", "anthropic"),
         ("ollama", "ollama"),
+        ("mistral", "mistral"),
     ):
         for role in ROLES:
             path = SCENARIOS_DIR / "peers" / vendor_dir / f"{role}.toml"
