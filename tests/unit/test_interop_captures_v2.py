@@ -173,6 +173,11 @@ def test_the_preimage_built_by_hand_matches_and_is_what_was_signed() -> None:
     assert m["assertionId"] == "asrt-" + hashlib.sha256(by_hand).hexdigest()
 
 
+def _flip_first(sig: str) -> str:
+    """Another first character: a fixed one would leave a signature that starts with it unchanged."""
+    return ("B" if sig[0] == "A" else "A") + sig[1:]
+
+
 _TAMPER: dict[str, Callable[[dict[str, Any]], None]] = {
     "focus text": lambda r: r["categories"]["focus"].update(text="no rate limit at all"),
     "category parents": lambda r: r["categories"]["issue"]["meta"].update(parents=["cmb-" + "0" * 64]),
@@ -192,7 +197,7 @@ _TAMPER: dict[str, Callable[[dict[str, Any]], None]] = {
     "parents": lambda r: r["metadata"].update(lineage={"parents": ["cmb-" + "1" * 64], "method": "SVAF-v2"}),
     "application": lambda r: r["metadata"].update(application=_application(b"rm -rf /")),
     "sigAlg": lambda r: r["metadata"].update(sigAlg="none"),
-    "sig": lambda r: r["metadata"].update(sig="A" + r["metadata"]["sig"][1:]),
+    "sig": lambda r: r["metadata"].update(sig=_flip_first(r["metadata"]["sig"])),
     "key": lambda r: r["metadata"].update(key="cmb-" + "0" * 64),
 }
 
