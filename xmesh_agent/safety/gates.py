@@ -1,8 +1,9 @@
 """Approval gates: text a peer must not emit on its own (block) or only with a human's yes (approve).
 
 What is matched where (every rule sees the field text normalised first: Unicode NFKC, invisible format
-characters removed, case folded, whitespace runs collapsed, so `ＧＩＴ  ｐｕｓｈ`, `git\u200b push`
-and `GIT   PUSH` all read `git push`):
+characters removed, case folded, Cyrillic/Greek look-alike letters read as Latin, whitespace runs
+collapsed, so `ＧＩＴ  ｐｕｓｈ`, `git\u200b push`, `gіt push` (Cyrillic і) and `GIT   PUSH` all read
+`git push`):
 - risky actions (git push, commit to main, deploy, publish, rm -rf, .env, production config) in
   every one of the seven fields: a model, or a prompt-injected CMB, cannot step around a gate by
   writing the action in `focus` or `mood` instead of `intent`;
@@ -170,12 +171,21 @@ class Gates:
         return GateVerdict(action=top.action, rule=top.rule, field=top.field, excerpt=top.excerpt, hits=hits)
 
 
+_LOOKALIKES = str.maketrans(
+    # lower-case Cyrillic and Greek letters drawn like Latin ones (NFKC leaves them alone):
+    # "gіt push" with a Cyrillic і must read as git push
+    "аеорсухіјѕԁһӏԛԝοαεικνρτυχ",
+    "aeopcyxijsdhlqwoaeikvptux",
+)
+
+
 def normalize(text: str) -> str:
     """What a rule reads: NFKC, format characters (zero-width spaces, joiners) dropped, case folded,
-    every whitespace run one space. Secret shapes are matched on the raw text: they are case-sensitive."""
+    Cyrillic and Greek look-alikes read as the Latin letters they imitate, every whitespace run one
+    space. Secret shapes are matched on the raw text: they are case-sensitive."""
     folded = unicodedata.normalize("NFKC", text)
     folded = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf").casefold()
-    return " ".join(folded.split())
+    return " ".join(folded.translate(_LOOKALIKES).split())
 
 
 def _text(value: Any) -> str:
