@@ -6,14 +6,18 @@ them all in one table. Figures are printed, never asserted: these scripts are no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
@@ -104,3 +108,57 @@ def fmt_ms(seconds: float) -> str:
 
 def fmt_us(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
+
+
+def isolated_home(prefix: str) -> str:
+    """A fresh XMESH_HOME and same-host registry for one benchmark run: nothing touches ~/.xmesh."""
+    home = tempfile.mkdtemp(prefix=prefix)
+    os.environ["XMESH_HOME"] = home
+    os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")
+    return home
+
+
+def finish(rows: Sequence[Row], json_path: str | None, title: str) -> NoReturn:
+    """Print the rows and leave at once: the Temporal core runtime's threads can abort interpreter
+    finalisation (PyGILState_Release), and everything is stopped and printed by now."""
+    emit(rows, json_path, title)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def child_pids() -> list[int]:
+    """This process's children (the Temporal dev server), from /proc."""
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+@dataclass
+class Timed:
+    """One operation measured twice: one at a time (latencies, s), then `burst` at once (rate, CPU per op)."""
+
+    latencies: list[float]
+    rate: float
+    cpu_here: float
+    cpu_server: float
+
+
+async def sequential_then_burst(once: Callable[[], Awaitable[object]], n_seq: int, n_burst: int) -> Timed:
+    """Warm up 3 times, time `n_seq` calls one after another, then `n_burst` at once with the CPU this
+    process and its children (the dev server) spent per call."""
+    for _ in range(3):
+        await once()
+    latencies = []
+    for _ in range(n_seq):
+        start = time.perf_counter()
+        await once()
+        latencies.append(time.perf_counter() - start)
+    server = child_pids()
+    cpu0 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
+    start = time.perf_counter()
+    await asyncio.gather(*[once() for _ in range(n_burst)])
+    wall = time.perf_counter() - start
+    cpu1 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
+    return Timed(latencies, n_burst / wall, (cpu1[0] - cpu0[0]) / n_burst, (cpu1[1] - cpu0[1]) / n_burst)

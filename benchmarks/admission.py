@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, median, pct
+from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, isolated_home, median, pct
 
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
@@ -381,9 +381,7 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve_receiver())
         return
-    home = tempfile.mkdtemp(prefix="admit-home-")
-    os.environ["XMESH_HOME"] = home
-    os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")
+    isolated_home("admit-home-")
     rows = asyncio.run(run(args.quick))
     emit(rows, args.json, "admission: our pair and the stock pair, receiver in its own process")
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, Row, cpu_seconds, emit, fmt_ms, median, pct, rss_mb
+from _common import ROOT, Row, cpu_seconds, finish, fmt_ms, median, pct, rss_mb
 
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
@@ -318,9 +318,7 @@ def main() -> None:
         asyncio.run(child(args.child, args.want))
         return
     rows = asyncio.run(run(args.quick))
-    emit(rows, args.json, "mesh: N peers in one group on 127.0.0.1 (same-host registry discovery)")
-    sys.stdout.flush()
-    os._exit(0)  # see wake.py: the Temporal runtime's threads can abort interpreter finalisation
+    finish(rows, args.json, "mesh: N peers in one group on 127.0.0.1 (same-host registry discovery)")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -27,12 +25,21 @@ from pathlib import Path
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from _common import Row, cpu_seconds, emit, fmt_ms, pct
+    from _common import (
+        Row,
+        child_pids,
+        cpu_seconds,
+        finish,
+        fmt_ms,
+        isolated_home,
+        pct,
+        sequential_then_burst,
+    )
     from temporalio.client import Client
     from temporalio.service import RPCError
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
-    from wake import Observer, bench_config, child_pids
+    from wake import Observer, bench_config
 
     from xmesh_agent.mmp.cmb import CMB, mint
     from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
@@ -86,31 +93,18 @@ async def floor_rows(client: Client, n_seq: int, n_burst: int) -> list[Row]:
                 Empty.run, "x", id=f"empty-{uuid.uuid4()}", task_queue=FLOOR_QUEUE, request_eager_start=True
             )
 
-        for _ in range(3):
-            await once()
-        lat = []
-        for _ in range(n_seq):
-            t0 = time.perf_counter()
-            await once()
-            lat.append(time.perf_counter() - t0)
-        server = child_pids()
-        cpu0 = cpu_seconds(), sum(cpu_seconds(p) for p in server)
-        t0 = time.perf_counter()
-        await asyncio.gather(*[once() for _ in range(n_burst)])
-        wall = time.perf_counter() - t0
-        cpu1 = cpu_seconds(), sum(cpu_seconds(p) for p in server)
+        t = await sequential_then_burst(once, n_seq, n_burst)
     return [
         Row(
             "rejected",
             "floor: empty workflow, eager start p50 / p95",
-            f"{fmt_ms(pct(lat, 50))} / {fmt_ms(pct(lat, 95))}",
+            f"{fmt_ms(pct(t.latencies, 50))} / {fmt_ms(pct(t.latencies, 95))}",
         ),
         Row(
             "rejected",
             "floor: burst",
-            f"{n_burst / wall:.1f} wf/s",
-            note=f"CPU per wf: starter+worker {fmt_ms((cpu1[0] - cpu0[0]) / n_burst)}, "
-            f"server {fmt_ms((cpu1[1] - cpu0[1]) / n_burst)}",
+            f"{t.rate:.1f} wf/s",
+            note=f"CPU per wf: starter+worker {fmt_ms(t.cpu_here)}, server {fmt_ms(t.cpu_server)}",
         ),
     ]
 
@@ -219,13 +213,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer wakes")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="rejected-home-")
-    os.environ["XMESH_HOME"] = home
-    os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")
+    isolated_home("rejected-home-")
     rows = asyncio.run(run(args.quick))
-    emit(rows, args.json, "rejected wakes: one peer, offline model, dev server on a SQLite file")
-    sys.stdout.flush()
-    os._exit(0)  # as wake.py: the Temporal core's threads can abort interpreter finalisation
+    finish(rows, args.json, "rejected wakes: one peer, offline model, dev server on a SQLite file")
 
 
 if __name__ == "__main__":

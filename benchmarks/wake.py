@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import sys
 import tempfile
 import time
 import uuid
@@ -30,7 +27,17 @@ from temporalio import activity, workflow
 
 # The sandbox re-imports this module to run the floor workflows: everything else passes through.
 with workflow.unsafe.imports_passed_through():
-    from _common import Row, cpu_seconds, emit, fmt_ms, median, pct
+    from _common import (
+        Row,
+        child_pids,
+        cpu_seconds,
+        finish,
+        fmt_ms,
+        isolated_home,
+        median,
+        pct,
+        sequential_then_burst,
+    )
     from temporalio.api.enums.v1 import EventType
     from temporalio.client import Client
     from temporalio.testing import WorkflowEnvironment
@@ -101,21 +108,15 @@ async def floor_rows(client: Client, n_seq: int, n_burst: int) -> list[Row]:
                     wf.run, "x", id=f"floor-{uuid.uuid4()}", task_queue=FLOOR_QUEUE, request_eager_start=True
                 )
 
-            for _ in range(3):
-                await once()
-            lat = []
-            for _ in range(n_seq):
-                start = time.perf_counter()
-                await once()
-                lat.append(time.perf_counter() - start)
-            server = child_pids()
-            cpu0 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
-            start = time.perf_counter()
-            await asyncio.gather(*[once() for _ in range(n_burst)])
-            rate = n_burst / (time.perf_counter() - start)
-            cpu1 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
+            t = await sequential_then_burst(once, n_seq, n_burst)
             name = f"floor {wf.__name__}"
-            rows.append(Row("wake", f"{name} p50 / p95", f"{fmt_ms(pct(lat, 50))} / {fmt_ms(pct(lat, 95))}"))
+            rows.append(
+                Row(
+                    "wake",
+                    f"{name} p50 / p95",
+                    f"{fmt_ms(pct(t.latencies, 50))} / {fmt_ms(pct(t.latencies, 95))}",
+                )
+            )
             handle = await client.start_workflow(
                 wf.run, "x", id=f"floor-{uuid.uuid4()}", task_queue=FLOOR_QUEUE, request_eager_start=True
             )
@@ -126,9 +127,9 @@ async def floor_rows(client: Client, n_seq: int, n_burst: int) -> list[Row]:
                 Row(
                     "wake",
                     f"{name} burst",
-                    f"{rate:.1f} wf/s",
+                    f"{t.rate:.1f} wf/s",
                     note=f"{n_burst} at once; CPU per wf: this process "
-                    f"{fmt_ms((cpu1[0] - cpu0[0]) / n_burst)}, server {fmt_ms((cpu1[1] - cpu0[1]) / n_burst)}",
+                    f"{fmt_ms(t.cpu_here)}, server {fmt_ms(t.cpu_server)}",
                 )
             )
     return rows
@@ -207,15 +208,6 @@ def bench_config(group: str):
             },
         }
     )
-
-
-def child_pids() -> list[int]:
-    """This process's children (the Temporal dev server), from /proc."""
-    pids = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        with contextlib.suppress(OSError):
-            pids += [int(p) for p in (task / "children").read_text().split()]
-    return pids
 
 
 class StartTimes:
@@ -491,16 +483,10 @@ def main() -> None:
         help="let the dev server hand the model-call activity straight back to the worker",
     )
     args = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="wake-home-")
-    os.environ["XMESH_HOME"] = home
-    os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")
+    isolated_home("wake-home-")
     server_args = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"]
     rows = asyncio.run(run(args.quick, server_args if args.eager_activities else []))
-    emit(rows, args.json, "wake: one peer, offline model, dev server on a SQLite file")
-    # The Temporal core runtime's threads can abort interpreter finalisation (PyGILState_Release);
-    # everything is stopped and printed by now, so leave without it.
-    sys.stdout.flush()
-    os._exit(0)
+    finish(rows, args.json, "wake: one peer, offline model, dev server on a SQLite file")
 
 
 if __name__ == "__main__":

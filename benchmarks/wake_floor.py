@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import tempfile
 import time
 import uuid
@@ -27,7 +25,7 @@ from pathlib import Path
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from _common import Row, emit, fmt_ms, pct
+    from _common import Row, finish, fmt_ms, isolated_home, pct
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
     from wake import FLOOR_QUEUE, Observer, WakeShape, bench_config, bench_step
@@ -138,13 +136,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="wake-floor-home-")
-    os.environ["XMESH_HOME"] = home
-    os.environ["XMESH_SYM_LOOPBACK_DIR"] = str(Path(home) / "loopback")
+    isolated_home("wake-floor-home-")
     rows = asyncio.run(run(args.quick))
-    emit(rows, args.json, "wake vs floor, interleaved: one peer, offline model, dev server on a SQLite file")
-    sys.stdout.flush()
-    os._exit(0)  # as wake.py: the Temporal core's threads can abort interpreter finalisation
+    finish(
+        rows, args.json, "wake vs floor, interleaved: one peer, offline model, dev server on a SQLite file"
+    )
 
 
 if __name__ == "__main__":
