@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import struct
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import websockets
 
+from tests.interop.node_process import NodeProcess, driver_command
 from xmesh_agent.mmp.relay_server import RelayServer
 
 DRIVER = Path(__file__).with_name("stock_driver.js")
@@ -54,64 +53,23 @@ BOB_REMIX = {
 }
 
 
-class Driven:
-    """One stock node process (stock_driver.js), its JSON-line reports and its commands."""
+class Driven(NodeProcess):
+    """One throwaway stock node (stock_driver.js, v2.0 emitter forced on)."""
 
     def __init__(self, name: str, room: str, home: Path, **extra: Any):
-        self.name, self.home = name, home
-        self.opts = {"name": name, "room": room, "emitV2": True, **extra}
-        self.events: list[dict[str, Any]] = []
-        self.proc: asyncio.subprocess.Process | None = None
+        opts = {"name": name, "room": room, "emitV2": True, **extra}
+        super().__init__(*driver_command(DRIVER, opts, home), name)
 
-    async def start(self) -> dict[str, Any]:
-        env = {**os.environ, "HOME": str(self.home)}
-        env.pop("SYM_STATE_DIR", None)
-        self.proc = await asyncio.create_subprocess_exec(
-            shutil.which("node") or "node",
-            str(DRIVER),
-            json.dumps(self.opts),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        asyncio.get_running_loop().create_task(self._read())
-        return await self.wait(lambda e: e["event"] == "started")
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            try:
-                self.events.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.events.append({"event": "stderr", "msg": line.decode(errors="replace")})
-
-    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            hits = [e for e in self.events if pred(e)]
-            if hits:
-                return hits[0]
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"{self.name} never reported it: {self.events[-10:]}")
-
-    async def cmd(self, command: dict[str, Any]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(command) + "\n").encode())
-        await self.proc.stdin.drain()
+    async def start(self) -> dict[str, Any]:  # type: ignore[override]  # returns the started report
+        await super().start()
+        return await self.wait(lambda e: e.get("event") == "started")
 
     async def e2e_key(self) -> str:
-        await self.cmd({"cmd": "keys"})
-        return (await self.wait(lambda e: e["event"] == "keys"))["e2ePrivatePkcs8"]
+        await self.command({"cmd": "keys"})
+        return (await self.wait(lambda e: e.get("event") == "keys"))["e2ePrivatePkcs8"]
 
-    async def stop(self) -> None:
-        assert self.proc is not None
-        await self.cmd({"cmd": "stop"})
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
+    async def stop(self) -> None:  # type: ignore[override]
+        await super().stop({"cmd": "stop"})
 
 
 class Tap:
@@ -159,21 +117,21 @@ async def record_tcp(root: Path) -> tuple[list[Any], dict[str, str]]:
     proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
     await bob.start()
     port = proxy.sockets[0].getsockname()[1]
-    await bob.cmd(
+    await bob.command(
         {"cmd": "dial", "host": "127.0.0.1", "port": port, "peerId": started["nodeId"], "peerName": "alice"}
     )
     await alice.wait(lambda e: e["event"] == "peer-joined")
     await bob.wait(lambda e: e["event"] == "peer-joined")
     await asyncio.sleep(1.0)
-    await alice.cmd({"cmd": "remember", "categories": ALICE})
+    await alice.command({"cmd": "remember", "categories": ALICE})
     first = await alice.wait(lambda e: e["event"] == "remembered")
     await bob.wait(lambda e: e["event"] == "signature" and e["from"] == "alice")
     await asyncio.sleep(1.0)
-    await bob.cmd({"cmd": "remember", "categories": BOB})
+    await bob.command({"cmd": "remember", "categories": BOB})
     seen = {first["key"], (await bob.wait(lambda e: e["event"] == "remembered"))["key"]}
     await alice.wait(lambda e: e["event"] == "signature" and e["from"] == "bob")
     remix = {"parents": [{"key": first["key"]}], "to": started["nodeId"]}
-    await bob.cmd({"cmd": "remember", "categories": BOB_REMIX, "opts": remix})
+    await bob.command({"cmd": "remember", "categories": BOB_REMIX, "opts": remix})
     await alice.wait(lambda e: e["event"] == "signature" and e["key"] not in seen)
     await asyncio.sleep(1.5)
     keys = {"alice": await alice.e2e_key(), "bob": await bob.e2e_key()}
@@ -215,10 +173,10 @@ async def record_relay(root: Path) -> tuple[list[dict[str, str]], dict[str, str]
     await carol.wait(lambda e: e["event"] == "peer-joined")
     await dave.wait(lambda e: e["event"] == "peer-joined")
     await asyncio.sleep(1.0)
-    await dave.cmd({"cmd": "remember", "categories": ALICE})
+    await dave.command({"cmd": "remember", "categories": ALICE})
     await carol.wait(lambda e: e["event"] == "signature" and e["from"] == "dave")
     await asyncio.sleep(1.0)
-    await carol.cmd({"cmd": "remember", "categories": BOB})
+    await carol.command({"cmd": "remember", "categories": BOB})
     await dave.wait(lambda e: e["event"] == "signature" and e["from"] == "carol")
     await asyncio.sleep(1.5)
     keys = {"carol": await carol.e2e_key(), "dave": await dave.e2e_key()}

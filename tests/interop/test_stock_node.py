@@ -12,18 +12,17 @@ HOME; tests/interop/stock_driver.js starts it and reports what IT observed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.peer_kit import eventually, peer_config
+from tests.interop.node_process import NodeProcess, driver_command
 from xmesh_agent.mmp.dialect_v2 import V2_SUITE
 from xmesh_agent.mmp.e2e import aes_gcm_available
 from xmesh_agent.mmp.relay_server import RelayServer
@@ -59,65 +58,18 @@ def _stock_checkout(v2: bool) -> tuple[str, bool | None]:
     return SYM_NODE_DIR, v2
 
 
-class StockNode:
-    """The stock node process: JSON-line reports in, commands out."""
+class StockNode(NodeProcess):
+    """The stock node process (stock_driver.js on `checkout`): JSON-line reports in, commands out."""
 
     def __init__(self, home: Path, opts: dict[str, Any], checkout: str):
-        self.home, self.opts, self.checkout = home, opts, checkout
-        self.events: list[dict[str, Any]] = []
-        self.proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task | None = None
+        super().__init__(*driver_command(DRIVER, opts, home, SYM_NODE_DIR=checkout), "stock node")
 
-    async def start(self) -> dict[str, Any]:
-        env = {**os.environ, "HOME": str(self.home), "SYM_NODE_DIR": self.checkout}
-        env.pop("SYM_STATE_DIR", None)
-        self.proc = await asyncio.create_subprocess_exec(
-            shutil.which("node") or "node",
-            str(DRIVER),
-            json.dumps(self.opts),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        self._reader = asyncio.create_task(self._read())
-        return await self.wait(lambda e: e["event"] == "started", 20)
+    async def start(self) -> dict[str, Any]:  # type: ignore[override]  # returns the started report
+        await super().start()
+        return await self.wait(lambda e: e.get("event") == "started", 20)
 
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            try:
-                self.events.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.events.append({"event": "stderr", "msg": line.decode(errors="replace").rstrip()})
-
-    def find(self, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        return [e for e in self.events if pred(e)]
-
-    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
-        try:
-            await eventually(lambda: self.find(pred), timeout=timeout)
-        except AssertionError:
-            tail = "\n".join(json.dumps(e) for e in self.events[-40:])
-            raise AssertionError(f"stock node never reported it; its last events:\n{tail}") from None
-        return self.find(pred)[0]
-
-    async def command(self, cmd: dict[str, Any]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        await self.proc.stdin.drain()
-
-    async def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(Exception):
-            await self.command({"cmd": "stop"})
-            await asyncio.wait_for(self.proc.wait(), 10)
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
+    async def stop(self) -> None:  # type: ignore[override]
+        await super().stop({"cmd": "stop"})
 
 
 @pytest.mark.parametrize(
