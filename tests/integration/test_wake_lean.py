@@ -27,6 +27,20 @@ async def _stage_upserts(client: Client, workflow_id: str) -> list[dict]:
     return upserts
 
 
+async def _closed(client, wid: str):  # noqa: ANN001, ANN202 - a temporalio Client; its handle
+    """The wake's handle once it has closed (it may not have started yet)."""
+    handle = client.get_workflow_handle_for(WakeWorkflow.run, wid)
+
+    async def done():
+        try:
+            return (await handle.describe()).close_time is not None
+        except Exception:  # noqa: BLE001 - not started yet
+            return False
+
+    await eventually(done, timeout=30)
+    return handle
+
+
 async def test_new_wake_upserts_only_the_stages_anyone_can_see(temporal_env) -> None:
     client = temporal_env.client
     group = f"t-{uuid.uuid4().hex[:8]}"
@@ -42,15 +56,7 @@ async def test_new_wake_upserts_only_the_stages_anyone_can_see(temporal_env) -> 
         peer.store.put(cmb, source="author-x")
         await peer.starter.on_cmb(cmb)
         wid = wake_id("lean-a", cmb.key)
-        handle = client.get_workflow_handle_for(WakeWorkflow.run, wid)
-
-        async def done():
-            try:
-                return (await handle.describe()).close_time is not None
-            except Exception:  # noqa: BLE001 - not started yet
-                return False
-
-        await eventually(done, timeout=30)
+        handle = await _closed(client, wid)
         result = await handle.result()
         assert result.outcome == "emitted" and peer.store.has(result.emitted_key)
 
@@ -84,15 +90,7 @@ async def test_rejected_at_arrival_is_one_workflow_task_shown_in_the_web_ui(temp
         peer.store.put(repeat, source="author-y")
         await peer.starter.on_cmb(repeat)
         wid = wake_id("lean-r", repeat.key)
-        handle = client.get_workflow_handle_for(WakeWorkflow.run, wid)
-
-        async def done():
-            try:
-                return (await handle.describe()).close_time is not None
-            except Exception:  # noqa: BLE001 - not started yet
-                return False
-
-        await eventually(done, timeout=30)
+        handle = await _closed(client, wid)
         result = await handle.result()
         assert result.outcome == "rejected" and result.admission == "redundant"
         assert "SVAF redundant" in result.reason
