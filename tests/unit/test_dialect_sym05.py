@@ -18,8 +18,8 @@ from tests.mmp_data import mmp_path
 from tests.unit.node_testkit import RawPeer, make_node, note
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, content_key, legacy_key, mint, minted_texts
-from xmesh_agent.mmp.dialect_stock_frames import is_stock_handshake, stock_handshake
-from xmesh_agent.mmp.dialect_sym05 import (
+from xmesh_agent.mmp.dialects.stock_frames import is_stock_handshake, stock_handshake
+from xmesh_agent.mmp.dialects.sym05 import (
     Sym05EncryptedError,
     Sym05Error,
     decode_sym05_cmb,

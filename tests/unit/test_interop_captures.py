@@ -13,7 +13,7 @@ import pytest
 from tests.mmp_data import mmp_path
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, content_key, mint
-from xmesh_agent.mmp.dialect_stock import (
+from xmesh_agent.mmp.dialects.stock import (
     StockDialectError,
     StockEncryptedError,
     block_key,
@@ -27,7 +27,7 @@ from xmesh_agent.mmp.dialect_stock import (
     stock_key_for,
     verify_stock_record,
 )
-from xmesh_agent.mmp.dialect_stock_frames import (
+from xmesh_agent.mmp.dialects.stock_frames import (
     attestation_payload,
     build_attestation,
     decode_relay_message,

@@ -22,21 +22,21 @@ import pytest
 from tests.mmp_data import mmp_path
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, mint
-from xmesh_agent.mmp.dialect_stock import (
+from xmesh_agent.mmp.dialects.stock import (
     StockDialectError,
     decode_stock_cmb,
     stock_key_for,
     stock_signing_payload,
     verify_stock_record,
 )
-from xmesh_agent.mmp.dialect_stock_frames import (
+from xmesh_agent.mmp.dialects.stock_frames import (
     decode_relay_message,
     is_stock_handshake,
     parse_stock_handshake,
     verify_attestation,
 )
-from xmesh_agent.mmp.dialect_stock_keys import category_parents_commitment
-from xmesh_agent.mmp.dialect_v2 import (
+from xmesh_agent.mmp.dialects.stock_keys import category_parents_commitment
+from xmesh_agent.mmp.dialects.v2 import (
     ADDRESS_SCHEME,
     V2_SUITE,
     application_commitment,

@@ -17,7 +17,7 @@ from xmesh_agent.config import LoggingConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import PeerLog
 from xmesh_agent.mmp import framing
-from xmesh_agent.mmp.mdns import (
+from xmesh_agent.mmp.discovery.mdns import (
     SERVICE_TYPE,
     MdnsDiscovery,
     instance_label,

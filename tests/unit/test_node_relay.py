@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.node_testkit import make_node, note, ordered_identities, poll
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.mmp.relay.server import RelayServer
 
 
 @pytest.fixture(autouse=True)

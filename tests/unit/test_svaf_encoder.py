@@ -7,8 +7,7 @@ import math
 import pytest
 
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.encoder import (
+from xmesh_agent.mmp.admission.encoder import (
     DEFAULT_ENCODER,
     FieldEncoder,
     HashedNgramEncoder,
@@ -16,7 +15,8 @@ from xmesh_agent.mmp.encoder import (
     config_for,
     encode_fields,
 )
-from xmesh_agent.mmp.svaf import SvafConfig, evaluate
+from xmesh_agent.mmp.admission.svaf import SvafConfig, evaluate
+from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.tether import check_tether
 from xmesh_agent.roles import preset_weights
 

@@ -9,6 +9,7 @@ from nacl.signing import SigningKey
 
 from tests.mmp_data import mmp_path
 from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
+from xmesh_agent.mmp.admission.svaf import SvafConfig, evaluate
 from xmesh_agent.mmp.cmb import (
     CMB,
     content_key,
@@ -17,7 +18,6 @@ from xmesh_agent.mmp.cmb import (
     signing_payload,
     verify_cmb_signature,
 )
-from xmesh_agent.mmp.svaf import SvafConfig, evaluate
 from xmesh_agent.mmp.tether import (
     attestation_payload,
     comparable,

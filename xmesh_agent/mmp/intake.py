@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import PeerInfo
-from xmesh_agent.mmp.dialect_v2 import (
+from xmesh_agent.mmp.dialects.v2 import (
     V2_SUITE,
     encode_v2_cmb,
     is_v2_record,
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from xmesh_agent.mmp.node import MeshNode, _Session
 
 log = logging.getLogger(__name__)
-
-_MAX_ALIASES = 10_000
 
 
 def is_stock_record(body: dict[str, Any]) -> bool:
@@ -62,7 +60,7 @@ class IntakeMixin:
         external: ExternalSig | None = None
         try:
             if session.sym05:
-                from xmesh_agent.mmp.dialect_sym05 import Sym05EncryptedError, sym05_intake
+                from xmesh_agent.mmp.dialects.sym05 import Sym05EncryptedError, sym05_intake
 
                 try:
                     cmb, external = sym05_intake(self, session, frame)
@@ -132,7 +130,7 @@ class IntakeMixin:
 
     def _decode_stock(self: MeshNode, frame: dict[str, Any], sender: KnownKey) -> tuple[CMB, ExternalSig]:
         """A stock record as our CMB plus its signature check (either suite). ValueError when unreadable."""
-        from xmesh_agent.mmp.dialect_stock import decode_stock_cmb
+        from xmesh_agent.mmp.dialects.stock import decode_stock_cmb
 
         meta = frame["cmb"].get("metadata")
         author = meta.get("createdBy") if isinstance(meta, dict) else None
@@ -144,8 +142,7 @@ class IntakeMixin:
         decoded = decode_stock_cmb(
             frame, author_node_id=known.node_id if known else None, aliases=self._stock_aliases
         )
-        if len(self._stock_aliases) < _MAX_ALIASES:
-            self._stock_aliases.update(decoded.aliases)
+        self._stock_aliases.learn(decoded.aliases)
         record = decoded.record
         # The record names its suite (0.12.1's mmp-sig-v2, or mmp-sig-v2.0 whose signed author
         # nodeId must be the node whose key verifies it).
@@ -161,13 +158,13 @@ class IntakeMixin:
         """The `cmb` frame for this peer: a signed stock record for stock nodes, the flat v0.2 CMB
         for sym 0.5 peers, else the spec CMB."""
         if session.sym05:
-            from xmesh_agent.mmp.dialect_sym05 import sym05_frame_for
+            from xmesh_agent.mmp.dialects.sym05 import sym05_frame_for
 
             return sym05_frame_for(self, cmb, session)
         if not session.stock:
             return {"type": "cmb", "timestamp": _now_ms(), "cmb": cmb.to_wire()}
-        from xmesh_agent.mmp.dialect_stock import encode_stock_cmb
-        from xmesh_agent.mmp.dialect_stock_keys import StockDialectError, stock_key_for
+        from xmesh_agent.mmp.dialects.stock import encode_stock_cmb
+        from xmesh_agent.mmp.dialects.stock_keys import StockDialectError, stock_key_for
 
         encode = encode_v2_cmb if session.stock_v2 else encode_stock_cmb
 
@@ -193,8 +190,7 @@ class IntakeMixin:
         except StockDialectError as exc:
             log.warning("cannot encode %s for a stock peer: %s", cmb.key, exc)
             return None
-        if len(self._stock_aliases) < _MAX_ALIASES:
-            self._stock_aliases[frame["cmb"]["metadata"]["key"]] = cmb.key
+        self._stock_aliases.learn({frame["cmb"]["metadata"]["key"]: cmb.key})
         if session.e2e_secret is not None:
             try:
                 frame["cmb"] = encrypt_record(frame["cmb"], session.e2e_secret)

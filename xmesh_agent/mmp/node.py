@@ -16,8 +16,9 @@ from typing import Any
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink, TcpLink
-from xmesh_agent.mmp.dialect_stock_frames import is_stock_handshake
-from xmesh_agent.mmp.dialect_sym05 import is_sym05_handshake
+from xmesh_agent.mmp.dialects.aliases import AliasMap
+from xmesh_agent.mmp.dialects.stock_frames import is_stock_handshake
+from xmesh_agent.mmp.dialects.sym05 import is_sym05_handshake
 from xmesh_agent.mmp.e2e import E2EError, X25519KeyPair, aes_gcm_available
 from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
 from xmesh_agent.mmp.intake import IntakeMixin
@@ -124,7 +125,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self._deliveries: asyncio.Queue[tuple[CMB, PeerInfo]] = asyncio.Queue(maxsize=1000)
         self._delivery_task: asyncio.Task | None = None
         self._pending_handshakes = 0
-        self._stock_aliases: dict[str, str] = {}  # stock block key -> our cmb1 key
+        self._stock_aliases = AliasMap()
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Condition()
         self._server: asyncio.base_events.Server | None = None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from xmesh_agent.identity import b64url_decode, b64url_encode
 from xmesh_agent.mmp.connection import PeerInfo, RelayLink, TcpLink
-from xmesh_agent.mmp.registry import LoopbackRegistry
+from xmesh_agent.mmp.discovery.registry import LoopbackRegistry
 
 if TYPE_CHECKING:
     from xmesh_agent.mmp.node import MeshNode
@@ -87,7 +87,7 @@ class PeeringMixin:
             self._registry.write(self.port)
             self._spawn(self._registry_loop(), "registry")
         if "mdns" in self.discovery:
-            from xmesh_agent.mmp.mdns import MdnsDiscovery
+            from xmesh_agent.mmp.discovery.mdns import MdnsDiscovery
 
             self._mdns = MdnsDiscovery(
                 self.identity,
@@ -100,7 +100,7 @@ class PeeringMixin:
             )
             await self._mdns.start()
         if self.relay_url:
-            from xmesh_agent.mmp.relay_client import RelayClient
+            from xmesh_agent.mmp.relay.client import RelayClient
 
             self._relay = RelayClient(
                 self.relay_url,

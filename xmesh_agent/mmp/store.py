@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from xmesh_agent.mmp.anchors import WINDOW_CAPACITY, AnchorWindow, StoredCMB
+from xmesh_agent.mmp.admission.anchors import WINDOW_CAPACITY, AnchorWindow, StoredCMB
 from xmesh_agent.mmp.cmb import CMB
 
 log = logging.getLogger(__name__)

@@ -76,7 +76,7 @@ def check_tether(
     guarded_threshold: float = DEFAULT_GUARDED_THRESHOLD,
 ) -> TetherCheck:
     """Encode both blocks' texts in one kernel (default: the lexical one) and run `tether_drift`."""
-    from xmesh_agent.mmp.encoder import DEFAULT_ENCODER, encode_fields
+    from xmesh_agent.mmp.admission.encoder import DEFAULT_ENCODER, encode_fields
 
     enc = encoder or DEFAULT_ENCODER
     return tether_drift(

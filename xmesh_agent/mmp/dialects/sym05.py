@@ -35,7 +35,6 @@ SYM05_VERSION_RE = re.compile(r"^0\.\d+\.\d+$")
 REMIX_METHOD = "SVAF-v2"
 _MAX_KEY = 128
 _MAX_LIST = 256
-_MAX_ALIASES = 10_000
 _NUMBER = (int, float)
 # Unsigned: nothing to verify, and our own cmb1- address is recomputed from the texts, so it
 # always matches; the verifier's unsigned-block policy (tofu/open accept, strict refuses) decides.
@@ -254,8 +253,7 @@ def sym05_intake(node: MeshNode, session: _Session, frame: dict[str, Any]) -> tu
     decoded = decode_sym05_cmb(
         frame, secret=session.e2e_secret, author_node_id=author_id, aliases=node._stock_aliases
     )
-    if len(node._stock_aliases) < _MAX_ALIASES:
-        node._stock_aliases.update(decoded.aliases)
+    node._stock_aliases.learn(decoded.aliases)
     return decoded.cmb, UNSIGNED
 
 
@@ -264,7 +262,7 @@ def sym05_frame_for(node: MeshNode, cmb: CMB, session: _Session) -> dict[str, An
     info = session.info
     if cmb.created_by != node.identity.name or info is None:
         return None  # a 0.5 node takes blocks from the delivering peer's own hand
-    theirs = {ours: t for t, ours in node._stock_aliases.items()}
+    theirs = node._stock_aliases.theirs()
 
     def their_key(key: str) -> str:
         parent = node.store.get(key)
@@ -283,6 +281,5 @@ def sym05_frame_for(node: MeshNode, cmb: CMB, session: _Session) -> dict[str, An
     except (E2EError, E2EUnavailableError) as exc:
         log.warning("cannot encrypt %s for %s: %s", cmb.key, info.name, exc)
         return None  # never fall back to plaintext for a peer that expects ciphertext
-    if len(node._stock_aliases) < _MAX_ALIASES:
-        node._stock_aliases[frame["cmb"]["key"]] = cmb.key
+    node._stock_aliases.learn({frame["cmb"]["key"]: cmb.key})
     return frame

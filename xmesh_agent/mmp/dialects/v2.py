@@ -21,8 +21,8 @@ from typing import Any
 
 from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
 from xmesh_agent.mmp.cmb import CMB, SIG_ALG
-from xmesh_agent.mmp.dialect_stock import build_stock_record, stock_cmb_frame
-from xmesh_agent.mmp.dialect_stock_keys import (
+from xmesh_agent.mmp.dialects.stock import build_stock_record, stock_cmb_frame
+from xmesh_agent.mmp.dialects.stock_keys import (
     SIG_SUITE,
     StockDialectError,
     category_parents_commitment,

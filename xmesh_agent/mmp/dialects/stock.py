@@ -20,7 +20,7 @@ from typing import Any
 
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, CMBField, Lineage, content_key
-from xmesh_agent.mmp.dialect_stock_keys import (
+from xmesh_agent.mmp.dialects.stock_keys import (
     SIG_SUITE,
     StockDialectError,
     StockEncryptedError,
