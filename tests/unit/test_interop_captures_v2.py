@@ -25,6 +25,7 @@ from xmesh_agent.mmp.cmb import CAT7, mint
 from xmesh_agent.mmp.dialects.stock import (
     StockDialectError,
     decode_stock_cmb,
+    encode_stock_cmb,
     stock_key_for,
     stock_signing_payload,
     verify_stock_record,
@@ -41,9 +42,9 @@ from xmesh_agent.mmp.dialects.v2 import (
     V2_SUITE,
     application_commitment,
     assertion_id,
-    encode_v2_cmb,
     is_v2_record,
     record_suite,
+    sign_as_v2,
     sign_v2_record,
     to_v2_record,
     v2_signing_payload,
@@ -291,7 +292,7 @@ def _ours(identity: NodeIdentity, **kw: Any):
 
 def test_our_v2_record_verifies_under_the_v2_rules_and_looks_like_theirs() -> None:
     me = NodeIdentity.generate("xm")
-    frame = encode_v2_cmb(_ours(me), me, "room1", timestamp=1796225141001)
+    frame = encode_stock_cmb(_ours(me), me, "room1", timestamp=1796225141001, sign=sign_as_v2)
     record = frame["cmb"]
     assert list(record) == ["categories", "metadata", "lineage"]
     assert list(record["metadata"]) == STOCK_V2_METADATA_ORDER
@@ -314,7 +315,7 @@ def test_our_directed_v2_remix() -> None:
     me = NodeIdentity.generate("xm")
     bob = HANDSHAKES["bob"]
     parent = next(p for p in PLAIN if p["metadata"]["createdBy"] == "bob")["metadata"]["key"]
-    frame = encode_v2_cmb(_ours(me), me, "room1", to=bob["nodeId"], parents=[parent])
+    frame = encode_stock_cmb(_ours(me), me, "room1", to=bob["nodeId"], parents=[parent], sign=sign_as_v2)
     meta = frame["cmb"]["metadata"]
     assert frame["directed"] is True and frame["to"] == meta["to"] == bob["nodeId"]
     assert meta["lineage"] == {"parents": [parent], "method": "SVAF-v2"}
@@ -363,7 +364,7 @@ def test_malformed_v2_records_fail_closed_never_crash() -> None:
 
 def test_a_record_with_an_application_section_signs_and_binds_its_bytes() -> None:
     me = NodeIdentity.generate("xm")
-    record = encode_v2_cmb(_ours(me), me, "room1")["cmb"]
+    record = encode_stock_cmb(_ours(me), me, "room1", sign=sign_as_v2)["cmb"]
     record["metadata"]["application"] = _application(b'{"op":"rotate-token"}')
     sign_v2_record(record, me)
     assert verify_v2_record(record, me.public_key, node_id=me.node_id)
@@ -399,9 +400,14 @@ def test_the_stock_verifier_accepts_what_we_sign_including_its_quirks() -> None:
     me = NodeIdentity(
         "Zoe\u0301", NodeIdentity.generate("x").node_id, NodeIdentity.generate("x").signing_key, ""
     )
-    plain = encode_v2_cmb(_ours(me), me, "room1")["cmb"]
-    directed = encode_v2_cmb(
-        _ours(me), me, "room1", to="pe\u0301er", parents=["cmb-" + "e" * 64, "cmb-" + "1" * 64]
+    plain = encode_stock_cmb(_ours(me), me, "room1", sign=sign_as_v2)["cmb"]
+    directed = encode_stock_cmb(
+        _ours(me),
+        me,
+        "room1",
+        to="pe\u0301er",
+        parents=["cmb-" + "e" * 64, "cmb-" + "1" * 64],
+        sign=sign_as_v2,
     )["cmb"]
     no_room = copy.deepcopy(plain)
     no_room["metadata"]["room"] = None
