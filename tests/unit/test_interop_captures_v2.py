@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.mmp_data import mmp_path
+from tests.stock_peer import relay_reader
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, mint
 from xmesh_agent.mmp.dialects.stock import (
@@ -30,12 +31,7 @@ from xmesh_agent.mmp.dialects.stock import (
     stock_signing_payload,
     verify_stock_record,
 )
-from xmesh_agent.mmp.dialects.stock_frames import (
-    decode_relay_message,
-    is_stock_handshake,
-    parse_stock_handshake,
-    verify_attestation,
-)
+from xmesh_agent.mmp.dialects.stock_frames import verify_attestation
 from xmesh_agent.mmp.dialects.stock_keys import category_parents_commitment
 from xmesh_agent.mmp.dialects.v2 import (
     ADDRESS_SCHEME,
@@ -51,7 +47,15 @@ from xmesh_agent.mmp.dialects.v2 import (
     verify_any_stock_record,
     verify_v2_record,
 )
-from xmesh_agent.mmp.e2e import X25519KeyPair, decrypt_record, encrypt_record, is_encrypted_record
+from xmesh_agent.mmp.e2e import (
+    X25519KeyPair,
+    decrypt_record,
+    encrypt_record,
+    is_encrypted_record,
+    spki_decode,
+)
+from xmesh_agent.mmp.handshake import parse_handshake
+from xmesh_agent.mmp.session import Dialect, dialect_of
 
 CAPTURES = mmp_path("captures")
 TCP = json.loads((CAPTURES / "stock-node-0.12.x-v2-tcp.json").read_text())
@@ -128,7 +132,8 @@ def test_the_v2_emitter_leaves_the_handshake_as_it_was(name: str) -> None:
     frame = HANDSHAKES[name]
     old = next(f for _p, fs in OLD_TCP for f in fs if f.get("type") == "handshake")
     assert list(frame) == list(old) and frame["version"] == "0.2.3" and frame["extensions"] == []
-    assert is_stock_handshake(frame) and parse_stock_handshake(frame).e2e_public_key == E2E[name].public_key
+    assert dialect_of(frame) is Dialect.STOCK and parse_handshake(frame).name == name
+    assert spki_decode(frame["e2ePublicKey"]) == E2E[name].public_key
 
 
 def test_every_v2_record_is_named_and_shaped_as_the_stock_emitter_writes_it() -> None:
@@ -231,15 +236,15 @@ def test_decoded_v2_records_become_our_cmbs() -> None:
         assert decoded.cmb.group == plain["metadata"]["room"]
 
 
-def test_relay_messages_and_attestations_are_unchanged() -> None:
+async def test_relay_messages_and_attestations_are_unchanged() -> None:
+    client, seen = relay_reader()
     kinds = set()
     for line in RELAY:
-        msg = json.loads(line["msg"])
         if line["dir"] == "r2c":
-            decoded = decode_relay_message(msg)
-            assert decoded is not None
-            kinds.add(decoded.kind)
+            kinds.add(json.loads(line["msg"]).get("type") or "deliver")
+            await client._handle(line["msg"])
     assert {"relay-peers", "relay-peer-joined", "deliver"} <= kinds
+    assert seen.peers and seen.deliveries
     by_id = {h["nodeId"]: h for h in HANDSHAKES.values()}
     atts = [f["attestation"] for f in FRAMES if f.get("type") == "attestation"]
     assert len(atts) == 4

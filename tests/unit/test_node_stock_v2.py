@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.mmp_data import mmp_path
+from tests.stock_peer import stock_handshake
 from tests.unit.node_testkit import RawPeer, make_node, note
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.dialects.stock import encode_stock_cmb
-from xmesh_agent.mmp.dialects.stock_frames import stock_handshake
 from xmesh_agent.mmp.dialects.stock_keys import verify_stock_record
 from xmesh_agent.mmp.dialects.v2 import V2_SUITE, sign_as_v2, verify_v2_record
 from xmesh_agent.mmp.e2e import X25519KeyPair, aes_gcm_available, decrypt_record, encrypt_record

@@ -15,8 +15,6 @@ Trust: the blocks are unsigned, so the verifier treats them as legacy unsigned b
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +24,6 @@ from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, CMBField, Lineage, content_k
 from xmesh_agent.mmp.e2e import E2EError, E2EUnavailableError, decrypt_categories, encrypt_categories
 from xmesh_agent.mmp.verify import ExternalSig
 
-log = logging.getLogger(__name__)
-
-SYM05_VERSION_RE = re.compile(r"^0\.\d+\.\d+$")
 REMIX_METHOD = "SVAF-v2"
 _MAX_KEY = 128
 _MAX_LIST = 256
@@ -44,19 +39,6 @@ class Sym05Error(ValueError):
 
 class Sym05EncryptedError(Sym05Error):
     """Encrypted `fields` we cannot open (no shared secret, or failed authentication)."""
-
-
-def is_sym05_handshake(frame: Mapping[str, Any]) -> bool:
-    """A sym 0.5.x handshake: a pre-1.0 version with `group` and without 0.12's `room`."""
-    if not isinstance(frame, Mapping) or frame.get("type") != "handshake":
-        return False
-    version = frame.get("version")
-    return (
-        isinstance(version, str)
-        and bool(SYM05_VERSION_RE.match(version))
-        and isinstance(frame.get("group"), str)
-        and "room" not in frame
-    )
 
 
 @dataclass
