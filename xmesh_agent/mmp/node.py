@@ -1,6 +1,6 @@
-"""MeshNode: one MMP node — TCP listener, sessions with handshake and heartbeat, discovery, relay.
-
-Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
+"""MeshNode: one MMP node — TCP listener, sessions with handshake and heartbeat. It owns a
+`CmbIntake` (cmb frames in and out, per dialect) and a `Peering` (discovery, dialing, relay,
+gossip), handing each what it uses. Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
 once (§4.6); sends go over the best healthy one, and the peer leaves only when both are gone.
 """
 
@@ -17,7 +17,7 @@ from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, TcpLink
 from xmesh_agent.mmp.dialects.aliases import AliasMap
-from xmesh_agent.mmp.e2e import E2EError, X25519KeyPair, aes_gcm_available
+from xmesh_agent.mmp.e2e import X25519KeyPair, aes_gcm_available
 from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
 from xmesh_agent.mmp.intake import CmbIntake
 from xmesh_agent.mmp.peering import Peering
@@ -279,7 +279,7 @@ class MeshNode:
                 log.info("refusing %s: %s", link.address, exc)
                 return None
             session.dialect = dialect_of(first)
-            session.e2e_secret = self._e2e_secret(first, hs.name)
+            session.agree_e2e(self.e2e_keypair, first)
             if hs.node_id == self.identity.node_id:
                 return None
             if hs.group == self.group:
@@ -315,17 +315,6 @@ class MeshNode:
             await link.close()
             if registered:
                 await self._unregister(session)
-
-    def _e2e_secret(self, handshake: dict[str, Any], name: str) -> bytes | None:
-        """The shared secret with a peer that announced an X25519 key, when we announced one too."""
-        announced = handshake.get("e2ePublicKey")
-        if self.e2e_keypair is None or not isinstance(announced, str):
-            return None
-        try:
-            return self.e2e_keypair.shared_secret(announced)
-        except E2EError as exc:
-            log.info("ignoring %s's e2e key: %s", name, exc)
-            return None
 
     async def _register(self, session: Session) -> bool:
         info = session.info

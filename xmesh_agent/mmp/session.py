@@ -7,6 +7,7 @@ from STOCK to STOCK_V2. Everything that reads or writes a `cmb` frame matches on
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -14,6 +15,9 @@ from enum import Enum
 from typing import Any
 
 from xmesh_agent.mmp.connection import Link, PeerInfo
+from xmesh_agent.mmp.e2e import E2EError, X25519KeyPair
+
+log = logging.getLogger(__name__)
 
 
 class Dialect(Enum):
@@ -59,3 +63,13 @@ class Session:
         """Dialed by the smaller nodeId, as §5.1 prescribes (used to settle simultaneous dials)."""
         assert self.info is not None
         return self.link.outbound == (self.self_id < self.info.node_id)
+
+    def agree_e2e(self, keypair: X25519KeyPair | None, handshake: Mapping[str, Any]) -> None:
+        """The shared secret with a peer that announced an X25519 key, when we announced one too."""
+        announced = handshake.get("e2ePublicKey")
+        if keypair is None or not isinstance(announced, str):
+            return
+        try:
+            self.e2e_secret = keypair.shared_secret(announced)
+        except E2EError as exc:
+            log.info("ignoring %s's e2e key: %s", str(handshake.get("name"))[:80], exc)
