@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 from xmesh_agent import paths
+from xmesh_agent.demo.soak import account
+from xmesh_agent.demo.watch import Tally, WakeRow, lineage_lines, ui_link
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.demo_soak import account
-from xmesh_agent.workers.demo_watch import Tally, WakeRow, lineage_lines, ui_link
 
 GROUP = "g-acct"
 SEEDER = NodeIdentity.generate("demo-seed")
