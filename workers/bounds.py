@@ -42,7 +42,7 @@ async def enforce(peer: Peer, bounds: RunBounds) -> None:
             reason = "duration"
             break
         if bounds.max_cost_usd is not None:
-            spent = peer.envelope.cost.totals(_now_ms()).run_usd
+            spent = peer.safety.cost.totals(_now_ms()).run_usd
             if spent >= bounds.max_cost_usd:
                 reason = "cost cap"
                 break
@@ -54,7 +54,7 @@ async def enforce(peer: Peer, bounds: RunBounds) -> None:
 def summary(peer: Peer, started: float, bounds: RunBounds) -> dict[str, Any]:
     """This run's totals: wakes by outcome (their workflow results), CMBs emitted, USD from the ledger."""
     seen = dict(peer.control.seen)
-    totals = peer.envelope.cost.totals(_now_ms())
+    totals = peer.safety.cost.totals(_now_ms())
     return {
         "peer": peer.config.name,
         "group": peer.config.group,

@@ -32,7 +32,7 @@ def _peers(server: ControlServer) -> list[dict[str, str]]:
 
 
 def _cost(server: ControlServer) -> dict[str, Any]:
-    env = server.peer.envelope
+    env = server.peer.safety
     budget = env.cost.config
     return {
         **env.cost.totals(_now_ms()).model_dump(),
@@ -76,13 +76,13 @@ async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, An
         "model": {"adapter": cfg.model.adapter, "name": cfg.model.model_name},
         "peers": _peers(server),
         "budget": {
-            "counts": peer.envelope.budget.counts(now).model_dump(),
-            "limits": peer.envelope.budget.limits.model_dump(),
+            "counts": peer.safety.budget.counts(now).model_dump(),
+            "limits": peer.safety.budget.limits.model_dump(),
         },
-        "breaker": peer.envelope.breaker.snapshot(now).model_dump(),
+        "breaker": peer.safety.breaker.snapshot(now).model_dump(),
         "fallback": [
             {"model": m.label, "breaker": b.snapshot(now).model_dump()}
-            for m, b in zip(cfg.model.chain()[1:], peer.envelope.fallback_breakers, strict=False)
+            for m, b in zip(cfg.model.chain()[1:], peer.safety.fallback_breakers, strict=False)
         ],
         "cost": _cost(server),
         "wakes": {

@@ -29,10 +29,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from xmesh_agent.config import AgentConfig
-from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.observability import span
+from xmesh_agent.wake.events import EventLog, no_log, wake_events
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import AdmitResult, Outcome, WakeInput, rejected_result
 from xmesh_agent.wake.steps import admission

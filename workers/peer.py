@@ -31,8 +31,8 @@ from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
 from xmesh_agent.observability import PeerMetrics
-from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
+from xmesh_agent.wake.safety_state import SafetyState
 from xmesh_agent.wake.steps import WakeSteps
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summary
@@ -99,9 +99,9 @@ class Peer:
             e2e_keypair=load_or_create_e2e_keypair(cfg.name),
             on_event=self.events.node_event,
         )
-        self.envelope = Envelope.open(home / "safety.db", cfg)
+        self.safety = SafetyState.open(home / "safety.db", cfg)
         steps = WakeSteps(
-            cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.envelope
+            cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.safety
         )
         steps.log = self.events
         steps.fallbacks = [build_adapter(m) for m in cfg.model.chain()[1:]]
@@ -166,9 +166,9 @@ class Peer:
         while True:
             now = int(time.time() * 1000)
             self.metrics.mesh_peers(len(self.node.peers()))
-            for model, breaker in zip(chain, self.envelope.breakers, strict=False):
+            for model, breaker in zip(chain, self.safety.breakers, strict=False):
                 self.metrics.breaker(model.label, breaker.snapshot(now).state)
-            t = self.envelope.cost.totals(now)
+            t = self.safety.cost.totals(now)
             self.metrics.spent(t.run_usd, t.hour_usd, t.day_usd)
             await asyncio.sleep(METRICS_SAMPLE_SECONDS)
 
@@ -200,7 +200,7 @@ class Peer:
                 await adapter.aclose()
         self.store.close()
         self.ledger.close()
-        self.envelope.close()
+        self.safety.close()
         self.events.close()
         if owned:
             status_file(self.config.name).unlink(missing_ok=True)

@@ -87,9 +87,9 @@ async def test_a_retired_model_falls_back_and_the_result_names_the_answering_mod
             text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
             (FIXTURES / "wake-fallback.json").write_text(text)
         # the ledger charged the answering call once, under the fallback's model
-        totals = peer.envelope.cost.totals(int(time.time() * 1000))
+        totals = peer.safety.cost.totals(int(time.time() * 1000))
         assert totals.calls == 1 and totals.run_usd == pytest.approx(ONE_CALL_USD)
-        assert peer.envelope.breakers[0].snapshot(int(time.time() * 1000)).consecutive_failures == 1
+        assert peer.safety.breakers[0].snapshot(int(time.time() * 1000)).consecutive_failures == 1
     finally:
         await peer.stop()
 
@@ -102,8 +102,8 @@ async def test_an_open_breaker_skips_its_model_without_a_request(temporal_env, f
     try:
         now = int(time.time() * 1000)
         for _ in range(5):
-            peer.envelope.breaker.record_failure(now, transient=True)
-        assert peer.envelope.breaker.snapshot(now).state == "open"
+            peer.safety.breaker.record_failure(now, transient=True)
+        assert peer.safety.breaker.snapshot(now).state == "open"
         fake.script(fake.tool_call(REPLY))
         wid = await deliver(peer, trigger(author, group, 0))
         result = await result_of(temporal_env.client, wid)
@@ -131,7 +131,7 @@ async def test_every_breaker_open_ends_the_wake_circuit_open(temporal_env, fake,
     )
     try:
         now = int(time.time() * 1000)
-        for breaker in peer.envelope.breakers:
+        for breaker in peer.safety.breakers:
             for _ in range(5):
                 breaker.record_failure(now)
         result = await result_of(temporal_env.client, await deliver(peer, trigger(author, group, 0)))

@@ -60,7 +60,7 @@ async def test_a_503_is_retried_and_the_wake_ends_emitted(temporal_env, fake, au
         assert of_type(events, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED) == []
         # one reply emitted; the failed attempt cost nothing, the successful one is charged once
         assert [c.key for c in peer.store.recent_by_author("retry-p", 5)] == [result.emitted_key]
-        assert peer.envelope.cost.totals(int(time.time() * 1000)).calls == 1
+        assert peer.safety.cost.totals(int(time.time() * 1000)).calls == 1
     finally:
         await peer.stop()
 

@@ -1,4 +1,7 @@
-"""A peer's safety envelope state: budget, cost ledger, breaker (one SQLite file) and its gates."""
+"""A peer's safety state: wake budget, cost ledger, model breakers (one SQLite file) and its gates.
+
+What the safety envelope remembers between wakes; the policies themselves are in xmesh_agent.safety.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ from pathlib import Path
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.safety import CircuitBreaker, CostDecision, CostLedger, Gates, WakeBudget
 
-log = logging.getLogger("xmesh.envelope")
+log = logging.getLogger("xmesh.safety")
 
 
 @dataclass
-class Envelope:
+class SafetyState:
     budget: WakeBudget
     cost: CostLedger
     breaker: CircuitBreaker
@@ -31,7 +34,7 @@ class Envelope:
         return [self.breaker, *self.fallback_breakers]
 
     @classmethod
-    def open(cls, path: Path, config: AgentConfig, run_id: str | None = None) -> Envelope:
+    def open(cls, path: Path, config: AgentConfig, run_id: str | None = None) -> SafetyState:
         started = int(time.time() * 1000)
         run_id = run_id or f"run-{started}"
         return cls(
