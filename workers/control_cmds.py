@@ -1,6 +1,7 @@
 """What a running peer answers on its control socket: status, cost, trace, peers, stop.
 
-One fixed dict maps command names to handlers; `ControlServer.handle` looks names up nowhere else.
+One fixed dict maps command names to handlers; the peer hands it to its `ControlServer`, which looks
+names up nowhere else.
 """
 
 from __future__ import annotations
@@ -8,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xmesh_agent.wake.payloads import Outcome
-from xmesh_agent.workers.control import ControlServer, peer_query
+from xmesh_agent.workers.control import ControlServer, Handler, peer_query
 
 TRACE_MAX_DEPTH = 20
 TRACE_MAX_NODES = 500
-
-Handler = Callable[[ControlServer, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def _now_ms() -> int:

@@ -38,6 +38,7 @@ from xmesh_agent.workers import devserver
 from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summary
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
+from xmesh_agent.workers.control_cmds import HANDLERS
 from xmesh_agent.workers.listener import WakeStarter
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
 from xmesh_agent.workflows.wake import WakeWorkflow
@@ -72,6 +73,10 @@ class Peer:
     node: MeshNode = field(init=False)
     starter: WakeStarter = field(init=False)
     worker: Worker = field(init=False)
+    events: PeerLog = field(init=False)
+    safety: SafetyState = field(init=False)
+    steps: WakeSteps = field(init=False)
+    control: ControlServer = field(init=False)
     _tasks: list[asyncio.Task] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -109,7 +114,7 @@ class Peer:
         if self.metrics.enabled:
             self._count_frames()
         self.steps = steps
-        self.control = ControlServer(self)
+        self.control = ControlServer(self, HANDLERS)
         self.worker = Worker(
             self.client,
             task_queue=task_queue(cfg.group, cfg.name),
@@ -144,6 +149,12 @@ class Peer:
                 indent=2,
             )
         )
+
+    def stop_listening(self) -> None:
+        """Stop starting wakes: CMBs that arrive from now on are spooled for the next start."""
+        for task in self._tasks:
+            if task.get_name() == "listener":
+                task.cancel()
 
     def _count_frames(self) -> None:
         """Frames in/out from the node, rejected CMB frames from its audit events."""
@@ -257,12 +268,12 @@ async def run_peer(
         if ready:
             ready.set()
         if bounds.duration_s or bounds.max_cost_usd is not None:
-            peer._tasks.append(asyncio.create_task(enforce(peer, bounds), name="bounds"))
+            peer._tasks.append(asyncio.create_task(enforce(peer.control, bounds), name="bounds"))
         await stop.wait()
     finally:
         if bounds.summary_path is not None:
             with contextlib.suppress(Exception):  # a summary must never hide the stop itself
-                write_summary(bounds.summary_path, summary(peer, started, bounds))
+                write_summary(bounds.summary_path, summary(peer.control, started, bounds))
         await peer.stop()
         telemetry.shutdown()
         if embedded:
