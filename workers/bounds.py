@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.workers.control import ControlServer
 
 POLL_SECONDS = 0.5
@@ -28,10 +29,6 @@ class RunBounds:
     config_path: str = ""
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 async def enforce(control: ControlServer, bounds: RunBounds) -> None:
     """Begin a graceful stop at the deadline or when the run's spend reaches the cap; then return."""
     peer = control.peer
@@ -42,7 +39,7 @@ async def enforce(control: ControlServer, bounds: RunBounds) -> None:
             reason = "duration"
             break
         if bounds.max_cost_usd is not None:
-            spent = peer.safety.cost.totals(_now_ms()).run_usd
+            spent = peer.safety.cost.totals(now_ms()).run_usd
             if spent >= bounds.max_cost_usd:
                 reason = "cost cap"
                 break
@@ -54,7 +51,7 @@ async def enforce(control: ControlServer, bounds: RunBounds) -> None:
 def summary(control: ControlServer, started: float, bounds: RunBounds) -> dict[str, Any]:
     """This run's totals: wakes by outcome (their workflow results), CMBs emitted, USD from the ledger."""
     peer, seen = control.peer, dict(control.seen)
-    totals = peer.safety.cost.totals(_now_ms())
+    totals = peer.safety.cost.totals(now_ms())
     return {
         "peer": peer.config.name,
         "group": peer.config.group,

@@ -11,15 +11,12 @@ import os
 import time
 from typing import Any
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.wake.payloads import Outcome
 from xmesh_agent.workers.control import ControlServer, Handler, peer_query
 
 TRACE_MAX_DEPTH = 20
 TRACE_MAX_NODES = 500
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _peers(server: ControlServer) -> list[dict[str, str]]:
@@ -33,7 +30,7 @@ def _cost(server: ControlServer) -> dict[str, Any]:
     env = server.peer.safety
     budget = env.cost.config
     return {
-        **env.cost.totals(_now_ms()).model_dump(),
+        **env.cost.totals(now_ms()).model_dump(),
         "caps": {
             "hour_usd": budget.max_cost_usd_per_hour,
             "day_usd": budget.max_cost_usd_per_day,
@@ -61,7 +58,7 @@ async def _visibility_outcomes(server: ControlServer) -> dict[str, int] | None:
 
 async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, Any]:
     """The peer at a glance; `brief` skips the Temporal visibility counts (for `watch`, every 2 s)."""
-    peer, now = server.peer, _now_ms()
+    peer, now = server.peer, now_ms()
     cfg = peer.config
     return {
         "peer": cfg.name,

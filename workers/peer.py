@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from xmesh_agent import paths
 from xmesh_agent.activities.wake import WakeActivities
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
 from xmesh_agent.logs import PeerLog
@@ -144,7 +145,7 @@ class Peer:
                     "nodeId": self.identity.node_id,
                     "port": self.node.port,
                     "taskQueue": self.worker.task_queue,
-                    "startedAt": int(time.time() * 1000),
+                    "startedAt": now_ms(),
                 },
                 indent=2,
             )
@@ -175,7 +176,7 @@ class Peer:
         """Gauges that change with time (breaker timers, peers coming and going, cost windows)."""
         chain = self.config.model.chain()
         while True:
-            now = int(time.time() * 1000)
+            now = now_ms()
             self.metrics.mesh_peers(len(self.node.peers()))
             for model, breaker in zip(chain, self.safety.breakers, strict=False):
                 self.metrics.breaker(model.label, breaker.snapshot(now).state)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from xmesh_agent import paths
+from xmesh_agent.clock import now_ms
 from xmesh_agent.demo.soak import account
 from xmesh_agent.demo.watch import Tally, WakeRow, lineage_lines, ui_link
 from xmesh_agent.identity import NodeIdentity
@@ -57,7 +56,7 @@ def _row(wid: str, outcome: str, cost: float = 0.0) -> WakeRow:
 
 
 def _since() -> int:
-    return int(time.time() * 1000) - 1000
+    return now_ms() - 1000
 
 
 def test_clean_run_passes_every_check():

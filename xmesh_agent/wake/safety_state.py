@@ -6,10 +6,10 @@ What the safety envelope remembers between wakes; the policies themselves are in
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.safety import CircuitBreaker, CostDecision, CostLedger, Gates, WakeBudget
 
@@ -35,7 +35,7 @@ class SafetyState:
 
     @classmethod
     def open(cls, path: Path, config: AgentConfig, run_id: str | None = None) -> SafetyState:
-        started = int(time.time() * 1000)
+        started = now_ms()
         run_id = run_id or f"run-{started}"
         return cls(
             budget=WakeBudget(path, config.budget),

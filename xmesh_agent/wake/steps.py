@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.admission.encoder import admit_stored
@@ -44,10 +45,6 @@ class Mesh(Protocol):
 
 ANCHOR_WINDOW = 50
 """How many of the peer's CMBs stored just before an inbound one SVAF compares it against."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def admission(store: CMBStore, config: AgentConfig, cmb_key: str) -> AdmitResult:
