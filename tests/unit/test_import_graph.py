@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 # Where each installed package lives in the checkout (pyproject's package-dir).
 FOLDERS = {
@@ -146,10 +144,10 @@ def test_no_import_circle_outside_workers() -> None:
     assert outside == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="workers/peer.py -> control.py -> control_cmds.py -> control.py: removed by the demo/control "
-    "split of issue 20, merged separately",
-)
 def test_no_import_circle_in_workers() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_workers_hold_no_demo() -> None:
+    assert sorted(p.name for p in (ROOT / "workers").glob("demo*")) == []
+    assert "xmesh_agent.demo.runner" in import_graph()
