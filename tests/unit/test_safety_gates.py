@@ -9,7 +9,7 @@ import pytest
 
 from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.mmp.cmb import CMBField
-from xmesh_agent.safety.gates import Gates, check_gates, normalize, redact
+from xmesh_agent.safety.gates import Gates, check_gates, mask_secrets, normalize, redact
 
 APPROVE = SafetyConfig(approval_gates="approve")
 
@@ -271,3 +271,28 @@ def test_long_adversarial_text_is_checked_in_linear_time(text: str) -> None:
     start = time.perf_counter()
     check_gates({"focus": text})
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "Incorrect API key provided: sk-proj-Qr7u********************Wm3z.",
+        "invalid x-api-key sk-ant-api03-Qr7u...Wm3z",
+        "bad token ghp_Qr7u****Wm3z",
+        "key AKIAQR7U****WM3Z is not valid",
+        "key xoxb-Qr7u-****-Wm3z revoked",
+    ],
+)
+def test_mask_secrets_hides_keys_echoed_in_part(echo: str) -> None:
+    masked = mask_secrets(echo)
+    assert "****" in masked and not {"Qr7u", "Wm3z", "QR7U", "WM3Z"} & set(re.findall(r"\w{4}", masked))
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS.values()))
+def test_mask_secrets_hides_whole_keys(secret: str) -> None:
+    assert secret[12:20] not in mask_secrets(f"the server said: {secret} is wrong")
+
+
+@pytest.mark.parametrize("text", ["task-force and disk-image", "the risk-averse plan", "ASIAN food", "sk-"])
+def test_mask_secrets_leaves_ordinary_words(text: str) -> None:
+    assert mask_secrets(text) == text

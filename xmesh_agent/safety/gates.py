@@ -108,6 +108,19 @@ SECRET_RULES: tuple[CompiledRule, ...] = (
 
 _SECRET_PREFIX = re.compile(r"^(?:-----BEGIN|sk-ant-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[bp]-)")
 
+# A key echoed in part by a server (`sk-proj-abc1****wxyz`): a secret shape's prefix, then key characters
+# or the server's mask stars. Too loose to gate on (short, starred), right for scrubbing error text.
+_ECHOED_KEY = re.compile(
+    r"(?-i:(?<![A-Za-z0-9])(sk-ant-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[bp]-)[A-Za-z0-9_*.\-]{4,})"
+)
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with every secret shape and every key echoed in part replaced by its prefix and `****`."""
+    for rule in SECRET_RULES:
+        text = rule.regex.sub(lambda m: redact(m.string, m), text)
+    return _ECHOED_KEY.sub(lambda m: f"{m.group(1)}****", text)
+
 
 def redact(text: str, match: re.Match[str] | tuple[int, int]) -> str:
     """A short masked excerpt of `text[start:end]` that is safe to log.
