@@ -20,7 +20,9 @@ should let a peer broadcast a credential to the mesh. Custom rules from agent.to
 every field by default, the same normalisation) are added to whatever remains.
 
 Matched text is never stored in a verdict: only `redact()`'s short masked excerpt, so verdicts can be
-logged, put in a workflow memo or shown in a UI without re-leaking what they caught.
+logged, put in a workflow memo or shown in a UI without re-leaking what they caught. `mask_secrets()`
+scrubs the same shapes, and keys a server echoes in part, from model error text before it becomes an
+activity failure.
 """
 
 from __future__ import annotations
