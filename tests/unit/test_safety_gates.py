@@ -9,7 +9,8 @@ import pytest
 
 from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.mmp.cmb import CMBField
-from xmesh_agent.safety.gates import Gates, check_gates, mask_secrets, normalize, redact
+from xmesh_agent.safety.gates import Gates, check_gates, normalize, redact
+from xmesh_agent.secret_shapes import mask_secrets
 
 APPROVE = SafetyConfig(approval_gates="approve")
 

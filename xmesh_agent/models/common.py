@@ -22,7 +22,7 @@ from xmesh_agent.models.base import (
     TransientModelError,
 )
 from xmesh_agent.roles import CAT7
-from xmesh_agent.safety.gates import mask_secrets
+from xmesh_agent.secret_shapes import mask_secrets
 
 EMIT_FUNCTION = {
     "type": "function",

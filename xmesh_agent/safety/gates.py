@@ -20,9 +20,8 @@ should let a peer broadcast a credential to the mesh. Custom rules from agent.to
 every field by default, the same normalisation) are added to whatever remains.
 
 Matched text is never stored in a verdict: only `redact()`'s short masked excerpt, so verdicts can be
-logged, put in a workflow memo or shown in a UI without re-leaking what they caught. `mask_secrets()`
-scrubs the same shapes, and keys a server echoes in part, from model error text before it becomes an
-activity failure.
+logged, put in a workflow memo or shown in a UI without re-leaking what they caught. Model error text is
+scrubbed by `xmesh_agent.secret_shapes.mask_secrets` (the same key prefixes, whole or echoed in part).
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from pydantic import BaseModel
 
 from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.roles import CAT7
+from xmesh_agent.secret_shapes import KEY_PREFIXES
 
 GateAction = Literal["block", "approve"]
 MAX_SHOWN = 8
@@ -108,20 +108,7 @@ SECRET_RULES: tuple[CompiledRule, ...] = (
     _rule("slack-token", r"(?-i:\bxox[bp]-[A-Za-z0-9-]{10,})", CAT7, "block", secret=True),
 )
 
-_SECRET_PREFIX = re.compile(r"^(?:-----BEGIN|sk-ant-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[bp]-)")
-
-# A key echoed in part by a server (`sk-proj-abc1****wxyz`): a secret shape's prefix, then key characters
-# or the server's mask stars. Too loose to gate on (short, starred), right for scrubbing error text.
-_ECHOED_KEY = re.compile(
-    r"(?-i:(?<![A-Za-z0-9])(sk-ant-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[bp]-)[A-Za-z0-9_*.\-]{4,})"
-)
-
-
-def mask_secrets(text: str) -> str:
-    """`text` with every secret shape and every key echoed in part replaced by its prefix and `****`."""
-    for rule in SECRET_RULES:
-        text = rule.regex.sub(lambda m: redact(m.string, m), text)
-    return _ECHOED_KEY.sub(lambda m: f"{m.group(1)}****", text)
+_SECRET_PREFIX = re.compile(rf"^(?:-----BEGIN|{KEY_PREFIXES})")
 
 
 def redact(text: str, match: re.Match[str] | tuple[int, int]) -> str:
