@@ -31,12 +31,15 @@ def _not_running(peer: str) -> str:
 
 def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     """One control request; a dead peer or an error reply becomes a message and exit 1."""
+    from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers.control import PeerNotRunning, call
 
     try:
         reply = call(peer, cmd, **args)
     except PeerNotRunning:
         fail(_not_running(peer))
+    except UnsafeDirectory as exc:
+        fail(f"{peer}: refusing its control socket: {exc}")
     if not reply.get("ok"):
         fail(f"{peer}: {reply.get('error', 'request failed')}")
     return reply
