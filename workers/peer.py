@@ -82,7 +82,7 @@ class Peer:
         self.store = CMBStore(home / "cmbs.db", retention_days=cfg.mesh.retention_days or None)
         self.ledger = WakeLedger(home / "wakes.db")
         self.events = PeerLog.for_config(cfg)
-        self.starter = WakeStarter(self.client, cfg, self.store, self.ledger)
+        self.starter = WakeStarter(self.client, cfg, self.store, self.ledger, self.identity.node_id)
         self.starter.log = self.events
         self.node = MeshNode(
             self.identity,
