@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +174,55 @@ def held_everywhere(key: str, readers: list[StoreReader]) -> list[HeldCMB]:
 def close_all(readers: list[StoreReader]) -> None:
     for reader in readers:
         reader.close()
+
+
+@dataclass(frozen=True)
+class SignatureState:
+    signed: bool
+    verified: bool | None
+    """True/False: checked against a key known here; None: no key for the author here."""
+    key_source: str
+    """Whose key checked it: "local key", "pinned on first use", "trusted (operator-pinned)", or ""."""
+
+
+def signature_state(held: HeldCMB) -> SignatureState:
+    """Does the CMB's mmp-sig-v1 signature verify with a key this machine knows for its author?
+
+    Keys tried: the author's own key if it lives here (a local peer or operator), the key the
+    holding peer pinned on first contact, and the group's operator-pinned trust store.
+    """
+    from xmesh_agent.identity import load_identity
+    from xmesh_agent.mmp import trust
+    from xmesh_agent.mmp.cmb import verify_cmb_signature
+
+    cmb = held.cmb
+    if not cmb.sig:
+        return SignatureState(False, None, "")
+    candidates: list[tuple[str, bytes]] = []
+    try:
+        local = load_identity(cmb.created_by)
+    except (OSError, ValueError):
+        local = None
+    if local is not None:
+        candidates.append(("local key", local.public_key))
+    pins = store_path(held.peer).with_name(STORE_FILE + ".verify")
+    if pins.is_file():
+        try:
+            with closing(sqlite3.connect(f"file:{pins}?mode=ro", uri=True)) as db:
+                row = db.execute("SELECT public_key FROM pins WHERE name = ?", (cmb.created_by,)).fetchone()
+            if row:
+                candidates.append((f"pinned by {held.peer} on first contact", bytes(row[0])))
+        except sqlite3.Error:
+            pass
+    try:
+        trusted = trust.get(cmb.group or "", cmb.created_by) if cmb.group else None
+    except (OSError, ValueError):
+        trusted = None
+    if trusted is not None:
+        candidates.append(("trusted (operator-pinned)", trusted))
+    if not candidates:
+        return SignatureState(True, None, "")
+    for source, key in candidates:
+        if verify_cmb_signature(cmb, key):
+            return SignatureState(True, True, source)
+    return SignatureState(True, False, candidates[0][0])

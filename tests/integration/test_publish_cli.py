@@ -97,10 +97,37 @@ async def test_publish_reaches_a_running_peer_broadcast_is_gated_directed_wakes_
         assert held is not None and held.cmb.to and held.cmb.sig
         assert held.cmb.text("perspective") == "operator" and held.cmb.created_by.startswith("operator-")
 
-        text = await asyncio.to_thread(run_cli, env, "publish", "--focus", "hello", "--group", group)
+        text = await asyncio.to_thread(
+            run_cli,
+            env,
+            "publish",
+            "--focus",
+            "hello",
+            "--group",
+            group,
+            "--parents",
+            directed["key"][:14] + "…",
+        )
         assert text.returncode == 0 and text.stdout.startswith("published cmb1-") and "pub-r" in text.stdout
+        follow_up = text.stdout.split()[1]
     finally:
-        peer.stop()
+        assert peer.stop() == 0
+
+    # the peer is stopped: its store on disk still answers recall and show
+    done = await asyncio.to_thread(
+        run_cli, env, "recall", "billing parquet export", "--peer", "pub-r", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    hits = json.loads(done.stdout)
+    assert hits[0]["key"] == broadcast["key"] and hits[0]["author"].startswith("operator-")
+    assert hits[0]["fields"]["focus"] == "migrate the billing export to parquet files"
+    done = await asyncio.to_thread(run_cli, env, "show", follow_up[:16], "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["key"] == follow_up and shown["parents"] == [directed["key"]]
+    assert shown["signature"]["verified"] is True and shown["held_by"][0]["peer"] == "pub-r"
+    done = await asyncio.to_thread(run_cli, env, "show", shown["stock_key"])
+    assert done.returncode == 0 and done.stdout.startswith(follow_up) and "signature verifies" in done.stdout
 
 
 async def test_publish_with_nobody_to_reach_or_bad_input_fails_in_one_line(tmp_path):

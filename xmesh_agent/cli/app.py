@@ -63,6 +63,8 @@ app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
 
 TALK = "Talk to a running mesh"
 app.command("publish", rich_help_panel=TALK)(mesh_cmds.publish)
+app.command("recall", rich_help_panel=TALK)(mesh_cmds.recall)
+app.command("show", rich_help_panel=TALK)(mesh_cmds.show)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)

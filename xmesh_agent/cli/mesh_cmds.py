@@ -159,3 +159,177 @@ def publish(
         f"to {result.delivered_to[0]} (directed)" if result.to else f"to {len(result.delivered_to)} peer(s)"
     )
     typer.echo(f"published {result.key} {where}: {', '.join(result.delivered_to)}")
+
+
+def _readers_or_fail(peer: str | None) -> list:
+    from xmesh_agent.lookup import KeyLookupError, open_readers
+
+    try:
+        readers = open_readers(peer)
+    except KeyLookupError as exc:
+        fail(str(exc))
+    if not readers:
+        fail("no peer has a store on this machine yet (start one: xmesh-agent run --config <peer>.toml)")
+    return readers
+
+
+def recall(
+    query: str = typer.Argument(
+        "", help="What to look for; empty lists the newest CMBs.", show_default=False
+    ),
+    peer: str | None = typer.Option(
+        None, "--peer", "-p", help="Search this peer's store only (default: every peer on this machine)."
+    ),
+    group: str | None = typer.Option(None, "--group", "-g", help="Only CMBs of this mesh group."),
+    author: str | None = typer.Option(None, "--author", help="Only CMBs by this author (peer name)."),
+    since: str | None = typer.Option(
+        None, "--since", help="Only CMBs created since: a span (30m, 1h, 2d, 1w) or an ISO date."
+    ),
+    limit: int = typer.Option(10, "--limit", "-n", min=1, max=1000, help="How many hits at most."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON list of hits: key, author, created_at, parents, fields, ..."
+    ),
+) -> None:
+    """Search what peers hold, running or stopped, ranked by the peer's own encoder.
+
+    Reads each peer's store on disk (read-only: a running peer is not disturbed). Full-text
+    candidates are ranked by the peer's SVAF field encoder and α weights, so the best hit is what
+    that peer would find closest. Without --peer every peer of this machine is searched and a CMB
+    several of them hold is shown once, naming them all. Every hit shows key, author, time,
+    parents and the seven CAT7 fields.
+
+    Examples:
+
+      xmesh-agent recall "rate limiter"
+
+      xmesh-agent recall --peer reviewer-01 --since 2h --author writer-01 --json
+
+      xmesh-agent recall            (the newest CMBs of every local peer)
+    """
+    from xmesh_agent.lookup import close_all
+    from xmesh_agent.recall import Query, RecallError, parse_since
+    from xmesh_agent.recall import recall as run_recall
+
+    try:
+        since_ms = parse_since(since) if since else None
+    except RecallError as exc:
+        fail(str(exc), EXIT_USAGE)
+    readers = _readers_or_fail(peer)
+    try:
+        hits = run_recall(readers, Query(query, group, author, since_ms, limit))
+    finally:
+        close_all(readers)
+    if as_json:
+        print_json([h.to_json() for h in hits])
+        return
+    if not hits:
+        typer.echo("no CMB matches" + (f" {query!r}" if query else ""))
+        return
+    for hit in hits:
+        typer.echo("\n".join(_hit_lines(hit)) + "\n")
+
+
+def _hit_lines(hit) -> list[str]:  # noqa: ANN001 - xmesh_agent.recall.Hit
+    from xmesh_agent.mmp.cmb import CAT7
+    from xmesh_agent.recall import when
+
+    cmb = hit.cmb
+    score = "" if hit.score is None else f"  score {hit.score:.2f}"
+    lines = [f"{cmb.key}  {cmb.created_by}  {when(cmb.created_at)}{score}  (held by {', '.join(hit.peers)})"]
+    if cmb.parents:
+        lines.append(f"  parents     {', '.join(cmb.parents)}")
+    lines += [f"  {f:<11} {cmb.text(f)}" for f in CAT7]
+    return lines
+
+
+def show(
+    key: str = typer.Argument(
+        ..., help="A CMB key: full, a unique prefix (cmb1-3f2a9c…), or a stock node's cmb- key."
+    ),
+    peer: str | None = typer.Option(
+        None, "--peer", "-p", help="Look in this peer's store only (default: every peer on this machine)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the CMB and what is known of it as JSON."),
+) -> None:
+    """Show one CMB in full: fields, mood, lineage, signature and trust state, who stored it.
+
+    Works on running and stopped peers (their stores are read on disk). An ambiguous prefix lists
+    the candidates and exits 2.
+
+    Example: xmesh-agent show cmb1-3f2a9c01
+    """
+    from xmesh_agent.lookup import KeyLookupError, close_all, held_everywhere, resolve_key
+
+    readers = _readers_or_fail(peer)
+    try:
+        try:
+            full = resolve_key(key, readers)
+        except KeyLookupError as exc:
+            fail(str(exc), EXIT_USAGE if "ambiguous" in str(exc) or "not a CMB key" in str(exc) else 1)
+        held = held_everywhere(full, readers)
+    finally:
+        close_all(readers)
+    data = _show_data(held)
+    if as_json:
+        print_json(data)
+        return
+    typer.echo("\n".join(_show_lines(data)))
+
+
+def _show_data(held: list) -> dict:
+    from xmesh_agent.lookup import signature_state
+    from xmesh_agent.mmp.dialect_stock_keys import stock_key_for
+
+    cmb = held[0].cmb
+    mood = cmb.fields.get("mood")
+    sig = signature_state(held[0])
+    return {
+        "key": cmb.key,
+        "stock_key": stock_key_for(cmb),
+        "author": cmb.created_by,
+        "created_at": cmb.created_at,
+        "group": cmb.group,
+        "to": cmb.to,
+        "fields": cmb.texts(),
+        "mood": {"valence": mood.valence, "arousal": mood.arousal} if mood else None,
+        "parents": cmb.parents,
+        "ancestors": cmb.ancestors,
+        "signature": {
+            "alg": cmb.sig_alg,
+            "signed": sig.signed,
+            "verified": sig.verified,
+            "key": sig.key_source,
+        },
+        "held_by": [{"peer": h.peer, "from": h.source, "received_at": h.received_at} for h in held],
+    }
+
+
+def _show_lines(d: dict) -> list[str]:
+    from xmesh_agent.mmp.cmb import CAT7
+    from xmesh_agent.recall import when
+
+    lines = [d["key"], f"  stock key   {d['stock_key']}", f"  author      {d['author']}"]
+    lines.append(f"  created     {when(d['created_at'])} UTC, group {d['group']}")
+    lines.append(f"  to          {d['to'] + ' (directed)' if d['to'] else 'the group (broadcast)'}")
+    for f in CAT7:
+        lines.append(f"  {f:<11} {d['fields'][f]}")
+    mood = d["mood"]
+    if mood and (mood["valence"] is not None or mood["arousal"] is not None):
+        lines.append(f"  affect      valence {mood['valence']}, arousal {mood['arousal']}")
+    lines.append(f"  parents     {', '.join(d['parents']) or 'none (a root CMB)'}")
+    if d["ancestors"]:
+        lines.append(f"  ancestors   {len(d['ancestors'])}: {', '.join(d['ancestors'])}")
+    s = d["signature"]
+    if not s["signed"]:
+        state = "unsigned"
+    elif s["verified"] is None:
+        state = f"{s['alg']} signature; no key for {d['author']} on this machine to check it"
+    elif s["verified"]:
+        state = f"{s['alg']} signature verifies ({s['key']})"
+    else:
+        state = f"{s['alg']} signature does NOT verify with the {s['key']}"
+    lines.append(f"  signature   {state}")
+    for h in d["held_by"]:
+        origin = "its own" if h["from"] == "own" else f"from {h['from']}"
+        lines.append(f"  stored by   {h['peer']} ({origin}, {when(h['received_at'])} UTC)")
+    return lines
