@@ -3,8 +3,8 @@
 The store is only read (see lookup.py). Full-text candidates come from a side index next to the
 store (`recall-index.db`, SQLite FTS5 over the seven field texts, keyed by the store's rowid): it
 is brought up to date from the store's new rows on every recall, so the peer never writes it and
-a recall over 100,000 CMBs reads a few hundred rows, not all of them. The candidates are then
-ranked by the peer's encoder: the cosine of the query against each field, weighted by the peer's
+a recall over 100,000 CMBs reads a few hundred rows, not all of them (the newest that carry all
+the query's words, then any of them). The candidates are then ranked by the peer's encoder: the cosine of the query against each field, weighted by the peer's
 α (the same vectors SVAF compares). An empty query lists the newest CMBs.
 
 A peer writes its encoder and weights to `profile.json` when it starts (`save_profile`), so a
@@ -74,6 +74,8 @@ class Query:
     since_ms: int | None = None
     limit: int = 10
     candidates: int = CANDIDATES
+    parent: str | None = None
+    """Only CMBs that answer this key (it is among their lineage parents)."""
 
 
 # -- the peer's profile --------------------------------------------------------------------------
@@ -178,14 +180,24 @@ class RecallIndex:
         return added
 
     def candidates(self, terms: list[str], query: Query) -> list[tuple[int, str, int]]:
-        """(rowid, body, received_at) of the best full-text matches that pass the filters."""
-        match = " OR ".join('"' + t.replace('"', '""') + '"*' for t in terms)
+        """(rowid, body, received_at) of the newest full-text matches that pass the filters.
+
+        CMBs carrying every term come first, then (when they are too few) those carrying any. Both
+        walk the index newest first and stop at `query.candidates`, so a common word in a large
+        store costs no more than a rare one; the encoder ranks what they found.
+        """
+        quoted = ['"' + t.replace('"', '""') + '"*' for t in terms]
         where, args = _filters(query, "c.")
         sql = (
             "SELECT c.rowid, c.body, c.received_at FROM texts JOIN store.cmbs c ON c.rowid = texts.rowid "
-            f"WHERE texts MATCH ? {where} ORDER BY texts.rank LIMIT ?"
+            f"WHERE texts MATCH ? {where} ORDER BY texts.rowid DESC LIMIT ?"
         )
-        return self.db.execute(sql, (match, *args, query.candidates)).fetchall()
+        found = self.db.execute(sql, (" AND ".join(quoted), *args, query.candidates)).fetchall()
+        if len(quoted) > 1 and len(found) < query.candidates:
+            seen = {row[0] for row in found}
+            more = self.db.execute(sql, (" OR ".join(quoted), *args, query.candidates)).fetchall()
+            found += [row for row in more if row[0] not in seen][: query.candidates - len(found)]
+        return found
 
 
 def _filters(query: Query, prefix: str = "") -> tuple[str, list[Any]]:
@@ -199,6 +211,9 @@ def _filters(query: Query, prefix: str = "") -> tuple[str, list[Any]]:
     if query.since_ms is not None:
         parts.append(f"{prefix}created_at >= ?")
         args.append(query.since_ms)
+    if query.parent:
+        parts.append(f"EXISTS (SELECT 1 FROM json_each({prefix}body, '$.lineage.parents') WHERE value = ?)")
+        args.append(query.parent)
     return "".join(f" AND {p}" for p in parts), args
 
 
@@ -283,7 +298,7 @@ def recall(readers: list[StoreReader], query: Query) -> list[Hit]:
     if query.text.strip() and query_terms(query.text):
         hits.sort(key=lambda h: (-(h.score or 0.0), -h.received_at))
     else:
-        hits.sort(key=lambda h: (-h.cmb.created_at, -h.received_at))
+        hits.sort(key=lambda h: -h.received_at)
     return hits[: query.limit]
 
 

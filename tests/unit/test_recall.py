@@ -59,9 +59,15 @@ def test_recall_ranks_by_the_peer_encoder_filters_and_catches_up_beside_a_writer
         since = recall(readers, Query("", since_ms=T0 + 25 * 60_000, limit=50))
         assert [h.cmb.key for h in since] == [c.key for c in reversed(cmbs[25:])]
         assert recall(readers, Query("rate limiter", group="elsewhere")) == []
-
         newest = recall(readers, Query("", limit=3))
         assert [h.cmb.key for h in newest] == [c.key for c in reversed(cmbs[-3:])]
+        answer = mint(
+            {"focus": "limiter answered"}, identity=other, group="g", created_at=T0, parents=[cmbs[0]]
+        )
+        store.put(answer, source="reviewer-1")
+        for text in ("", "limiter"):
+            [child] = recall(readers, Query(text, parent=cmbs[0].key))
+            assert child.cmb.key == answer.key and child.to_json()["parents"] == [cmbs[0].key]
 
         fresh = mint(
             {"focus": "parquet billing export checklist"}, identity=writer, group="g", created_at=T0 + 10**7

@@ -185,6 +185,12 @@ def recall(
     since: str | None = typer.Option(
         None, "--since", help="Only CMBs created since: a span (30m, 1h, 2d, 1w) or an ISO date."
     ),
+    parents: str | None = typer.Option(
+        None,
+        "--parents",
+        "--parent",
+        help="Only the CMBs that answer this key (a unique prefix or a stock cmb- key works).",
+    ),
     limit: int = typer.Option(10, "--limit", "-n", min=1, max=1000, help="How many hits at most."),
     as_json: bool = typer.Option(
         False, "--json", help="Print a JSON list of hits: key, author, created_at, parents, fields, ..."
@@ -204,9 +210,11 @@ def recall(
 
       xmesh-agent recall --peer reviewer-01 --since 2h --author writer-01 --json
 
+      xmesh-agent recall --parents cmb1-3f2a9c01   (the answers to one CMB)
+
       xmesh-agent recall            (the newest CMBs of every local peer)
     """
-    from xmesh_agent.lookup import close_all
+    from xmesh_agent.lookup import KeyLookupError, close_all, resolve_key
     from xmesh_agent.recall import Query, RecallError, parse_since
     from xmesh_agent.recall import recall as run_recall
 
@@ -216,7 +224,13 @@ def recall(
         fail(str(exc), EXIT_USAGE)
     readers = _readers_or_fail(peer)
     try:
-        hits = run_recall(readers, Query(query, group, author, since_ms, limit))
+        parent = None
+        if parents:
+            try:
+                parent = resolve_key(parents, readers)
+            except KeyLookupError as exc:
+                fail(str(exc), EXIT_USAGE)
+        hits = run_recall(readers, Query(query, group, author, since_ms, limit, parent=parent))
     finally:
         close_all(readers)
     if as_json:
