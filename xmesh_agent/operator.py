@@ -85,6 +85,8 @@ class PublishResult:
     to: str | None
     """The recipient's node id of a directed directive; None for a broadcast."""
     cmb: CMB
+    repeated: bool = False
+    """The operator published these very texts before: same key, so peers holding it do not wake."""
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "delivered_to": self.delivered_to}
@@ -246,13 +248,14 @@ async def publish(
             to=recipients[0].node_id if to else None,
             mood=directive.mood,
         )
+        repeated = store.has(cmb.key)
         sent = await node.publish(cmb)
     finally:
         await node.stop()
         store.close()
     if sent == 0:
         raise NotDelivered(f"reached {', '.join(p.name for p in recipients)} but the send failed")
-    return PublishResult(cmb.key, [p.name for p in recipients][:sent], cmb.to, cmb)
+    return PublishResult(cmb.key, [p.name for p in recipients][:sent], cmb.to, cmb, repeated)
 
 
 async def _reach(node: Any, to: str | None, expected: int, deadline: float) -> list:

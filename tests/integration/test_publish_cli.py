@@ -12,13 +12,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.envelope_kit import group_name
 from tests.integration.peer_kit import all_wakes, eventually, peer_config
-from tests.integration.process_kit import PeerProcess, child_env
+from tests.integration.process_kit import PeerProcess, child_env, free_port
+from xmesh_agent.config import to_toml
 from xmesh_agent.lookup import open_reader
 from xmesh_agent.operator import Target, directive_from_fields, publish
 from xmesh_agent.wake.payloads import Outcome
@@ -97,6 +99,7 @@ async def test_publish_reaches_a_running_peer_broadcast_is_gated_directed_wakes_
         assert held is not None and held.cmb.to and held.cmb.sig
         assert held.cmb.text("perspective") == "operator" and held.cmb.created_by.startswith("operator-")
 
+        began = time.monotonic()
         text = await asyncio.to_thread(
             run_cli,
             env,
@@ -107,9 +110,14 @@ async def test_publish_reaches_a_running_peer_broadcast_is_gated_directed_wakes_
             group,
             "--parents",
             directed["key"][:14] + "…",
+            "--wait",
+            "30",
         )
         assert text.returncode == 0 and text.stdout.startswith("published cmb1-") and "pub-r" in text.stdout
+        assert time.monotonic() - began < 15  # it left once the registry's one peer was connected
         follow_up = text.stdout.split()[1]
+        again = await asyncio.to_thread(run_cli, env, "publish", *args, "--group", group)  # the broadcast's
+        assert again.returncode == 0 and "published before" in again.stderr
     finally:
         assert peer.stop() == 0
 
@@ -137,6 +145,15 @@ async def test_publish_with_nobody_to_reach_or_bad_input_fails_in_one_line(tmp_p
     )
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "nobody reached" in done.stderr
+    config = tmp_path / "p.toml"
+    closed = free_port()  # nothing listens there
+    config.write_text(
+        to_toml(peer_config("p", "writer", group_name(), mesh={"peers": [f"127.0.0.1:{closed}"]}))
+    )
+    done = await asyncio.to_thread(
+        run_cli, env, "publish", "--focus", "hi", "--config", str(config), "--wait", "0.5"
+    )
+    assert done.returncode == 1 and "1 known peer address(es) did not answer" in done.stderr
     for args, stdin, words in [
         (['{"colour": "red"}'], None, "unknown field 'colour'"),
         (["-"], "{not json", "not valid JSON"),

@@ -152,6 +152,12 @@ def publish(
         fail(str(exc), EXIT_USAGE)
     except NotDelivered as exc:
         fail(str(exc))
+    if result.repeated:
+        typer.echo(
+            "xmesh-agent: note: these texts were published before (same key): peers that hold them "
+            "will not wake again; change a field to ask anew",
+            err=True,
+        )
     if as_json:
         print_json(result.to_json())
         return
