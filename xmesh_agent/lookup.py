@@ -79,7 +79,7 @@ class StoreReader:
 
         Stock keys are not stored: each held CMB's is recomputed from its texts (a full scan).
         """
-        from xmesh_agent.mmp.dialect_stock_keys import stock_key_for
+        from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
 
         found: list[str] = []
         for (body,) in self.db.execute("SELECT body FROM cmbs ORDER BY rowid DESC"):

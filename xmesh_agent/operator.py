@@ -174,7 +174,7 @@ def operator_identity(name: str | None = None) -> NodeIdentity:
 
 def _registry_addresses(group: str) -> dict[str, str]:
     """node id -> 127.0.0.1:port of every live same-host node of the group."""
-    from xmesh_agent.mmp.registry import LoopbackRegistry
+    from xmesh_agent.mmp.discovery.registry import LoopbackRegistry
 
     scan = LoopbackRegistry("", "", group).scan()
     return {e.node_id: f"127.0.0.1:{e.port}" for e in scan}

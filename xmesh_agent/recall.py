@@ -131,7 +131,7 @@ def parse_since(text: str, now: datetime | None = None) -> int:
 
 
 def query_terms(text: str) -> list[str]:
-    from xmesh_agent.mmp.encoder import _STOPWORDS
+    from xmesh_agent.mmp.admission.encoder import _STOPWORDS
 
     words = [w for w in _WORD.findall(text.casefold())]
     content = [w for w in words if w not in _STOPWORDS]
@@ -277,7 +277,7 @@ def _vector(encoder: Any, text: str) -> Any:
 
 
 def _encoder(name: str) -> Any:
-    from xmesh_agent.mmp.semantic import encoder_named
+    from xmesh_agent.mmp.admission.semantic import encoder_named
 
     return encoder_named(name)
 

@@ -21,7 +21,7 @@ from xmesh_agent.cli.app import app
 from xmesh_agent.config import to_toml
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.dialect_stock_keys import stock_key_for
+from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger

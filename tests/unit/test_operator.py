@@ -11,7 +11,7 @@ import pytest
 
 from tests.mmp_data import mmp_path
 from xmesh_agent.mmp import framing
-from xmesh_agent.mmp.dialect_stock_keys import verify_stock_record
+from xmesh_agent.mmp.dialects.stock_keys import verify_stock_record
 from xmesh_agent.operator import (
     DirectiveError,
     Target,

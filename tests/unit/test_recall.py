@@ -11,7 +11,7 @@ from xmesh_agent import paths
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.lookup import KeyLookupError, close_all, open_reader, open_readers, resolve_key
 from xmesh_agent.mmp.cmb import content_key, mint, minted_texts
-from xmesh_agent.mmp.dialect_stock_keys import stock_key_for
+from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.recall import Query, RecallError, parse_since, recall, save_profile
 

@@ -298,7 +298,7 @@ def show(
 
 def _show_data(held: list) -> dict:
     from xmesh_agent.lookup import signature_state
-    from xmesh_agent.mmp.dialect_stock_keys import stock_key_for
+    from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
 
     cmb = held[0].cmb
     mood = cmb.fields.get("mood")

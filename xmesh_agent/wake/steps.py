@@ -13,11 +13,11 @@ from typing import Protocol
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import EventLog, no_log, wake_events
+from xmesh_agent.mmp.admission.encoder import admit_stored, config_for
+from xmesh_agent.mmp.admission.semantic import encoder_named
+from xmesh_agent.mmp.admission.svaf import SvafConfig
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
-from xmesh_agent.mmp.encoder import admit_stored, config_for
-from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.mmp.svaf import SvafConfig
 from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, PermanentModelError
 from xmesh_agent.observability import NO_METRICS, PeerMetrics, span
 from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
