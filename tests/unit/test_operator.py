@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
 from tests.mmp_data import mmp_path
 from xmesh_agent.mmp import framing
+from xmesh_agent.mmp.cmb import legacy_key
 from xmesh_agent.mmp.dialects.stock_keys import verify_stock_record
 from xmesh_agent.operator import (
     DirectiveError,
@@ -22,6 +22,7 @@ from xmesh_agent.operator import (
 )
 
 CAPTURE = mmp_path("captures", "stock-node-0.12.1-tcp.json")
+SYM05_CAPTURE = mmp_path("captures", "sym-0.5.8-tcp.json")
 
 
 def _stock_handshake() -> dict:
@@ -33,27 +34,33 @@ def _stock_handshake() -> dict:
     raise AssertionError("bob's direction not in the capture")
 
 
-async def test_a_directive_reaches_a_stock_node_as_a_signed_stock_record(tmp_path: Path) -> None:
-    bob = _stock_handshake()
+async def _deliver_to(node_handshake: dict, group: str, to: str | None) -> tuple[object, dict, dict]:
+    """Publish a directive to a node that answers with `node_handshake`; (result, our hello, the cmb frame)."""
     got: asyncio.Future = asyncio.get_running_loop().create_future()
 
-    async def stock_node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         theirs = await framing.read_frame(reader)
-        writer.write(framing.encode_frame(bob))
+        writer.write(framing.encode_frame(node_handshake))
         await writer.drain()
         while (frame := await framing.read_frame(reader))["type"] != "cmb":
             pass
         got.set_result((theirs, frame))
 
-    server = await asyncio.start_server(stock_node, "127.0.0.1", 0)
+    server = await asyncio.start_server(node, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        target = Target(group=bob["room"], static_peers=[f"127.0.0.1:{port}"], discovery=[])
+        target = Target(group=group, static_peers=[f"127.0.0.1:{port}"], discovery=[])
         directive = directive_from_fields({"focus": "review the login limiter", "intent": "today"})
-        result = await publish(directive, target, to="bob", wait=5, name="operator-test")
+        result = await publish(directive, target, to=to, wait=5, name="operator-test")
         hello, frame = await asyncio.wait_for(got, 5)
     finally:
         server.close()
+    return result, hello, frame
+
+
+async def test_a_directive_reaches_a_stock_node_as_a_signed_stock_record() -> None:
+    bob = _stock_handshake()
+    result, hello, frame = await _deliver_to(bob, bob["room"], "bob")
     me = operator_identity("operator-test")  # persistent: the same key signed it
     assert hello["name"] == "operator-test" and hello["nodeId"] == me.node_id
     assert result.delivered_to == ["bob"] and result.to == bob["nodeId"]
@@ -62,6 +69,24 @@ async def test_a_directive_reaches_a_stock_node_as_a_signed_stock_record(tmp_pat
     assert record["categories"]["perspective"]["text"] == "operator"  # §14.10
     assert record["metadata"]["createdBy"] == "operator-test" and record["metadata"]["to"] == bob["nodeId"]
     assert verify_stock_record(record, me.public_key)
+
+
+async def test_a_directive_reaches_a_sym05_peer_in_its_flat_frame() -> None:
+    if not SYM05_CAPTURE.exists():
+        pytest.skip("sym 0.5 captures not present")
+    capture = json.loads(SYM05_CAPTURE.read_text())
+    hs = next(
+        e["frame"]
+        for e in capture["frames"]
+        if e["from"] == "sym05-writer" and e["frame"]["type"] == "handshake"
+    )
+    result, _, frame = await _deliver_to(hs, hs["group"], None)
+    assert result.delivered_to == ["sym05-writer"] and result.to is None
+    body = frame["cmb"]
+    assert "metadata" not in body and body["createdBy"] == "operator-test"
+    fields = {f: v["text"] for f, v in body["fields"].items()}  # no e2e key from the operator: plaintext
+    assert fields["focus"] == "review the login limiter" and fields["perspective"] == "operator"
+    assert body["key"] == legacy_key(fields)
 
 
 def test_directive_input_as_sym_publish_takes_it() -> None:
