@@ -16,6 +16,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xmesh_agent import paths
 from xmesh_agent.mmp.cmb import CMB, legacy_key
@@ -226,3 +227,31 @@ def signature_state(held: HeldCMB) -> SignatureState:
         if verify_cmb_signature(cmb, key):
             return SignatureState(True, True, source)
     return SignatureState(True, False, candidates[0][0])
+
+
+def describe(held: list[HeldCMB]) -> dict[str, Any]:
+    """One CMB in full, as `show --json` prints it: fields, mood, lineage, signature, who holds it."""
+    from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
+
+    cmb = held[0].cmb
+    mood = cmb.fields.get("mood")
+    sig = signature_state(held[0])
+    return {
+        "key": cmb.key,
+        "stock_key": stock_key_for(cmb),
+        "author": cmb.created_by,
+        "created_at": cmb.created_at,
+        "group": cmb.group,
+        "to": cmb.to,
+        "fields": cmb.texts(),
+        "mood": {"valence": mood.valence, "arousal": mood.arousal} if mood else None,
+        "parents": cmb.parents,
+        "ancestors": cmb.ancestors,
+        "signature": {
+            "alg": cmb.sig_alg,
+            "signed": sig.signed,
+            "verified": sig.verified,
+            "key": sig.key_source,
+        },
+        "held_by": [{"peer": h.peer, "from": h.source, "received_at": h.received_at} for h in held],
+    }

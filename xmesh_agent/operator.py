@@ -180,6 +180,31 @@ def _registry_addresses(group: str) -> dict[str, str]:
     return {e.node_id: f"127.0.0.1:{e.port}" for e in scan}
 
 
+def resolve_parents(keys: list[str]) -> list[CMB | str]:
+    """Parent keys as a person types them (unique prefixes, stock `cmb-` keys) -> the CMBs this
+    machine's peers hold (their lineage is carried), or full `cmb1-` keys none of them holds.
+    DirectiveError (one line) for a key that names nothing or several."""
+    from xmesh_agent.lookup import KeyLookupError, close_all, held_everywhere, open_readers, resolve_key
+
+    if not keys:
+        return []
+    readers = open_readers()
+    try:
+        out: list[CMB | str] = []
+        for text in keys:
+            full = text.strip()
+            if len(full) == 69 and full.startswith("cmb1-") and not any(r.get(full) for r in readers):
+                out.append(full)  # a full key no local store holds: its key alone is the lineage
+                continue
+            try:
+                out.append(held_everywhere(resolve_key(text, readers), readers)[0].cmb)
+            except KeyLookupError as exc:
+                raise DirectiveError(str(exc)) from None
+        return out
+    finally:
+        close_all(readers)
+
+
 def _stub(key: str) -> CMB:
     """A parent no local store holds: only its key goes into the lineage."""
     return CMB(key=key, created_by="", created_at=0, fields={})

@@ -16,32 +16,6 @@ from xmesh_agent.cli.common import EXIT_USAGE, fail, print_json
 FIELD_HELP = "CAT7 field text (the JSON argument is the other way to give fields)."
 
 
-def _parents_of(values: list[str]) -> list[str]:
-    return [p for v in values for p in v.replace(",", " ").split() if p]
-
-
-def resolve_parents(values: list[str]) -> list:
-    """Parent keys as typed (prefixes, stock keys) -> the CMBs local stores hold, or full keys."""
-    from xmesh_agent.lookup import KeyLookupError, close_all, held_everywhere, open_readers, resolve_key
-
-    readers = open_readers()
-    try:
-        out: list = []
-        for text in _parents_of(values):
-            full = text.strip()
-            if len(full) == 69 and full.startswith("cmb1-") and not any(r.get(full) for r in readers):
-                out.append(full)  # a full key this machine does not hold: its key alone is the lineage
-                continue
-            try:
-                key = resolve_key(text, readers)
-            except KeyLookupError as exc:
-                fail(str(exc), EXIT_USAGE)
-            out.append(held_everywhere(key, readers)[0].cmb)
-        return out
-    finally:
-        close_all(readers)
-
-
 def publish(
     directive: str | None = typer.Argument(
         None,
@@ -111,6 +85,7 @@ def publish(
         Target,
         directive_from_fields,
         directive_from_text,
+        resolve_parents,
     )
     from xmesh_agent.operator import publish as publish_directive
 
@@ -143,8 +118,8 @@ def publish(
             target.group = group
     else:
         target = Target(group=group or "default")
-    parent_cmbs = resolve_parents(parents) if parents else []
     try:
+        parent_cmbs = resolve_parents([p for v in parents for p in v.replace(",", " ").split()])
         result = asyncio.run(
             publish_directive(parsed, target, to=to, parents=parent_cmbs, wait=wait, name=name)
         )
@@ -278,7 +253,7 @@ def show(
 
     Example: xmesh-agent show cmb1-3f2a9c01
     """
-    from xmesh_agent.lookup import KeyLookupError, close_all, held_everywhere, resolve_key
+    from xmesh_agent.lookup import KeyLookupError, close_all, describe, held_everywhere, resolve_key
 
     readers = _readers_or_fail(peer)
     try:
@@ -289,39 +264,11 @@ def show(
         held = held_everywhere(full, readers)
     finally:
         close_all(readers)
-    data = _show_data(held)
+    data = describe(held)
     if as_json:
         print_json(data)
         return
     typer.echo("\n".join(_show_lines(data)))
-
-
-def _show_data(held: list) -> dict:
-    from xmesh_agent.lookup import signature_state
-    from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
-
-    cmb = held[0].cmb
-    mood = cmb.fields.get("mood")
-    sig = signature_state(held[0])
-    return {
-        "key": cmb.key,
-        "stock_key": stock_key_for(cmb),
-        "author": cmb.created_by,
-        "created_at": cmb.created_at,
-        "group": cmb.group,
-        "to": cmb.to,
-        "fields": cmb.texts(),
-        "mood": {"valence": mood.valence, "arousal": mood.arousal} if mood else None,
-        "parents": cmb.parents,
-        "ancestors": cmb.ancestors,
-        "signature": {
-            "alg": cmb.sig_alg,
-            "signed": sig.signed,
-            "verified": sig.verified,
-            "key": sig.key_source,
-        },
-        "held_by": [{"peer": h.peer, "from": h.source, "received_at": h.received_at} for h in held],
-    }
 
 
 def _show_lines(d: dict) -> list[str]:
