@@ -144,10 +144,11 @@ def query_terms(text: str) -> list[str]:
 class RecallIndex:
     """FTS5 over the field texts of one peer's store, keyed by store rowid; caught up on open."""
 
-    def __init__(self, reader: StoreReader):
+    def __init__(self, reader: StoreReader, path: Path | str | None = None):
+        """`path`: where the index lives (default beside the store; ":memory:" builds one per call)."""
         self.reader = reader
-        path = reader.path.with_name(INDEX_FILE)
-        self.db = sqlite3.connect(str(path), uri=True, isolation_level=None)
+        path = path or reader.path.with_name(INDEX_FILE)
+        self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(
             "CREATE VIRTUAL TABLE IF NOT EXISTS texts USING fts5(body, content='', "
@@ -226,6 +227,14 @@ def newest(reader: StoreReader, query: Query) -> list[Hit]:
     return [Hit(CMB.from_wire(json.loads(body)), [reader.peer], at) for body, at in rows]
 
 
+def _candidates(index: RecallIndex, terms: list[str], query: Query) -> list[tuple[int, str, int]]:
+    try:
+        index.catch_up()
+        return index.candidates(terms, query)
+    finally:
+        index.close()
+
+
 def _carries(text: str) -> bool:
     return bool(text.strip()) and text.strip().casefold() != NEUTRAL
 
@@ -235,12 +244,10 @@ def rank(reader: StoreReader, query: Query) -> list[Hit]:
     terms = query_terms(query.text)
     if not terms:
         return newest(reader, query)
-    index = RecallIndex(reader)
     try:
-        index.catch_up()
-        rows = index.candidates(terms, query)
-    finally:
-        index.close()
+        rows = _candidates(RecallIndex(reader), terms, query)
+    except sqlite3.OperationalError:  # the peer's directory is not ours to write: index in memory
+        rows = _candidates(RecallIndex(reader, ":memory:"), terms, query)
     profile = load_profile(reader.peer)
     encoder = _encoder(profile["encoder"])
     weights = profile["weights"]

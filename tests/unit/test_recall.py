@@ -138,3 +138,13 @@ def test_since_takes_spans_and_iso_dates():
     assert parse_since("2026-12-01", now) == int(datetime(2026, 12, 1, tzinfo=UTC).timestamp() * 1000)
     with pytest.raises(RecallError, match="--since 'yesterday'"):
         parse_since("yesterday", now)
+
+
+def test_recall_indexes_in_memory_when_its_side_index_cannot_be_written(writer):
+    store = _store("p1")
+    _fill(store, [writer], 9)
+    store.close()
+    (paths.peer_dir("p1") / "recall-index.db").mkdir()  # as unusable as a directory we may not write
+    with open_reader("p1") as reader:
+        hits = recall([reader], Query("parquet billing"))
+    assert len(hits) == 3 and all("parquet" in h.cmb.text("focus") for h in hits)
