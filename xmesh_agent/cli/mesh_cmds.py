@@ -288,7 +288,12 @@ def _show_lines(d: dict) -> list[str]:
         lines.append(f"  ancestors   {len(d['ancestors'])}: {', '.join(d['ancestors'])}")
     s = d["signature"]
     if not s["signed"]:
-        state = "unsigned"
+        inbound = any(h["from"] != "own" for h in d["held_by"])
+        state = (
+            "none in our form (a stock or legacy record: its own signature is checked on arrival, not kept)"
+            if inbound
+            else "unsigned"
+        )
     elif s["verified"] is None:
         state = f"{s['alg']} signature; no key for {d['author']} on this machine to check it"
     elif s["verified"]:
@@ -296,6 +301,12 @@ def _show_lines(d: dict) -> list[str]:
     else:
         state = f"{s['alg']} signature does NOT verify with the {s['key']}"
     lines.append(f"  signature   {state}")
+    inbound = [h["peer"] for h in d["held_by"] if h["from"] != "own"]
+    if inbound:
+        lines.append(
+            f"  trust       accepted by the inbound checks of {', '.join(inbound)} "
+            "(§18.3.1: signature when signed, content key, audience, pinned key)"
+        )
     for h in d["held_by"]:
         origin = "its own" if h["from"] == "own" else f"from {h['from']}"
         lines.append(f"  stored by   {h['peer']} ({origin}, {when(h['received_at'])} UTC)")
