@@ -16,6 +16,7 @@ from xmesh_agent.cli.common import (
     TemporalOption,
     fail,
     load_or_exit,
+    print_json,
 )
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.roles import preset_weights
@@ -174,15 +175,22 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
 def dry_run(
     config: Path = ConfigOption,
     temporal_address: str | None = TemporalOption,
+    as_json: bool = typer.Option(False, "--json", help="{config, passed, checks: [{name, ok, detail}]}."),
 ) -> None:
     """Check a peer's config, model adapter and Temporal without joining the mesh or calling a model.
 
     Prints one line per check and PASS/FAIL; exits 0 when every check passes, 1 otherwise.
     """
-    typer.echo("dry-run: no mesh join, no model call, no CMB emission")
-    typer.echo(f"config: {config}")
+    if not as_json:
+        typer.echo("dry-run: no mesh join, no model call, no CMB emission")
+        typer.echo(f"config: {config}")
     cfg = load_or_exit(config)
     checks = _checks(cfg, temporal_address)
+    if as_json:
+        passed_all = all(ok for _, ok, _ in checks)
+        rows = [{"name": name, "ok": ok, "detail": detail} for name, ok, detail in checks]
+        print_json({"config": str(config), "peer": cfg.name, "passed": passed_all, "checks": rows})
+        raise typer.Exit(EXIT_OK if passed_all else EXIT_FAIL)
     for name, ok, detail in checks:
         typer.echo(f"  {'ok  ' if ok else 'FAIL'} | {name} — {detail}")
     passed = sum(ok for _, ok, _ in checks)

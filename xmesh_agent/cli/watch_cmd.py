@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import typer
 
+from xmesh_agent.cli.common import print_json
 from xmesh_agent.cli.ops_cmds import _duration, _usd, table
 
 HEADER = [
@@ -102,11 +102,7 @@ def watch(
         while True:
             found = collect()
             if as_json:
-                typer.echo(
-                    json.dumps(
-                        [{"peer": n, "status": s, "problem": p or None} for n, s, p in found], indent=2
-                    )
-                )
+                print_json([{"peer": n, "status": s, "problem": p or None} for n, s, p in found])
             else:
                 if color and not once:
                     typer.echo("\x1b[2J\x1b[H", nl=False)
