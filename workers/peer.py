@@ -235,7 +235,7 @@ async def open_client(
         try:
             return await connect(target, telemetry.runtime, telemetry.interceptors), embedded
         except RuntimeError:
-            if time.monotonic() > deadline:
+            if not embedded or time.monotonic() > deadline:  # a given address: say at once what is wrong
                 raise
             await asyncio.sleep(0.5)
 

@@ -59,7 +59,7 @@ def run(
         fail(f"[mesh] encoder = {cfg.mesh.encoder!r}: {encoder_detail}")
     from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers.bounds import RunBounds
-    from xmesh_agent.workers.client import external_target
+    from xmesh_agent.workers.client import TemporalUnreachable, external_target
     from xmesh_agent.workers.control import PeerAlreadyRunning
     from xmesh_agent.workers.devserver import ServerError
     from xmesh_agent.workers.peer import run_peer
@@ -79,7 +79,7 @@ def run(
     try:
         bounds = RunBounds(duration, max_cost, summary, str(config))
         code = asyncio.run(run_peer(cfg, target, bounds=bounds))
-    except (ServerError, PeerAlreadyRunning, TelemetryError, UnsafeDirectory) as exc:
+    except (ServerError, PeerAlreadyRunning, TelemetryError, UnsafeDirectory, TemporalUnreachable) as exc:
         fail(str(exc))
     except RuntimeError as exc:
         if "Failed client connect" not in str(exc):

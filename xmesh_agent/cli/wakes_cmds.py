@@ -30,7 +30,7 @@ wakes_app = typer.Typer(
 
 def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T:
     """Connect (flag, TEMPORAL_ADDRESS, else the running embedded server) and run `action(client)`."""
-    from xmesh_agent.workers.client import TemporalTarget, connect, external_target
+    from xmesh_agent.workers.client import TemporalTarget, TemporalUnreachable, connect, external_target
     from xmesh_agent.workers.devserver import running_server
     from xmesh_agent.workers.inspect import InspectError
 
@@ -47,6 +47,8 @@ def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T
     async def go() -> T:
         try:
             client = await connect(target)
+        except TemporalUnreachable as exc:
+            fail(str(exc))
         except RuntimeError as exc:
             why = re.search(r'message: "([^"]+)"', str(exc))
             fail(f"cannot reach Temporal at {target.address} ({why.group(1) if why else exc})")
