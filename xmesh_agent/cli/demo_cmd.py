@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 
 import typer
 
-from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail
+from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, config_problems, fail
 from xmesh_agent.config import AgentConfig, ConfigError
+from xmesh_agent.durations import parse_duration
 from xmesh_agent.models.factory import KEY_ENV
 
 MODELS = ("offline", "openai", "anthropic", "mistral", "ollama")
 DEFAULT_DURATION = "5m"
-
-
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match:
-        raise typer.BadParameter("use a number with s, m or h, e.g. 90s, 10m, 1h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 def _ollama_up(cfg: AgentConfig) -> bool:
@@ -96,12 +88,13 @@ def demo(
         fail("--chaos needs --soak", EXIT_USAGE)
     try:
         spec, configs = load_scenario(resolve(scenario))
+    except ConfigError as exc:
+        config_problems(exc, "scenarios/trio.toml shows every key of a scenario.")
+    try:
         seconds = parse_duration(duration or spec.scenario.duration or DEFAULT_DURATION)
         chaos_s = parse_duration(chaos) if chaos else None
         seed_s = parse_duration(seed_every)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except typer.BadParameter as exc:
+    except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     if (chaos_s is not None and chaos_s < 1) or seed_s < 1:
         fail("--chaos and --seed-every must be at least 1s", EXIT_USAGE)
