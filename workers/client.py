@@ -70,7 +70,7 @@ async def probe(address: str, tls: bool = False, timeout: float = PROBE_SECONDS)
     frame, an HTTP/1 server (a Web UI port) with `HTTP/1.x 400`.
     """
     host, port = _host_port(address)
-    where = f"Temporal at {address}"
+    where = f"cannot reach Temporal at {address}"
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except TimeoutError:
@@ -129,13 +129,13 @@ async def connect(
         )
     except TimeoutError:
         raise TemporalUnreachable(
-            f"Temporal at {target.address}: a gRPC server answers but no Temporal frontend within "
+            f"cannot reach Temporal at {target.address}: a gRPC server answers but no Temporal frontend within "
             f"{CONNECT_SECONDS:g} s (timeout)"
         ) from None
     except RuntimeError as exc:
         if isinstance(exc, TemporalUnreachable) or "Failed client connect" not in str(exc):
             raise
-        raise TemporalUnreachable(f"Temporal at {target.address}: {_reason(str(exc))}") from None
+        raise TemporalUnreachable(f"cannot reach Temporal at {target.address}: {_reason(str(exc))}") from None
 
 
 def _reason(text: str) -> str:

@@ -43,7 +43,7 @@ def test_peer_weights_match_role_and_demo_budget(path):
     assert cfg.weights == preset_weights(cfg.identity.role or ""), (
         f"{path}: weights differ from the role preset"
     )
-    assert cfg.budget.max_cost_usd_per_run == 2.0 and cfg.budget.max_wakes_per_minute == 5
+    assert cfg.budget.max_cost_usd_per_run == 2.0 and cfg.budget.max_wakes_per_minute == 10
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda p: p.stem)

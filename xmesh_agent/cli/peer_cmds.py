@@ -19,14 +19,17 @@ from xmesh_agent.cli.common import (
     print_json,
 )
 from xmesh_agent.config import AgentConfig
+from xmesh_agent.durations import parse_duration
 from xmesh_agent.roles import preset_weights
 
 
 def run(
     config: Path = ConfigOption,
     temporal_address: str | None = TemporalOption,
-    duration: float | None = typer.Option(
-        None, "--duration", min=0.1, help="Stop gracefully after this many seconds (in-flight wakes finish)."
+    duration: str | None = typer.Option(
+        None,
+        "--duration",
+        help="Stop gracefully after this long: 300 (seconds), 90s, 5m, 1h (in-flight wakes finish).",
     ),
     max_cost: float | None = typer.Option(
         None,
@@ -45,6 +48,12 @@ def run(
 
     Example (a bounded CI run): `xmesh-agent run --config p.toml --duration 300 --max-cost 1 --summary s.json`.
     """
+    try:
+        seconds = parse_duration(duration) if duration is not None else None
+    except ValueError as exc:
+        fail(f"--duration {exc}", EXIT_USAGE)
+    if seconds is not None and seconds < 0.1:
+        fail(f"--duration must be at least 0.1 s (got {duration})", EXIT_USAGE)
     cfg = load_or_exit(config)
     if max_cost is not None:
         if not max_cost > 0:
@@ -77,7 +86,7 @@ def run(
             f"{cfg.name}: using the OFFLINE model adapter (deterministic, no network, no cost)", err=True
         )
     try:
-        bounds = RunBounds(duration, max_cost, summary, str(config))
+        bounds = RunBounds(seconds, max_cost, summary, str(config))
         code = asyncio.run(run_peer(cfg, target, bounds=bounds))
     except (ServerError, PeerAlreadyRunning, TelemetryError, UnsafeDirectory, TemporalUnreachable) as exc:
         fail(str(exc))

@@ -7,8 +7,10 @@ talk to Temporal (visibility, histories, workflow updates), where every wake is 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -60,25 +62,94 @@ def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T
         fail(str(exc))
 
 
-def _table(rows: list) -> None:
-    headers = ("WORKFLOW ID", "PEER", "FROM", "OUTCOME", "STAGE", "STATUS", "TOKENS", "COST", "STARTED")
-    lines = [
-        (
-            r.workflow_id,
-            r.peer or "?",
-            r.trigger_author or "?",
-            r.outcome or "-",
-            r.stage or "-",
-            r.status,
-            "-" if r.tokens is None else str(r.tokens),
-            "-" if r.cost_usd is None else f"${r.cost_usd:.6f}",
-            r.start_time or "?",
-        )
-        for r in rows
-    ]
+TABLE_WIDTH = 100
+NAME_WIDTH = 14
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def short_id(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    """The trigger key's first 12 hex digits (and `rN` for a replay): enough to tell wakes apart."""
+    key = row.trigger_key or row.workflow_id
+    replay = re.search(r"-replay-(\d+)$", row.workflow_id)
+    return key.removeprefix("cmb1-")[:12] + (f" r{replay.group(1)}" if replay else "")
+
+
+def _topic(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    """The wake's summary without the `peer <- author: ` its own columns show, else how it ended."""
+    text = row.summary or ""
+    head = f"{row.peer} <- {row.trigger_author}: "
+    return (text[len(head) :] if text.startswith(head) else text) or row.reason or ""
+
+
+def _ended(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    if row.outcome:
+        return row.outcome
+    return row.stage if row.status == "running" and row.stage else row.status
+
+
+def _started(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    when = row.start_time or "?"
+    return (
+        when[11:19] if when[:10] == datetime.now(UTC).strftime("%Y-%m-%d") else when[5:16].replace("T", " ")
+    )
+
+
+def _table(rows: list, wide: bool) -> None:
+    """At most 100 columns (the summary is cut with an ellipsis); --wide: full ids and every column."""
+    if wide:
+        headers = [
+            "WORKFLOW ID",
+            "PEER",
+            "FROM",
+            "OUTCOME",
+            "STAGE",
+            "STATUS",
+            "TOKENS",
+            "COST",
+            "STARTED",
+            "SUMMARY",
+        ]
+        lines = [
+            [
+                r.workflow_id,
+                r.peer or "?",
+                r.trigger_author or "?",
+                r.outcome or "-",
+                r.stage or "-",
+                r.status,
+                "-" if r.tokens is None else str(r.tokens),
+                "-" if r.cost_usd is None else f"${r.cost_usd:.6f}",
+                r.start_time or "?",
+                _topic(r),
+            ]
+            for r in rows
+        ]
+    else:
+        headers = ["WAKE", "PEER", "FROM", "OUTCOME", "COST", "STARTED", "SUMMARY"]
+        lines = [
+            [
+                short_id(r),
+                _cut(r.peer or "?", NAME_WIDTH),
+                _cut(r.trigger_author or "?", NAME_WIDTH),
+                _ended(r),
+                "-" if r.cost_usd is None else f"${r.cost_usd:.4f}",
+                _started(r),
+                _topic(r),
+            ]
+            for r in rows
+        ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    if not wide:
+        widths[-1] = max(TABLE_WIDTH - sum(widths[:-1]) - 2 * (len(widths) - 1), len(headers[-1]))
+        for line in lines:
+            line[-1] = _cut(line[-1], widths[-1])
     for line in [headers, *lines]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    if not wide:
+        typer.echo("(times UTC; full workflow ids: --wide or --json)")
 
 
 @wakes_app.callback()
@@ -100,13 +171,22 @@ def wakes(
         help="Only wakes at this stage: awaiting-approval (they wait for approve/deny), model, …",
     ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many wakes."),
+    wide: bool = typer.Option(False, "--wide", "-w", help="Full workflow ids, stage, status and tokens."),
     as_json: bool = typer.Option(False, "--json", help="A JSON list (workflow_id, outcome, trigger_key, …)."),
     temporal_address: str | None = TemporalOption,
 ) -> None:
-    """List wakes: id, peer, trigger author, outcome, stage, status, tokens, cost, start time."""
+    """List wakes, newest first: wake (its trigger key's start), peer, trigger author, outcome, cost, start
+    time (UTC) and summary, in 100 columns; --wide adds full ids, stage, status and tokens."""
     if ctx.invoked_subcommand is not None:
         return
+    from xmesh_agent.wake.payloads import Outcome
     from xmesh_agent.workers.inspect import InspectError, list_wakes, parse_since, wake_query
+
+    outcomes = [o.value for o in Outcome]
+    if outcome is not None and outcome not in outcomes:
+        close = difflib.get_close_matches(outcome, outcomes, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        fail(f"--outcome {outcome!r} is not an outcome; {hint}valid: {', '.join(outcomes)}", EXIT_USAGE)
 
     try:
         query = wake_query(peer, outcome, parse_since(since) if since else None, stage=stage)
@@ -118,7 +198,7 @@ def wakes(
     elif not rows:
         typer.echo("no wakes match (peers wake on admitted CMBs; `xmesh-agent demo` shows some)")
     else:
-        _table(rows)
+        _table(rows, wide)
     raise typer.Exit(EXIT_OK)
 
 
