@@ -109,9 +109,8 @@ def demo(
     options = DemoOptions(
         duration=seconds, soak=soak, chaos=chaos_s, seed_every=seed_s, keep_server=keep_server
     )
-    report = asyncio.run(
-        run_demo(spec, adapted, target=external_target(temporal_address), options=options, say=_say)
-    )
+    target = external_target(temporal_address)
+    report = asyncio.run(run_demo(spec, adapted, target=target, options=options, say=_say))
     if report.error:
         fail(report.error)
     if not soak and report.seed_key:
@@ -128,8 +127,13 @@ def demo(
     if report.ui_url and report.server_kept:
         typer.echo(f"\nbrowse the wakes: {report.ui_url} (filter XmGroup = '{spec.scenario.group}')")
         typer.echo("the embedded Temporal server keeps running for that; `xmesh-agent server stop` stops it")
-    elif report.ui_url:
+    elif report.ui_url and report.server_stopped:
         typer.echo("\nthe embedded server stopped; `xmesh-agent server` brings it and its Web UI back")
+    elif report.ui_url and target is None:
+        typer.echo(
+            f"\nthe embedded server keeps running: other peers on this machine still use it "
+            f"(`xmesh-agent watch` lists them); its Web UI: {report.ui_url}"
+        )
     if report.timed_out:
         typer.echo("stopped at --duration before the mesh went quiet", err=True)
     if report.interrupted:
