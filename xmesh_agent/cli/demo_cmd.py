@@ -68,7 +68,8 @@ def demo(
         True,
         "--keep-server/--stop-server",
         help="Leave the embedded Temporal server running when the demo ends, to browse the wakes in its "
-        "Web UI (`xmesh-agent server stop` stops it). Ctrl-C always stops it.",
+        "Web UI (`xmesh-agent server stop` stops it). Ctrl-C stops it, unless other peers of this "
+        "machine still use it.",
     ),
     temporal_address: str | None = TemporalOption,
 ) -> None:
