@@ -105,6 +105,15 @@ async def probe(address: str, tls: bool = False, timeout: float = PROBE_SECONDS)
         writer.close()
 
 
+def probe_problem(address: str, tls: bool = False) -> str | None:
+    """`probe` for synchronous callers (dry-run, doctor): None when gRPC answers, else what did."""
+    try:
+        asyncio.run(probe(address, tls=tls))
+    except TemporalUnreachable as exc:
+        return str(exc)
+    return None
+
+
 async def connect(
     target: TemporalTarget, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = ()
 ) -> Client:

@@ -4,6 +4,7 @@ names the address and what answered there (an HTTP server, or nothing at all).""
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -82,3 +83,21 @@ def test_a_port_that_never_answers_is_named_as_a_timeout() -> None:
         result = _cli("wakes", "--temporal-address", address)
     assert result.returncode == 1, result.stderr
     assert "timeout" in _one_line_naming(result.stderr, address)
+
+
+def test_dry_run_and_doctor_name_what_answers_at_the_address(http_port: int, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{http_port}"
+    dry = _cli("dry-run", "--config", str(_config(tmp_path)), "--temporal-address", address, "--json")
+    assert dry.returncode == 1, dry.stderr
+    (row,) = [c for c in json.loads(dry.stdout)["checks"] if c["name"] == "temporal"]
+    assert not row["ok"] and address in row["detail"] and "HTTP server (not gRPC)" in row["detail"]
+    doctor = subprocess.run(
+        [CLI, "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND_SECONDS,
+        env=dict(os.environ, TEMPORAL_ADDRESS=address),
+    )
+    assert doctor.returncode == 1
+    issues = json.loads(doctor.stdout)["issues"]
+    assert any(address in i and "HTTP server (not gRPC)" in i for i in issues), issues

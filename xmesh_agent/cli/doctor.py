@@ -103,12 +103,14 @@ def check_temporal(echo: Echo, issues: list[str], report: Report) -> None:
         facts["ports"].append({"port": port, "use": what, "state": state})
     external = os.environ.get("TEMPORAL_ADDRESS")
     if external:
-        host, _, port_text = external.rpartition(":")
-        reachable = port_text.isdigit() and port_open(int(port_text), host or "127.0.0.1")
-        echo(f"  TEMPORAL_ADDRESS {external}: {'reachable' if reachable else '⚠ not reachable'}")
-        facts["temporal_address"] = {"address": external, "reachable": reachable}
-        if not reachable:
-            issues.append(f"TEMPORAL_ADDRESS {external} is not reachable: start it or unset the variable")
+        from xmesh_agent.workers.client import probe_problem
+
+        tls = bool(os.environ.get("TEMPORAL_TLS") or os.environ.get("TEMPORAL_API_KEY"))
+        problem = probe_problem(external, tls=tls)
+        echo(f"  TEMPORAL_ADDRESS {external}: {'reachable' if problem is None else '⚠ ' + problem}")
+        facts["temporal_address"] = {"address": external, "reachable": problem is None, "problem": problem}
+        if problem:
+            issues.append(f"TEMPORAL_ADDRESS: {problem}; start it, fix it or unset the variable")
 
 
 def check_keys(echo: Echo, issues: list[str], report: Report) -> None:

@@ -127,8 +127,8 @@ def _fallback_checks(cfg: AgentConfig) -> list[tuple[str, bool, str]]:
 
 def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, bool, str]]:
     from xmesh_agent.models.factory import check_adapter
-    from xmesh_agent.workers.client import external_target
-    from xmesh_agent.workers.devserver import ServerError, port_open, running_server, temporal_binary
+    from xmesh_agent.workers.client import external_target, probe_problem
+    from xmesh_agent.workers.devserver import ServerError, running_server, temporal_binary
 
     checks: list[tuple[str, bool, str]] = [
         ("load config", True, f"peer={cfg.name} group={cfg.group} adapter={cfg.model.adapter}")
@@ -175,9 +175,8 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
         except ServerError as exc:
             checks.append(("temporal", False, str(exc)))
     else:
-        host, _, port = target.address.rpartition(":")
-        ok = port.isdigit() and port_open(int(port), host or "127.0.0.1")
-        checks.append(("temporal", ok, f"{target.address} {'reachable' if ok else 'not reachable'}"))
+        problem = probe_problem(target.address, tls=target.tls or bool(target.api_key))
+        checks.append(("temporal", problem is None, problem or f"{target.address} answers gRPC"))
     return checks
 
 
