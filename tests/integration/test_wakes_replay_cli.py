@@ -109,6 +109,8 @@ async def test_list_replay_and_replayer_checks(temporal_env, tmp_path: Path):
         assert (
             typo.exit_code == 2 and "did you mean emitted" in typo.output and "suppressed-gate" in typo.output
         )
+        stage = await cli(temporal_env, "wakes", "--stage", "awaiting-aproval")
+        assert stage.exit_code == 2 and "did you mean awaiting-approval" in stage.output
         future = await cli(temporal_env, "wakes", "--peer", "gate-a", "--since", "2999-01-01")
         assert "no wakes match" in future.stdout
         assert (await cli(temporal_env, "wakes", "--since", "yesterday-ish")).exit_code == 2

@@ -152,6 +152,20 @@ def _table(rows: list, wide: bool) -> None:
         typer.echo("(times UTC; full workflow ids: --wide or --json)")
 
 
+# XmStage values: where a wake waits (queued, model, awaiting-approval), then done; histories from before
+# the lean stage upserts also show the quick steps in between.
+STAGES = ("queued", "admission", "reserve", "context", "model", "safety", "emit", "awaiting-approval", "done")
+
+
+def _one_of(option: str, value: str | None, valid: list[str]) -> None:
+    """A filter value that matches nothing by construction is a usage error that names the valid ones."""
+    if value is None or value in valid:
+        return
+    close = difflib.get_close_matches(value, valid, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    fail(f"{option} {value!r} is not one of them; {hint}valid: {', '.join(valid)}", EXIT_USAGE)
+
+
 @wakes_app.callback()
 def wakes(
     ctx: typer.Context,
@@ -182,11 +196,8 @@ def wakes(
     from xmesh_agent.wake.payloads import Outcome
     from xmesh_agent.workers.inspect import InspectError, list_wakes, parse_since, wake_query
 
-    outcomes = [o.value for o in Outcome]
-    if outcome is not None and outcome not in outcomes:
-        close = difflib.get_close_matches(outcome, outcomes, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        fail(f"--outcome {outcome!r} is not an outcome; {hint}valid: {', '.join(outcomes)}", EXIT_USAGE)
+    _one_of("--outcome", outcome, [o.value for o in Outcome])
+    _one_of("--stage", stage, list(STAGES))
 
     try:
         query = wake_query(peer, outcome, parse_since(since) if since else None, stage=stage)
