@@ -71,7 +71,7 @@ def _cut(text: str, width: int) -> str:
 
 
 def short_id(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
-    """The trigger key's first 12 hex digits (and `rN` for a replay): enough to tell wakes apart."""
+    """The trigger key's first 12 hex digits (and `rN` for a replay): with the peer, names the wake."""
     key = row.trigger_key or row.workflow_id
     replay = re.search(r"-replay-(\d+)$", row.workflow_id)
     return key.removeprefix("cmb1-")[:12] + (f" r{replay.group(1)}" if replay else "")
@@ -128,7 +128,7 @@ def _table(rows: list, wide: bool) -> None:
             for r in rows
         ]
     else:
-        headers = ["WAKE", "PEER", "FROM", "OUTCOME", "COST", "STARTED", "SUMMARY"]
+        headers = ["TRIGGER", "PEER", "FROM", "OUTCOME", "COST", "STARTED", "SUMMARY"]
         lines = [
             [
                 short_id(r),
@@ -189,8 +189,8 @@ def wakes(
     as_json: bool = typer.Option(False, "--json", help="A JSON list (workflow_id, outcome, trigger_key, …)."),
     temporal_address: str | None = TemporalOption,
 ) -> None:
-    """List wakes, newest first: wake (its trigger key's start), peer, trigger author, outcome, cost, start
-    time (UTC) and summary, in 100 columns; --wide adds full ids, stage, status and tokens."""
+    """List wakes, newest first, in 100 columns: the trigger CMB (its key's first 12 hex digits), peer,
+    trigger author, outcome, cost, start time (UTC) and summary; --wide adds full ids, stage, status, tokens."""
     if ctx.invoked_subcommand is not None:
         return
     from xmesh_agent.wake.payloads import Outcome
