@@ -40,7 +40,10 @@ READ_COMMANDS = {
     "dry-run",
     "fingerprint",
     "trust list",
+    "recall",
+    "show",
 }
+WRITE_COMMANDS_WITH_JSON = {"publish"}  # what it published, in the same key style
 
 
 def _commands_with_json(group: Any, prefix: str = "") -> set[str]:  # a click-style command group
@@ -55,7 +58,7 @@ def _commands_with_json(group: Any, prefix: str = "") -> set[str]:  # a click-st
 
 
 def test_every_read_command_takes_json() -> None:
-    assert _commands_with_json(typer.main.get_command(app)) == READ_COMMANDS
+    assert _commands_with_json(typer.main.get_command(app)) == READ_COMMANDS | WRITE_COMMANDS_WITH_JSON
 
 
 async def _run(*args: str) -> tuple[int, str, str]:
@@ -108,6 +111,8 @@ async def test_every_read_commands_json_parses_with_snake_case_keys(temporal_env
             "dry-run": ["dry-run", "--config", str(config), "--temporal-address", address],
             "fingerprint": ["fingerprint", "json-w"],
             "trust list": ["trust", "list", "--group", group],
+            "recall": ["recall", "rate limiter", "--peer", "json-r"],
+            "show": ["show", reply_key, "--peer", "json-r"],
         }
         assert set(runs) == READ_COMMANDS
         replies: dict[str, Any] = {}
