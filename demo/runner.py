@@ -77,6 +77,7 @@ class DemoReport:
     timed_out: bool = False
     interrupted: bool = False
     server_kept: bool = False
+    server_stopped: bool = False
     error: str | None = None
     kills: int = 0
     checks: list[Check] = field(default_factory=list)
@@ -184,8 +185,8 @@ class DemoRun:
             store.close()
             if embedded:
                 keep = self.opt.keep_server and not self.report.interrupted
-                await asyncio.to_thread(devserver.release, keep_running=keep)
-                self.report.server_kept = keep
+                stopped = await asyncio.to_thread(devserver.release, keep_running=keep)
+                self.report.server_kept, self.report.server_stopped = keep, stopped
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)

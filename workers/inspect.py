@@ -6,6 +6,7 @@ process to see what happened: visibility answers "which wakes, why did they end 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -92,12 +93,22 @@ class WakeRow:
     cost_usd: float | None
     start_time: str | None
     replay_of: str | None
+    summary: str | None = None
+    reason: str | None = None
 
     def as_json(self) -> dict:
         return asdict(self)
 
 
-async def _row(wf: WorkflowExecution) -> WakeRow:
+async def _summary(client: Client, workflow_id: str) -> str | None:
+    """The wake's one-line summary ("peer <- author: topic"); visibility lists do not carry it."""
+    try:
+        return await (await client.get_workflow_handle(workflow_id).describe()).static_summary()
+    except (RPCError, ValueError):
+        return None
+
+
+async def _row(wf: WorkflowExecution, client: Client | None = None) -> WakeRow:
     attrs = wf.typed_search_attributes
     try:
         memo = await wf.memo()
@@ -120,13 +131,16 @@ async def _row(wf: WorkflowExecution) -> WakeRow:
         cost_usd=cost,
         start_time=wf.start_time.astimezone(UTC).isoformat(timespec="seconds") if wf.start_time else None,
         replay_of=memo.get("replay_of") or None,
+        summary=await _summary(client, wf.id) if client else None,
+        reason=result.get("reason") or None,
     )
 
 
 async def list_wakes(client: Client, query: str, limit: int | None = 50) -> list[WakeRow]:
     """Wakes matching a visibility query, newest first."""
     try:
-        return [await _row(wf) async for wf in client.list_workflows(query, limit=limit)]
+        found = [wf async for wf in client.list_workflows(query, limit=limit)]
+        return list(await asyncio.gather(*(_row(wf, client) for wf in found)))
     except RPCError as exc:
         raise InspectError(f"Temporal rejected the wake query ({exc.message})") from None
 

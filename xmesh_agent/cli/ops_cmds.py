@@ -6,6 +6,7 @@ it answers from the live process: its mesh view, its budget windows, its cost le
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,16 @@ def peers(
         typer.echo(f"{name}: no mesh peers connected")
 
 
+def _snake_line(line: str) -> str:
+    """A log event as scripts read it: keys in snake_case like every --json (the file keeps its own)."""
+    from xmesh_agent.jsonkeys import snake_keys
+
+    try:
+        return json.dumps(snake_keys(json.loads(line)), ensure_ascii=False)
+    except ValueError:
+        return line
+
+
 def logs(
     peer: str = typer.Argument(..., help="Peer name (running or not: the log file outlives the process)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
@@ -273,7 +284,7 @@ def logs(
         None, "--config", "-c", help="The peer's agent.toml, if [logging] file_path moves its log."
     ),
 ) -> None:
-    """Print a peer's structured log: one JSON event per line {ts, level, evt, peer, data}.
+    """Print a peer's structured log: one JSON event per line {ts, level, evt, peer, data}, keys snake_case.
 
     Events: wake-started, admitted/rejected, model-call, suppressed, emitted, budget-warning,
     peer-connected/disconnected, cmb-rejected. Pipe it to `jq` to filter, e.g. only suppressions:
@@ -292,10 +303,10 @@ def logs(
     if not path.exists() and not follow:
         fail(f"no log for peer {peer} at {path} (has it ever run? logs start with `xmesh-agent run`)")
     for line in tail(path, lines):
-        typer.echo(line)
+        typer.echo(_snake_line(line))
     if follow:
         try:
             for line in follow_file(path):
-                typer.echo(line)
+                typer.echo(_snake_line(line))
         except KeyboardInterrupt:
             return

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import typer
 
+from xmesh_agent.cli.common import EXIT_USAGE, fail, print_json
 from xmesh_agent.cli.ops_cmds import _duration, _usd, table
+from xmesh_agent.durations import parse_duration
 
 HEADER = [
     "PEER",
@@ -21,7 +22,7 @@ HEADER = [
     "OTHER",
     "IN-FLIGHT",
     "COST/RUN",
-    "BUDGET m/h/d",
+    "BUDGET used/limit m h d",
     "BREAKER",
 ]
 
@@ -29,7 +30,7 @@ HEADER = [
 def _row(name: str, status: dict[str, Any]) -> list[Any]:
     seen: dict[str, int] = status["wakes"]["seenThisRun"]
     emitted = seen.get("emitted", 0)
-    counts = status["budget"]["counts"]
+    counts, limits = status["budget"]["counts"], status["budget"]["limits"]
     model = status["model"]
     return [
         name,
@@ -42,7 +43,7 @@ def _row(name: str, status: dict[str, Any]) -> list[Any]:
         sum(seen.values()) - emitted,
         status["wakes"]["inFlight"],
         _usd(status["cost"]["run_usd"]),
-        f"{counts['minute']}/{counts['hour']}/{counts['day']}",
+        " ".join(f"{counts[w]}/{limits[w]}" for w in ("minute", "hour", "day")),
         status["breaker"]["state"],
     ]
 
@@ -84,8 +85,35 @@ def render(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> 
     return "\n".join(lines)
 
 
+MS_THRESHOLD = 100
+
+
+def _interval(text: str) -> float:
+    """Seconds between refreshes; a bare number over 100 is read as milliseconds, with a note."""
+    try:
+        seconds = parse_duration(text, allow_ms=True)
+    except ValueError as exc:
+        fail(f"--interval {exc}", EXIT_USAGE)
+    if text.strip().replace(".", "", 1).isdigit() and seconds > MS_THRESHOLD:
+        seconds /= 1000
+        typer.echo(
+            f"note: --interval {text.strip()} read as milliseconds ({seconds:g}s); "
+            f"write {seconds:g}s or {text.strip()}ms to say so",
+            err=True,
+        )
+    if seconds < 0.2:
+        fail(f"--interval must be at least 200ms (got {text})", EXIT_USAGE)
+    return seconds
+
+
 def watch(
-    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, help="Seconds between refreshes."),
+    interval_text: str = typer.Option(
+        "2s",
+        "--interval",
+        "-i",
+        help="Time between refreshes: 2s, 500ms, 1m; a bare number is seconds, or milliseconds when "
+        "over 100 (the original runtime's --interval 2000).",
+    ),
     once: bool = typer.Option(False, "--once", help="Print one table and exit (for scripts and logs)."),
     no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours and no screen clearing."),
     as_json: bool = typer.Option(False, "--json", help="With --once: the peers' status replies as JSON."),
@@ -93,20 +121,17 @@ def watch(
     """Watch every peer running on this machine in one live table (Ctrl-C to quit).
 
     One row per peer: state, model, group, uptime, mesh peers, wakes emitted / ended otherwise this
-    run, wakes in flight, cost this run, wake budget used per minute/hour/day, and the circuit
+    run, wakes in flight, cost this run, wake budget used/limit per minute, hour and day, and the circuit
     breaker (yellow when not closed; a peer whose socket no longer answers is shown STALE in red).
-    Example: `xmesh-agent watch --interval 5`, or `xmesh-agent watch --once --json | jq`.
+    Example: `xmesh-agent watch --interval 5s`, or `xmesh-agent watch --once --json | jq`.
     """
+    interval = _interval(interval_text)
     color = not no_color and not as_json
     try:
         while True:
             found = collect()
             if as_json:
-                typer.echo(
-                    json.dumps(
-                        [{"peer": n, "status": s, "problem": p or None} for n, s, p in found], indent=2
-                    )
-                )
+                print_json([{"peer": n, "status": s, "problem": p or None} for n, s, p in found])
             else:
                 if color and not once:
                     typer.echo("\x1b[2J\x1b[H", nl=False)
