@@ -10,10 +10,9 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from xmesh_agent.wake.payloads import ApprovalDecision
 from xmesh_agent.workflows import search
 
 WORKFLOW_TYPE = "WakeWorkflow"
@@ -144,18 +143,3 @@ def rpc_error(workflow_id: str, exc: RPCError) -> InspectError:
     if exc.status == RPCStatusCode.NOT_FOUND:
         return InspectError(f"no wake {workflow_id!r} (see `xmesh-agent wakes` for ids)")
     return InspectError(f"Temporal: {exc.message}")
-
-
-async def decide(client: Client, workflow_id: str, decision: ApprovalDecision) -> str:
-    """Send the operator's approve/deny to a wake waiting at an approval gate; returns the wake's answer."""
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        return await handle.execute_update("decide", decision, result_type=str)
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        message = getattr(cause, "message", None) or str(cause or exc)
-        raise InspectError(f"{workflow_id}: {message}") from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND and "completed" in exc.message.lower():
-            raise InspectError(f"{workflow_id}: this wake has already finished") from None
-        raise rpc_error(workflow_id, exc) from None

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         WakeActivities,
     )
     from xmesh_agent.observability import WAKES_METRIC
+    from xmesh_agent.wake import approval
     from xmesh_agent.wake.payloads import (
         AdmitInput,
         ApprovalDecision,
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         Outcome,
         ReserveInput,
         SafetyInput,
+        SafetyVerdict,
         WakeInput,
         WakeResult,
         rejected_result,
@@ -70,6 +72,8 @@ class WakeWorkflow:
         self._stage = "received"
         self._decision: ApprovalDecision | None = None
         self._awaiting_approval = False
+        self._approver_key = ""
+        self._peer = ""
         self._lean_stages = False
         self._model_errors: list[str] = []
 
@@ -144,7 +148,7 @@ class WakeWorkflow:
             outcome = verdict.outcome or Outcome.SUPPRESSED_GATE
             return self._finish(outcome, verdict.reason, admission.decision, reply)
         if verdict.action == "approve":
-            decision = await self._await_approval(verdict.rule, verdict.reason, wake.approval_timeout_seconds)
+            decision = await self._await_approval(verdict, wake)
             if not decision.approved:
                 return self._finish(Outcome.DENIED, decision.reason or "denied", admission.decision, reply)
 
@@ -191,11 +195,13 @@ class WakeWorkflow:
             "every model of the chain failed: " + "; ".join(self._model_errors), type="ModelCallFailed"
         )
 
-    async def _await_approval(self, rule: str, reason: str, timeout_s: int) -> ApprovalDecision:
+    async def _await_approval(self, verdict: SafetyVerdict, wake: WakeInput) -> ApprovalDecision:
         self._enter("awaiting-approval")
         self._awaiting_approval = True
+        self._approver_key, self._peer = verdict.approver_key, wake.peer
+        timeout_s = wake.approval_timeout_seconds
         workflow.set_current_details(
-            f"**Awaiting approval** — gate `{rule}` matched: {reason}\n\n"
+            f"**Awaiting approval** — gate `{verdict.rule}` matched: {verdict.reason}\n\n"
             f"`xmesh-agent approve {workflow.info().workflow_id}` or `xmesh-agent deny … --reason …`"
         )
         try:
@@ -217,6 +223,13 @@ class WakeWorkflow:
     def _validate_decision(self, decision: ApprovalDecision) -> None:
         if not self._awaiting_approval or self._decision is not None:
             raise ValueError("this wake is not awaiting approval")
+        info = workflow.info()
+        now_ms = int(workflow.now().timestamp() * 1000)
+        refused = approval.refusal(
+            decision, info.workflow_id, info.run_id, self._approver_key, self._peer, now_ms
+        )
+        if refused:
+            raise ValueError(f"refused: {refused}")
 
     @workflow.query(name="stage")
     def stage(self) -> str:

@@ -8,6 +8,7 @@ import typer
 
 from xmesh_agent import __version__
 from xmesh_agent.cli import (
+    approval_cmds,
     demo_cmd,
     identity_cmds,
     ops_cmds,
@@ -62,8 +63,8 @@ app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)
-app.command("approve", rich_help_panel=WAKES)(wakes_cmds.approve)
-app.command("deny", rich_help_panel=WAKES)(wakes_cmds.deny)
+app.command("approve", rich_help_panel=WAKES)(approval_cmds.approve)
+app.command("deny", rich_help_panel=WAKES)(approval_cmds.deny)
 
 
 @app.command(rich_help_panel=SETUP)

@@ -1,4 +1,4 @@
-"""`wakes`, `replay`, `approve`, `deny`: an operator's view of and hand on wakes, through Temporal.
+"""`wakes`, `replay`: an operator's view of wakes through Temporal (`approve`/`deny`: approval_cmds).
 
 None of these need the peer's process except to execute a replay or finish an approved wake: they
 talk to Temporal (visibility, histories, workflow updates), where every wake is recorded.
@@ -206,41 +206,3 @@ async def _check_text(text: str, workflow_id: str, check_history: Callable, load
 def _report(result) -> None:  # noqa: ANN001 - workers.replay.ReplayCheck, imported lazily
     typer.echo(result.message, err=not result.ok)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAIL)
-
-
-def approve(
-    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
-    by: str = typer.Option("operator", "--by", help="Who approves (recorded in the wake's history)."),
-    temporal_address: str | None = TemporalOption,
-) -> None:
-    """Let a wake that an `approve` gate paused emit its reply.
-
-    Gates with action "approve" (or approval_gates = "approve") pause a wake until a human decides.
-
-    `xmesh-agent wakes --stage awaiting-approval` (or the Web UI) lists the waiting wakes.
-
-    Example: `xmesh-agent approve wake-writer-01-cmb1-… --by alice`.
-    """
-    _decide(workflow_id, True, by, "", temporal_address)
-
-
-def deny(
-    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
-    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded as the wake's outcome reason)."),
-    by: str = typer.Option("operator", "--by", help="Who denies."),
-    temporal_address: str | None = TemporalOption,
-) -> None:
-    """Stop a wake that an `approve` gate paused: it ends `denied` and emits nothing.
-
-    Example: `xmesh-agent deny wake-writer-01-cmb1-… --reason "no deploys on Fridays"`.
-    """
-    _decide(workflow_id, False, by, reason, temporal_address)
-
-
-def _decide(workflow_id: str, approved: bool, by: str, reason: str, temporal_address: str | None) -> None:
-    from xmesh_agent.wake.payloads import ApprovalDecision
-    from xmesh_agent.workers.inspect import decide
-
-    decision = ApprovalDecision(approved=approved, by=by, reason=reason)
-    answer = _run(temporal_address, lambda client: decide(client, workflow_id, decision))
-    typer.echo(f"{workflow_id}: {answer}")

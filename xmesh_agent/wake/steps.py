@@ -249,8 +249,12 @@ class WakeSteps:
         if gate.action == "pass":
             return SafetyVerdict(action="pass")
         reason = f"rule {gate.rule} on {gate.field}: {gate.excerpt}"
-        outcome = Outcome.SUPPRESSED_GATE if gate.action == "block" else None
-        return SafetyVerdict(action=gate.action, outcome=outcome, rule=gate.rule or "", reason=reason)
+        if gate.action == "block":
+            return SafetyVerdict(
+                action="block", outcome=Outcome.SUPPRESSED_GATE, rule=gate.rule or "", reason=reason
+            )
+        key = self.identity.public_key_b64url
+        return SafetyVerdict(action="approve", rule=gate.rule or "", reason=reason, approver_key=key)
 
     async def _emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
         """Mint, store and send the reply. Idempotent: a retried emit re-sends the same CMB."""
