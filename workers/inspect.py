@@ -91,6 +91,8 @@ class WakeRow:
     cost_usd: float | None
     start_time: str | None
     replay_of: str | None
+    held: dict | None = None
+    """A wake held at an approval gate: rule, reason and the reply it would emit (secret shapes masked)."""
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -119,6 +121,7 @@ async def _row(wf: WorkflowExecution) -> WakeRow:
         cost_usd=cost,
         start_time=wf.start_time.astimezone(UTC).isoformat(timespec="seconds") if wf.start_time else None,
         replay_of=memo.get("replay_of") or None,
+        held=memo.get("held") if isinstance(memo.get("held"), dict) else None,
     )
 
 
@@ -130,13 +133,16 @@ async def list_wakes(client: Client, query: str, limit: int | None = 50) -> list
         raise InspectError(f"Temporal rejected the wake query ({exc.message})") from None
 
 
-async def export_history(client: Client, workflow_id: str) -> str:
-    """The wake's full event history as Temporal's JSON (what `replay --history` reads back)."""
+async def export_history(client: Client, workflow_id: str, decoded: bool = False) -> str:
+    """The wake's full event history as Temporal's JSON (what `replay --history` reads back); `decoded`:
+    every JSON payload decoded in place (workers/history_json.py), which `replay --history` reads too."""
+    from xmesh_agent.workers.history_json import readable
+
     try:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
     except RPCError as exc:
         raise rpc_error(workflow_id, exc) from None
-    return history.to_json()
+    return readable(history.to_json()) if decoded else history.to_json()
 
 
 def rpc_error(workflow_id: str, exc: RPCError) -> InspectError:

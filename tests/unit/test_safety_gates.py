@@ -8,7 +8,7 @@ import pytest
 
 from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.mmp.cmb import CMBField
-from xmesh_agent.safety.gates import Gates, check_gates, redact
+from xmesh_agent.safety.gates import Gates, check_gates, mask_secrets, redact
 
 APPROVE = SafetyConfig(approval_gates="approve")
 
@@ -104,9 +104,22 @@ def test_a_risky_action_hidden_beside_harmless_fields_still_blocks() -> None:
     assert {h.rule for h in v.hits} == {"git-push", "deploy"}
 
 
-def test_excerpt_of_a_normalised_match_is_masked() -> None:
+def test_excerpt_quotes_what_a_rule_matched_and_masks_only_secret_shapes() -> None:
     v = check_gates({"mood": "ＤＥＰＬＯＹ  everything to production now please"})
-    assert v.rule == "deploy" and v.excerpt is not None and v.excerpt.endswith("(6 chars)")
+    assert v.rule == "deploy" and v.excerpt == '"deploy"'
+    key = SECRETS["openai-api-key"]
+    rule = GateRule(name="wide", pattern=r"ship it with \S+", action="approve")
+    wide = Gates.from_config(SafetyConfig(approval_gates="none", gates=[rule]))
+    hit = next(h for h in wide.check({"intent": f"ship it with {key}"}).hits if h.rule == "wide")
+    assert key.lower() not in hit.excerpt and hit.excerpt.startswith('"ship it with sk-****(')
+
+
+def test_mask_secrets_leaves_words_and_masks_every_key_shape() -> None:
+    text = " and ".join(SECRETS.values())
+    masked = mask_secrets(f"deploy {text} now")
+    assert masked.startswith("deploy ") and masked.endswith(" now")
+    for secret in SECRETS.values():
+        assert secret not in masked and secret[: len(secret) // 2] not in masked
 
 
 def test_custom_rules_see_normalised_text_on_their_own_fields() -> None:

@@ -18,17 +18,26 @@ AllOption = typer.Option(False, "--all", help="Decide every held wake that fits,
 ByOption = typer.Option("operator", "--by", help="Who decides (signed and recorded in the wake's history).")
 
 
-def approve_command(workflow_id: str, peer: str | None = None) -> str:
-    """The exact command line that approves a held wake (`--peer` when it is its peer's only one)."""
-    return f"xmesh-agent approve --peer {peer}" if peer else f"xmesh-agent approve {workflow_id}"
+def short_ref(workflow_id: str) -> str:
+    """What `approve`/`deny` take for a wake: the first 12 hex digits of its trigger key, else its id."""
+    from xmesh_agent.workers.inspect import trigger_from_id
+
+    key = trigger_from_id(workflow_id)
+    return key.removeprefix("cmb1-")[:12] if key else workflow_id
 
 
-def held_lines(wake: dict[str, Any], indent: str = "  ") -> list[str]:
-    """A held wake as an operator reads it: why it waits and the whole reply it would emit."""
+def decide_commands(workflow_id: str) -> str:
+    """The exact command lines that decide a held wake."""
+    ref = short_ref(workflow_id)
+    return f'xmesh-agent approve {ref}   |   xmesh-agent deny {ref} --reason "…"'
+
+
+def held_lines(wake: dict[str, Any], indent: str = "  ", header: str = "reply it would emit") -> list[str]:
+    """A held wake as an operator reads it: why it waits and the whole reply it holds."""
     rule, reason, reply = wake.get("rule"), wake.get("reason"), wake.get("reply")
     lines = [f"{indent}gate: {reason or rule or 'unknown (held by an older version)'}"]
     if reply:
-        lines.append(f"{indent}reply it would emit:")
+        lines.append(f"{indent}{header}:")
         lines += [f"{indent}  {name}: {text}" for name, text in reply.items() if text]
     elif reply is None:
         lines.append(f"{indent}reply: not recorded (held by an older version; see the Web UI history)")
@@ -41,10 +50,7 @@ def inbox_lines(wakes: list[dict[str, Any]]) -> list[str]:
     for wake in wakes:
         lines.append(f"{wake['workflow_id']}  (peer {wake['peer']}, held since {wake.get('started') or '?'})")
         lines += held_lines(wake)
-        lines.append(
-            f"  decide: xmesh-agent approve {wake['workflow_id']}   |   "
-            f'xmesh-agent deny {wake["workflow_id"]} --reason "…"'
-        )
+        lines.append(f"  decide: {decide_commands(wake['workflow_id'])}")
     return lines
 
 
@@ -130,6 +136,6 @@ def _decide(
                 continue
             typer.echo(f"{wake.workflow_id}: {answer}")
             if wake.held and approved:
-                typer.echo("\n".join(held_lines(wake.as_json())))
+                typer.echo("\n".join(held_lines(wake.as_json(), header="its reply, now emitted")))
     if any(error for _, _, error in done):
         raise typer.Exit(1)

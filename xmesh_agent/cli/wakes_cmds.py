@@ -98,7 +98,11 @@ def wakes(
         help="Only wakes at this stage: awaiting-approval (they wait for approve/deny), model, …",
     ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many wakes."),
-    as_json: bool = typer.Option(False, "--json", help="A JSON list (workflow_id, outcome, trigger_key, …)."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="A JSON list (workflow_id, outcome, trigger_key, held: what a held wake holds, …).",
+    ),
     temporal_address: str | None = TemporalOption,
 ) -> None:
     """List wakes: id, peer, trigger author, outcome, stage, status, tokens, cost, start time."""
@@ -117,21 +121,41 @@ def wakes(
         typer.echo("no wakes match (peers wake on admitted CMBs; `xmesh-agent demo` shows some)")
     else:
         _table(rows)
+        _held_inbox(rows)
     raise typer.Exit(EXIT_OK)
+
+
+def _held_inbox(rows: list) -> None:
+    """Under the table: every listed wake still waiting at a gate, with its reply and how to decide it."""
+    from xmesh_agent.cli.approval_cmds import inbox_lines
+
+    held = [r for r in rows if r.stage == "awaiting-approval" and r.status == "running"]
+    if not held:
+        return
+    typer.echo(f"\n{len(held)} wake(s) await approval:")
+    wakes = [
+        {**(r.held or {"reply": None}), "workflow_id": r.workflow_id, "peer": r.peer, "started": r.start_time}
+        for r in held
+    ]
+    typer.echo("\n".join(inbox_lines(wakes)))
 
 
 @wakes_app.command("export")
 def export(
     workflow_id: str = typer.Argument(..., help="The wake's workflow id (from `xmesh-agent wakes`)."),
+    raw: bool = typer.Option(False, "--raw", help="Temporal's own JSON: payloads as base64."),
     temporal_address: str | None = TemporalOption,
 ) -> None:
-    """Print one wake's full event history as JSON, to keep for `xmesh-agent replay --history FILE`.
+    """Print one wake's full event history as JSON, to read or to keep for `replay --history FILE`.
+
+    Every payload (the trigger, the model's reply, verdicts, decisions, memo) is decoded in place as
+    `{"metadata": {"encoding": "json/plain"}, "json": …}`; `--raw` keeps Temporal's base64 form.
 
     Example: `xmesh-agent wakes export wake-reviewer-01-cmb1-… > wake.json`.
     """
     from xmesh_agent.workers.inspect import export_history
 
-    typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id)))
+    typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id, decoded=not raw)))
 
 
 def replay(

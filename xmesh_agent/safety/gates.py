@@ -14,8 +14,10 @@ collapsed, so `ＧＩＴ  ｐｕｓｈ`, `git\u200b push`, `gіt push` (Cyrillic
 should let a peer broadcast a credential to the mesh. Custom rules from agent.toml (their own fields,
 every field by default, the same normalisation) are added to whatever remains.
 
-Matched text is never stored in a verdict: only `redact()`'s short masked excerpt, so verdicts can be
-logged, put in a workflow memo or shown in a UI without re-leaking what they caught.
+A verdict shows what a rule matched (its normalised text, quoted, at most 80 characters), so an
+operator sees why a reply waits; only secret shapes are masked (`redact()`, `mask_secrets()`), there and
+in every held reply shown to a user, so verdicts can be logged, put in a workflow memo or shown in a UI
+without re-leaking a credential.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from xmesh_agent.roles import CAT7
 
 GateAction = Literal["block", "approve"]
 MAX_SHOWN = 8
+SHOWN_MAX = 80
+"""How much of what a non-secret rule matched a verdict quotes."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,18 @@ def redact(text: str, match: re.Match[str] | tuple[int, int]) -> str:
     return f"{shown}****({len(hit)} chars)"
 
 
+def mask_secrets(text: str) -> str:
+    """`text` with every secret shape (private key header, API keys, tokens) replaced by its masked excerpt."""
+    for rule in SECRET_RULES:
+        text = rule.regex.sub(lambda m: redact(m.string, m), text)
+    return text
+
+
+def _shown(match: re.Match[str]) -> str:
+    hit = match.group(0)
+    return '"' + mask_secrets(hit if len(hit) <= SHOWN_MAX else hit[: SHOWN_MAX - 1] + "…") + '"'
+
+
 class GateHit(BaseModel):
     rule: str
     field: str
@@ -163,7 +179,12 @@ class Gates:
                 found = rule.regex.search(text)
                 if found:
                     hits.append(
-                        GateHit(rule=rule.name, field=field, action=rule.action, excerpt=redact(text, found))
+                        GateHit(
+                            rule=rule.name,
+                            field=field,
+                            action=rule.action,
+                            excerpt=redact(text, found) if rule.secret else _shown(found),
+                        )
                     )
         if not hits:
             return GateVerdict(action="pass")

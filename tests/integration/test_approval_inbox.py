@@ -1,0 +1,90 @@
+"""The approval inbox as an operator uses it (issue 24 item 1): real `xmesh-agent` processes against a
+real peer holding `git push` replies at an approval gate.
+
+A held wake shows the reply it would emit, in full, wherever it is shown (`wakes`, `wakes export`, the
+Web UI's current details); `approve`/`deny` take a unique prefix or `--peer` (ambiguous: the candidates
+are listed; `--all` decides each).
+"""
+
+from __future__ import annotations
+
+import json
+
+from temporalio.api.sdk.v1 import WorkflowMetadata
+
+from tests.fakes.model_servers import FakeOpenAIServer
+from tests.integration.envelope_kit import deliver, group_name, openai_config, result_of, trigger
+from tests.integration.peer_kit import eventually, start_peer
+from tests.integration.test_approval_auth import held, xmesh
+from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.wake.payloads import Outcome
+
+REPLY = {
+    "focus": "release of the rate limiter for billing",
+    "intent": "git push origin main once CI is green",
+    "mood": "confident",
+}
+
+
+async def test_held_replies_are_shown_in_full_and_decided_by_prefix_or_peer(temporal_env):
+    client = temporal_env.client
+    address = client.service_client.config.target_host
+    group = group_name()
+    author = NodeIdentity.generate("author-x")
+    with FakeOpenAIServer() as fake:
+        fake.script(*[fake.tool_call(REPLY)] * 2)
+        safety = {"approval_gates": "approve", "approval_timeout_seconds": 600}
+        peer = await start_peer(client, openai_config("inbox-p", group, fake.base_url, safety=safety))
+        try:
+            first = await deliver(peer, trigger(author, group, 0))
+            second = await deliver(peer, trigger(author, group, 1))
+            await held(client, first)
+            await held(client, second)
+
+            async def both_listed() -> dict | None:
+                out = await xmesh(
+                    address, "wakes", "--peer", "inbox-p", "--stage", "awaiting-approval", "--json"
+                )
+                rows = json.loads(out.stdout) if out.returncode == 0 else []
+                return {r["workflow_id"]: r for r in rows} if len(rows) == 2 else None
+
+            rows = await eventually(both_listed, timeout=30, interval=0.5)
+            assert set(rows) == {first, second}
+            held_first = rows[first]["held"]
+            assert held_first["reply"] == REPLY
+            assert held_first["reason"] == 'rule git-push on intent: "git push"'
+
+            table = await xmesh(address, "wakes", "--peer", "inbox-p", "--stage", "awaiting-approval")
+            assert table.returncode == 0, table.stderr
+            assert "2 wake(s) await approval" in table.stdout
+            assert "intent: git push origin main once CI is green" in table.stdout
+            assert f"xmesh-agent approve {first.rsplit('-', 1)[1][:12]}" in table.stdout
+            assert "****" not in table.stdout
+
+            # the Web UI shows a running workflow's current details (the SDK's metadata query)
+            meta = await client.get_workflow_handle(first).query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata
+            )
+            assert "git push origin main once CI is green" in meta.current_details
+            assert f"xmesh-agent approve {first}" in meta.current_details
+
+            exported = await xmesh(address, "wakes", "export", first)
+            assert exported.returncode == 0 and "git push origin main once CI is green" in exported.stdout
+
+            # both wakes fit `--peer inbox-p` and the prefix `wake-inbox-p`: listed, nothing decided
+            for args in (["--peer", "inbox-p"], ["wake-inbox-p"]):
+                ambiguous = await xmesh(address, "approve", *args)
+                assert ambiguous.returncode == 2, ambiguous.stdout + ambiguous.stderr
+                assert "2 wakes awaiting approval match" in ambiguous.stderr
+                assert first in ambiguous.stderr and second in ambiguous.stderr
+            nothing = await xmesh(address, "approve", "cmb1-ffffffffff")
+            assert nothing.returncode == 1 and "no wake awaiting approval matches" in nothing.stderr
+            assert (await xmesh(address, "approve")).returncode == 2
+
+            approved = await xmesh(address, "approve", "--peer", "inbox-p", "--all", "--by", "alice")
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+            assert f"{first}: approved" in approved.stdout and f"{second}: approved" in approved.stdout
+            for wid in (first, second):
+                assert (await result_of(client, wid)).outcome == Outcome.EMITTED
+        finally:
+            await peer.stop()
