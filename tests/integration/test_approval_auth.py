@@ -67,12 +67,17 @@ async def temporal_update(address: str, workflow_id: str, payload: dict) -> subp
     return await asyncio.to_thread(as_nobody, *argv)
 
 
-async def xmesh(address: str, *args: str) -> subprocess.CompletedProcess:
+async def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`xmesh-agent <args>` as its own process, as the operator (this uid, this XMESH_HOME)."""
-    cmd = [sys.executable, "-m", "xmesh_agent.cli.app", *args, "--temporal-address", address]
+    cmd = [sys.executable, "-m", "xmesh_agent.cli.app", *args]
     return await asyncio.to_thread(
         subprocess.run, cmd, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
     )
+
+
+async def xmesh(address: str, *args: str) -> subprocess.CompletedProcess:
+    """A Temporal command of `xmesh-agent` (wakes, approve, deny) against the server at `address`."""
+    return await run_cli(*args, "--temporal-address", address)
 
 
 async def stage(client: Client, workflow_id: str) -> str:

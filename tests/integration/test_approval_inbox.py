@@ -15,7 +15,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from tests.fakes.model_servers import FakeOpenAIServer
 from tests.integration.envelope_kit import deliver, group_name, openai_config, result_of, trigger
 from tests.integration.peer_kit import eventually, start_peer
-from tests.integration.test_approval_auth import held, xmesh
+from tests.integration.test_approval_auth import held, run_cli, xmesh
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.wake.payloads import Outcome
 
@@ -70,6 +70,22 @@ async def test_held_replies_are_shown_in_full_and_decided_by_prefix_or_peer(temp
 
             exported = await xmesh(address, "wakes", "export", first)
             assert exported.returncode == 0 and "git push origin main once CI is green" in exported.stdout
+
+            # the peer says so in `status` and `watch`, with the command lines that decide
+            status = await run_cli("status", "inbox-p")
+            assert status.returncode == 0, status.stderr
+            assert "(in flight 2, 2 awaiting approval)" in status.stdout
+            assert "approve all: xmesh-agent approve --peer inbox-p --all" in status.stdout
+            assert "intent: git push origin main once CI is green" in status.stdout
+            status_json = json.loads((await run_cli("status", "inbox-p", "--json")).stdout)
+            held_now = {w["workflow_id"]: w for w in status_json["awaiting_approval"]}
+            assert set(held_now) == {first, second} and held_now[first]["reply"] == REPLY
+            watch = await run_cli("watch", "--once", "--no-color")
+            header, _rule, row = watch.stdout.splitlines()[1:4]
+            assert row.split()[header.split().index("HELD")] == "2"
+            notes = [line for line in watch.stdout.splitlines() if line.startswith("inbox-p awaits approval")]
+            assert len(notes) == 2 and 'rule git-push on intent: "git push"' in notes[0]
+            assert f"xmesh-agent approve {first.rsplit('-', 1)[1][:12]}" in watch.stdout
 
             # both wakes fit `--peer inbox-p` and the prefix `wake-inbox-p`: listed, nothing decided
             for args in (["--peer", "inbox-p"], ["wake-inbox-p"]):
