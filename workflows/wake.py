@@ -209,13 +209,13 @@ class WakeWorkflow:
         reply = {name: mask_secrets(text) for name, text in fields.items() if text}
         if workflow.patched(HELD_MEMO_PATCH):
             workflow.upsert_memo({"held": {"rule": verdict.rule, "reason": verdict.reason, "reply": reply}})
-        wid = workflow.info().workflow_id
+        ref = approval.short_ref(workflow.info().workflow_id)
         workflow.set_current_details(
             f"**Awaiting approval** — {verdict.reason}\n\n"
             "**The reply it would emit:**\n\n"
             + "".join(f"- **{name}**: {text}\n" for name, text in reply.items())
-            + f"\nApprove: `xmesh-agent approve {wid}` (or `xmesh-agent approve --peer {wake.peer}`)\n\n"
-            f'Deny: `xmesh-agent deny {wid} --reason "…"`\n\n'
+            + f"\nApprove: `xmesh-agent approve {ref}` (or `xmesh-agent approve --peer {wake.peer}`)\n\n"
+            f'Deny: `xmesh-agent deny {ref} --reason "…"`\n\n'
             f"Only the operator of {wake.peer} decides: the decision is signed with its key."
         )
         try:

@@ -9,15 +9,19 @@ are listed; `--all` decides each).
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from tests.fakes.model_servers import FakeOpenAIServer
-from tests.integration.envelope_kit import deliver, group_name, openai_config, result_of, trigger
+from tests.integration.envelope_kit import Observer, deliver, group_name, openai_config, result_of, trigger
 from tests.integration.peer_kit import eventually, start_peer
+from tests.integration.process_kit import PeerProcess, child_env
 from tests.integration.test_approval_auth import held, run_cli, xmesh
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.wake.payloads import Outcome
+from xmesh_agent.workers.client import wake_id
 
 REPLY = {
     "focus": "release of the rate limiter for billing",
@@ -66,7 +70,7 @@ async def test_held_replies_are_shown_in_full_and_decided_by_prefix_or_peer(temp
                 "__temporal_workflow_metadata", result_type=WorkflowMetadata
             )
             assert "git push origin main once CI is green" in meta.current_details
-            assert f"xmesh-agent approve {first}" in meta.current_details
+            assert f"xmesh-agent approve {first.rsplit('-', 1)[1][:12]}" in meta.current_details
 
             exported = await xmesh(address, "wakes", "export", first)
             assert exported.returncode == 0 and "git push origin main once CI is green" in exported.stdout
@@ -104,3 +108,38 @@ async def test_held_replies_are_shown_in_full_and_decided_by_prefix_or_peer(temp
                 assert (await result_of(client, wid)).outcome == Outcome.EMITTED
         finally:
             await peer.stop()
+
+
+async def test_run_says_a_reply_waits_and_how_to_decide_it(temporal_env, tmp_path):
+    """`xmesh-agent run` as its own process; the trigger arrives over the mesh from another node."""
+    client = temporal_env.client
+    address = client.service_client.config.target_host
+    group = group_name()
+    env = child_env(Path(os.environ["XMESH_HOME"]), Path(os.environ["XMESH_SYM_LOOPBACK_DIR"]), address)
+    with FakeOpenAIServer() as fake:
+        fake.script(fake.tool_call(REPLY))
+        safety = {"approval_gates": "approve", "approval_timeout_seconds": 600}
+        cfg = openai_config("run-p", group, fake.base_url, safety=safety)
+        peer = PeerProcess(cfg, tmp_path, env).start()
+        observer = await Observer(tmp_path, group).start()
+        try:
+            await eventually(lambda: observer.node.peers(), timeout=30)
+            cmb = trigger(observer.identity, group, 0)
+            observer.store.put(cmb, source=observer.identity.name)
+            await observer.node.publish(cmb)
+            wid = wake_id("run-p", cmb.key)
+            await held(client, wid)
+            ref = cmb.key.removeprefix("cmb1-")[:12]
+            said = await eventually(
+                lambda: "waits for your approval" in peer.log() and peer.log(), timeout=20
+            )
+            assert f"wake {wid}" in said and 'rule git-push on intent: "git push"' in said
+            assert "intent: git push origin main once CI is green" in said
+            assert f'xmesh-agent approve {ref}   |   xmesh-agent deny {ref} --reason "…"' in said
+            approved = await xmesh(address, "approve", ref)
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+            assert (await result_of(client, wid)).outcome == Outcome.EMITTED
+            await eventually(lambda: observer.from_author("run-p"), timeout=20)
+        finally:
+            await observer.stop()
+            peer.stop()

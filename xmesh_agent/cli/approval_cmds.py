@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from xmesh_agent.cli.common import EXIT_USAGE, TemporalOption, fail, print_json
+from xmesh_agent.wake.approval import decide_commands
 
 WakeRef = typer.Argument(
     None,
@@ -16,20 +17,6 @@ WakeRef = typer.Argument(
 PeerOption = typer.Option(None, "--peer", "-p", help="The wake this peer holds (with --all: every one).")
 AllOption = typer.Option(False, "--all", help="Decide every held wake that fits, not only a single one.")
 ByOption = typer.Option("operator", "--by", help="Who decides (signed and recorded in the wake's history).")
-
-
-def short_ref(workflow_id: str) -> str:
-    """What `approve`/`deny` take for a wake: the first 12 hex digits of its trigger key, else its id."""
-    from xmesh_agent.workers.inspect import trigger_from_id
-
-    key = trigger_from_id(workflow_id)
-    return key.removeprefix("cmb1-")[:12] if key else workflow_id
-
-
-def decide_commands(workflow_id: str) -> str:
-    """The exact command lines that decide a held wake."""
-    ref = short_ref(workflow_id)
-    return f'xmesh-agent approve {ref}   |   xmesh-agent deny {ref} --reason "…"'
 
 
 def held_lines(wake: dict[str, Any], indent: str = "  ", header: str = "reply it would emit") -> list[str]:
@@ -136,6 +123,6 @@ def _decide(
                 continue
             typer.echo(f"{wake.workflow_id}: {answer}")
             if wake.held and approved:
-                typer.echo("\n".join(held_lines(wake.as_json(), header="its reply, now emitted")))
+                typer.echo("\n".join(held_lines(wake.as_json(), header="the reply it releases")))
     if any(error for _, _, error in done):
         raise typer.Exit(1)

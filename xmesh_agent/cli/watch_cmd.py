@@ -86,7 +86,7 @@ def render(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> 
 
 def _held_notes(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> list[str]:
     """Under the table: each held wake, the gate that holds it and the command that decides it."""
-    from xmesh_agent.cli.approval_cmds import decide_commands
+    from xmesh_agent.wake.approval import decide_commands
 
     notes = []
     for name, status, _problem in found:

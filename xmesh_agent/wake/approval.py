@@ -11,9 +11,15 @@ update, so replays decide the same; a decision signed for one wake is worthless 
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, keyprint, verify_signature
-from xmesh_agent.wake.payloads import ApprovalDecision
+from xmesh_agent.safety.gates import mask_secrets
+from xmesh_agent.wake.payloads import ApprovalDecision, SafetyVerdict
+
+log = logging.getLogger("xmesh.approval")
+_KEY_HEX = re.compile(r"cmb1-([0-9a-f]{64})")
 
 DOMAIN = "xmesh-approval/1"
 MAX_SKEW_MS = 10 * 60 * 1000
@@ -72,3 +78,28 @@ def refusal(
     if abs(now_ms - decision.signed_at_ms) > MAX_SKEW_MS:
         return f"{who}: the decision was signed more than {MAX_SKEW_MS // 60000} minutes from now"
     return None
+
+
+def short_ref(workflow_id: str) -> str:
+    """What `approve`/`deny` take for a wake: the first 12 hex digits of its trigger key, else its id."""
+    found = _KEY_HEX.search(workflow_id)
+    return found.group(1)[:12] if found else workflow_id
+
+
+def decide_commands(workflow_id: str) -> str:
+    """The exact command lines that decide a held wake."""
+    ref = short_ref(workflow_id)
+    return f'xmesh-agent approve {ref}   |   xmesh-agent deny {ref} --reason "…"'
+
+
+def announce(peer: str, workflow_id: str, verdict: SafetyVerdict, fields: dict[str, str]) -> None:
+    """Tell whoever watches the peer's output that a reply waits for them, what it says, how to decide."""
+    reply = "".join(f"\n  {name}: {mask_secrets(text)}" for name, text in fields.items() if text)
+    log.warning(
+        "%s: a reply waits for your approval (%s), wake %s:%s\n  decide: %s",
+        peer,
+        verdict.reason,
+        workflow_id,
+        reply,
+        decide_commands(workflow_id),
+    )

@@ -20,6 +20,7 @@ from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, PermanentModelError
 from xmesh_agent.observability import NO_METRICS, PeerMetrics, span
 from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
+from xmesh_agent.wake import approval
 from xmesh_agent.wake.context import plan_context, render_request
 from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
@@ -307,7 +308,10 @@ class WakeSteps:
             return wake_events.model_call(self.log, wake_id, reply)
 
     async def check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:
-        return wake_events.safety(self.log, wake_id, await self._check_safety(wake_id, cmb_key, fields))
+        verdict = await self._check_safety(wake_id, cmb_key, fields)
+        if verdict.action == "approve":
+            approval.announce(self.config.name, wake_id, verdict, fields)
+        return wake_events.safety(self.log, wake_id, verdict)
 
     async def emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
         return wake_events.emitted(self.log, wake_id, await self._emit(wake_id, cmb_key, fields))
