@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from xmesh_agent.identity import key_paths, load_identity
 from xmesh_agent.wake import approval
 from xmesh_agent.workers.inspect import WORKFLOW_TYPE, InspectError, _quoted, rpc_error, trigger_from_id
+from xmesh_agent.workers.replay import has_worker
 from xmesh_agent.workflows import search
 
+PROBE_TIMEOUT = timedelta(seconds=5)
+"""A running peer answers the wake's `stage` query in milliseconds; no answer: its worker is gone."""
+DECIDE_TIMEOUT = timedelta(seconds=20)
+"""How long `approve`/`deny` wait for the peer's worker to take the decision (it runs the validator)."""
 WAITING = f"WorkflowType = '{WORKFLOW_TYPE}' AND {search.STAGE.name} = 'awaiting-approval' AND ExecutionStatus = 'Running'"
 
 
@@ -37,6 +49,8 @@ class HeldWake:
     run_id: str
     peer: str
     started: str | None
+    task_queue: str = ""
+    running: bool = True
     held: dict[str, Any] = field(default_factory=dict)
     """What the wake holds (memo `held`): rule, reason, reply fields. Empty for wakes held by older code."""
 
@@ -63,6 +77,8 @@ async def _held(wf: WorkflowExecution) -> HeldWake:
         run_id=wf.run_id,
         peer=wf.typed_search_attributes.get(search.PEER) or "",
         started=wf.start_time.astimezone(UTC).isoformat(timespec="seconds") if wf.start_time else None,
+        task_queue=wf.task_queue,
+        running=wf.status == WorkflowExecutionStatus.RUNNING,
         held=held,
     )
 
@@ -142,9 +158,30 @@ async def decide(client: Client, wake: HeldWake, *, approved: bool, by: str, rea
         reason=reason,
         now_ms=int(time.time() * 1000),
     )
+    stopped = (
+        f"{wake.workflow_id}: peer {wake.peer} is not running, and only its worker can take the decision; "
+        f"the wake stays held: start the peer (`xmesh-agent run --config …`) and decide then"
+    )
+    if not wake.running:
+        raise InspectError(f"{wake.workflow_id}: this wake has already finished")
+    if wake.task_queue and not await has_worker(client, wake.task_queue):
+        raise InspectError(stopped)
     handle = client.get_workflow_handle(wake.workflow_id, run_id=wake.run_id)
+    try:  # before the update: one sent to a stopped peer would wait in Temporal and land when it returns
+        await handle.query("stage", rpc_timeout=PROBE_TIMEOUT)
+    except WorkflowQueryFailedError:
+        pass  # a worker answered: the peer runs; the update says what the wake thinks of the decision
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise InspectError(stopped) from None
+        raise rpc_error(wake.workflow_id, exc) from None
     try:
-        return await handle.execute_update("decide", decision, result_type=str)
+        return await handle.execute_update("decide", decision, result_type=str, rpc_timeout=DECIDE_TIMEOUT)
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise InspectError(
+            f"{wake.workflow_id}: peer {wake.peer} did not take the decision within {DECIDE_TIMEOUT.seconds} s; "
+            "it waits in Temporal and is taken if the peer answers within 10 minutes of signing"
+        ) from None
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = getattr(cause, "message", None) or str(cause or exc)

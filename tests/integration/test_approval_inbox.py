@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import WorkflowExecutionStatus
 
 from tests.fakes.model_servers import FakeOpenAIServer
 from tests.integration.envelope_kit import Observer, deliver, group_name, openai_config, result_of, trigger
@@ -143,3 +145,33 @@ async def test_run_says_a_reply_waits_and_how_to_decide_it(temporal_env, tmp_pat
         finally:
             await observer.stop()
             peer.stop()
+
+
+async def test_a_held_wake_outlives_its_peer_and_is_decided_when_it_runs_again(temporal_env):
+    client = temporal_env.client
+    address = client.service_client.config.target_host
+    group = group_name()
+    author = NodeIdentity.generate("author-x")
+    with FakeOpenAIServer() as fake:
+        fake.script(fake.tool_call(REPLY))
+        safety = {"approval_gates": "approve", "approval_timeout_seconds": 600}
+        cfg = openai_config("again-p", group, fake.base_url, safety=safety)
+        peer = await start_peer(client, cfg)
+        try:
+            wid = await deliver(peer, trigger(author, group, 0))
+            await held(client, wid)
+        finally:
+            await peer.stop()
+        started = time.monotonic()
+        early = await xmesh(address, "approve", "--peer", "again-p")
+        assert early.returncode == 1 and "peer again-p is not running" in early.stderr, early.stderr
+        assert "start the peer" in early.stderr and time.monotonic() - started < 40
+        assert (await client.get_workflow_handle(wid).describe()).status == WorkflowExecutionStatus.RUNNING
+
+        peer = await start_peer(client, cfg)
+        try:
+            approved = await xmesh(address, "approve", "--peer", "again-p")
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+            assert (await result_of(client, wid)).outcome == Outcome.EMITTED
+        finally:
+            await peer.stop()

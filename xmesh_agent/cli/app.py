@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import typer
 
 from xmesh_agent import __version__
 from xmesh_agent.cli import (
     approval_cmds,
+    common,
     demo_cmd,
     identity_cmds,
     ops_cmds,
@@ -84,7 +87,16 @@ app.command("migrate", rich_help_panel=SETUP)(setup_cmds.migrate)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if not common.skip_finalization:
+            raise
+        # temporalio's Rust client threads can call into Python while a short-lived process finalizes
+        # and abort it (SIGABRT after the command succeeded: sdk-python issue 300); skip finalization.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
 
 
 if __name__ == "__main__":

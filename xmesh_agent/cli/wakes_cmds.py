@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import typer
 
+from xmesh_agent.cli import common
 from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail, print_json
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T
         target = TemporalTarget(address=info.address)
 
     async def go() -> T:
+        common.skip_finalization = True
         try:
             client = await connect(target)
         except RuntimeError as exc:

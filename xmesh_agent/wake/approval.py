@@ -19,6 +19,7 @@ from xmesh_agent.safety.gates import mask_secrets
 from xmesh_agent.wake.payloads import ApprovalDecision, SafetyVerdict
 
 log = logging.getLogger("xmesh.approval")
+_SIGNATURE = re.compile(r"^[A-Za-z0-9_-]{86}$")
 _KEY_HEX = re.compile(r"cmb1-([0-9a-f]{64})")
 
 DOMAIN = "xmesh-approval/1"
@@ -66,10 +67,9 @@ def refusal(
         )
     if not decision.signature:
         return f"{who}: this decision is not signed (use {how})"
-    try:
-        public_key, signature = b64url_decode(trusted_key), b64url_decode(decision.signature)
-    except ValueError:
-        return f"{who}: the decision's signature is not base64url"
+    if not _SIGNATURE.match(decision.signature):
+        return f"{who}: the decision's signature is not base64url ed25519 (86 characters)"
+    public_key, signature = b64url_decode(trusted_key), b64url_decode(decision.signature)
     if not verify_signature(public_key, message(workflow_id, run_id, decision), signature):
         return (
             f"{who}: the signature does not verify with {peer}'s key {keyprint(public_key)} "
