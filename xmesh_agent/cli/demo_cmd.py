@@ -137,6 +137,14 @@ def demo(
         typer.echo("the embedded Temporal server keeps running for that; `xmesh-agent server stop` stops it")
     elif report.ui_url:
         typer.echo("\nthe embedded server stopped; `xmesh-agent server` brings it and its Web UI back")
+    if report.tally.held:
+        peers = sorted({h["peer"] for h in report.tally.held.values()})
+        typer.echo(
+            f"\n{len(report.tally.held)} wake(s) still await your approval. They stay held in Temporal (until "
+            "[safety] approval_timeout_seconds); only a running peer takes a decision, so decide while the "
+            "demo runs again, or its peer runs: "
+            + ", ".join(f"xmesh-agent approve --peer {p} --all" for p in peers)
+        )
     if report.timed_out:
         typer.echo("stopped at --duration before the mesh went quiet", err=True)
     if report.interrupted:
