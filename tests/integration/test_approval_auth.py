@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from tests.fakes.model_servers import FakeOpenAIServer
@@ -139,6 +140,8 @@ async def test_another_uid_cannot_decide_a_held_git_push(temporal_env):
             assert bad.returncode != 0 and "does not verify with auth-p's key" in bad.stderr, bad.stderr
             assert await stage(client, first) == "awaiting-approval"
             assert peer.store.recent_by_author("auth-p", 5) == []
+            history = await client.get_workflow_handle(first).fetch_history()
+            assert not [e for e in history.events if "UPDATE" in EventType.Name(e.event_type)]
 
             # the operator, through the real CLI, by a prefix of the trigger key
             key = first.rsplit("-", 1)[1]
