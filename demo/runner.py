@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from temporalio.client import Client
 
 from xmesh_agent import paths
-from xmesh_agent.cli.held_view import held_lines
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.demo.procs import STOP_TIMEOUT, PeerProcs
 from xmesh_agent.demo.seeds import PeerView, candidates, choose_seed
@@ -41,7 +40,7 @@ from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.scenario import Scenario
-from xmesh_agent.wake.approval import decide_commands
+from xmesh_agent.wake.approval import decide_commands, held_lines
 from xmesh_agent.wake.steps import ANCHOR_WINDOW
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.client import TemporalTarget, connect

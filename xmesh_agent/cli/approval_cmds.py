@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from xmesh_agent.cli.common import EXIT_USAGE, TemporalOption, fail, print_json
-from xmesh_agent.cli.held_view import held_lines, inbox_lines
+from xmesh_agent.wake.approval import held_lines, inbox_lines
 
 WakeRef = typer.Argument(
     None,

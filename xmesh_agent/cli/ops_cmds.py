@@ -141,7 +141,7 @@ def status(
         typer.echo("no mesh peers connected")
     held = r.get("awaiting_approval")
     if held:
-        from xmesh_agent.cli.held_view import inbox_lines
+        from xmesh_agent.wake.approval import inbox_lines
 
         typer.echo(
             f"\n{len(held)} wake(s) await your approval (approve all: xmesh-agent approve --peer {peer} --all):"

@@ -129,7 +129,7 @@ def wakes(
 
 def _held_inbox(rows: list) -> None:
     """Under the table: every listed wake still waiting at a gate, with its reply and how to decide it."""
-    from xmesh_agent.cli.held_view import inbox_lines
+    from xmesh_agent.wake.approval import inbox_lines
 
     held = [r for r in rows if r.stage == "awaiting-approval" and r.status == "running"]
     if not held:
