@@ -220,7 +220,10 @@ class WakeWorkflow:
         )
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None, timeout=timedelta(seconds=timeout_s)
+                lambda: self._decision is not None,
+                timeout=timedelta(seconds=timeout_s),
+                timeout_summary=f"awaiting approval ({verdict.rule}): xmesh-agent approve {ref}; "
+                f"denied after {timeout_s} s",
             )
         except TimeoutError:
             self._decision = ApprovalDecision(approved=False, by="timeout", reason="approval timed out")

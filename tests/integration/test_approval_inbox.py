@@ -76,6 +76,15 @@ async def test_held_replies_are_shown_in_full_and_decided_by_prefix_or_peer(temp
 
             exported = await xmesh(address, "wakes", "export", first)
             assert exported.returncode == 0 and "git push origin main once CI is green" in exported.stdout
+            # and the timer it waits on says what it waits for, not only "one hour"
+            timer = next(
+                e
+                for e in json.loads(exported.stdout)["events"]
+                if e["eventType"] == "EVENT_TYPE_TIMER_STARTED"
+            )
+            assert timer["userMetadata"]["summary"]["json"].startswith(
+                "awaiting approval (git-push): xmesh-agent approve "
+            )
 
             # the peer says so in `status` and `watch`, with the command lines that decide
             status = await run_cli("status", "inbox-p")
