@@ -101,6 +101,7 @@ async def test_held_replies_are_shown_in_full_and_decided_by_prefix_or_peer(temp
             notes = [line for line in watch.stdout.splitlines() if line.startswith("inbox-p awaits approval")]
             assert len(notes) == 2 and 'rule git-push on intent: "git push"' in notes[0]
             assert f"xmesh-agent approve {first.rsplit('-', 1)[1][:12]}" in watch.stdout
+            assert watch.stdout.count("  intent: git push origin main once CI is green") == 2
 
             # both wakes fit `--peer inbox-p` and the prefix `wake-inbox-p`: listed, nothing decided
             for args in (["--peer", "inbox-p"], ["wake-inbox-p"]):

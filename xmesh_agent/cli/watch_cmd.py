@@ -85,7 +85,7 @@ def render(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> 
 
 
 def _held_notes(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> list[str]:
-    """Under the table: each held wake, the gate that holds it and the command that decides it."""
+    """Under the table: each held wake, the gate that holds it, the command that decides it, its reply."""
     from xmesh_agent.wake.approval import decide_commands
 
     notes = []
@@ -93,6 +93,7 @@ def _held_notes(found: list[tuple[str, dict[str, Any] | None, str]], color: bool
         for wake in (status or {}).get("awaiting_approval") or []:
             note = f"{name} awaits approval ({wake.get('reason') or wake.get('rule')}): {decide_commands(wake['workflow_id'])}"
             notes.append(typer.style(note, fg="yellow", bold=True) if color else note)
+            notes += [f"  {field}: {text}" for field, text in (wake.get("reply") or {}).items() if text]
     return ["", *notes] if notes else []
 
 
