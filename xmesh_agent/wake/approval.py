@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, keyprint, verify_signature
-from xmesh_agent.safety.gates import mask_secrets
+from xmesh_agent.secret_shapes import mask_secrets
 from xmesh_agent.wake.payloads import ApprovalDecision, SafetyVerdict
 
 log = logging.getLogger("xmesh.approval")
