@@ -113,9 +113,14 @@ async def test_held_replies_are_shown_in_full_and_decided_by_prefix_or_peer(temp
             assert nothing.returncode == 1 and "no wake awaiting approval matches" in nothing.stderr
             assert (await xmesh(address, "approve")).returncode == 2
 
-            approved = await xmesh(address, "approve", "--peer", "inbox-p", "--all", "--by", "alice")
+            approved = await xmesh(
+                address, "approve", "--peer", "inbox-p", "--all", "--by", "alice", "--json"
+            )
             assert approved.returncode == 0, approved.stdout + approved.stderr
-            assert f"{first}: approved" in approved.stdout and f"{second}: approved" in approved.stdout
+            decided = {d["workflow_id"]: d for d in json.loads(approved.stdout)}
+            assert set(decided) == {first, second}
+            assert {d["decision"] for d in decided.values()} == {"approved"}
+            assert decided[first]["reply"] == REPLY and decided[first]["error"] is None
             for wid in (first, second):
                 assert (await result_of(client, wid)).outcome == Outcome.EMITTED
         finally:
