@@ -40,6 +40,7 @@ from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.scenario import Scenario
+from xmesh_agent.wake.approval import decide_commands, held_lines
 from xmesh_agent.wake.steps import ANCHOR_WINDOW
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.client import TemporalTarget, connect
@@ -132,6 +133,14 @@ class DemoRun:
     def _on_wake(self, row: WakeRow) -> None:
         self._last_activity = time.monotonic()
         self.say(wake_line(row))
+
+    def _on_held(self, workflow_id: str, held: dict) -> None:
+        """A reply waits at an approval gate: what it says and the command that decides it, at once."""
+        self._last_activity = time.monotonic()
+        self.say(f"  held  {held['peer']:<18} a reply awaits your approval ({workflow_id})")
+        for line in held_lines(held, indent="        "):
+            self.say(line)
+        self.say(f"        decide in another terminal: {decide_commands(workflow_id)}")
 
     async def run(self) -> DemoReport:
         loop = asyncio.get_running_loop()
@@ -268,7 +277,7 @@ class DemoRun:
         next_chaos = start + self.opt.chaos if self.opt.chaos else float("inf")
         next_summary = start + self.opt.summary_every
         while not await self._tick():
-            await poll_wakes(client, query, self.report.tally, self._on_wake)
+            await poll_wakes(client, query, self.report.tally, self._on_wake, self._on_held)
             now = time.monotonic()
             if now >= next_summary:
                 next_summary = now + self.opt.summary_every
@@ -283,7 +292,8 @@ class DemoRun:
                 self.say(f"  !     {peer.name} exited on its own (code {peer.proc.returncode}); restarting")
                 procs.restart(peer.name)
             if now >= deadline:
-                self.report.timed_out = not self.opt.soak
+                tally = self.report.tally  # wakes held for an operator are no reason to call it a timeout
+                self.report.timed_out = not self.opt.soak and not (tally.held and not tally.busy())
                 return
             if self.opt.soak:
                 if now >= next_seed:

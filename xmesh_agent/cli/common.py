@@ -14,6 +14,8 @@ from xmesh_agent.config import AgentConfig, ConfigError, load_config
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+skip_finalization = False
+"""Set by commands that opened a Temporal client: `main` then exits without interpreter finalization."""
 
 
 def fail(message: str, code: int = EXIT_FAIL) -> NoReturn:

@@ -135,6 +135,14 @@ def demo(
             f"\nthe embedded server keeps running: other peers on this machine still use it "
             f"(`xmesh-agent watch` lists them); its Web UI: {report.ui_url}"
         )
+    if report.tally.held:
+        peers = sorted({h["peer"] for h in report.tally.held.values()})
+        typer.echo(
+            f"\n{len(report.tally.held)} wake(s) still await your approval. They stay held in Temporal (until "
+            "[safety] approval_timeout_seconds); only a running peer takes a decision, so decide while the "
+            "demo runs again, or its peer runs: "
+            + ", ".join(f"xmesh-agent approve --peer {p} --all" for p in peers)
+        )
     if report.timed_out:
         typer.echo("stopped at --duration before the mesh went quiet", err=True)
     if report.interrupted:

@@ -123,7 +123,11 @@ def status(
                     f"run {_usd(c['run_usd'])}  lifetime {_usd(c['lifetime_usd'])}  "
                     f"({c['calls']} calls, {c['unknown_calls']} of unknown price)",
                 ],
-                ["wakes", _outcomes(wakes.get("seenThisRun") or {}) + f"  (in flight {wakes['inFlight']})"],
+                [
+                    "wakes",
+                    _outcomes(wakes.get("seenThisRun") or {})
+                    + f"  (in flight {wakes['inFlight']}{_held_count(r.get('awaiting_approval'))})",
+                ],
                 [
                     "wakes ever",
                     "temporal not reachable"
@@ -139,6 +143,20 @@ def status(
         typer.echo(table(_peer_rows(r["peers"]), ["MESH PEER", "NODE ID", "TRANSPORT", "ADDRESS"]))
     else:
         typer.echo("no mesh peers connected")
+    held = r.get("awaiting_approval")
+    if held:
+        from xmesh_agent.wake.approval import inbox_lines
+
+        typer.echo(
+            f"\n{len(held)} wake(s) await your approval (approve all: xmesh-agent approve --peer {peer} --all):"
+        )
+        typer.echo("\n".join(inbox_lines(held)))
+
+
+def _held_count(held: list | None) -> str:
+    if held is None:
+        return ", approvals unknown: temporal not reachable"
+    return f", {len(held)} awaiting approval" if held else ""
 
 
 def _outcomes(counts: dict[str, int]) -> str:

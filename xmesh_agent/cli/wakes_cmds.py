@@ -1,4 +1,4 @@
-"""`wakes`, `replay`, `approve`, `deny`: an operator's view of and hand on wakes, through Temporal.
+"""`wakes`, `replay`: an operator's view of wakes through Temporal (`approve`/`deny`: approval_cmds).
 
 None of these need the peer's process except to execute a replay or finish an approved wake: they
 talk to Temporal (visibility, histories, workflow updates), where every wake is recorded.
@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import typer
 
+from xmesh_agent.cli import common
 from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail, print_json
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T
         target = TemporalTarget(address=info.address)
 
     async def go() -> T:
+        common.skip_finalization = True
         try:
             client = await connect(target)
         except TemporalUnreachable as exc:
@@ -186,7 +188,11 @@ def wakes(
     ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many wakes."),
     wide: bool = typer.Option(False, "--wide", "-w", help="Full workflow ids, stage, status and tokens."),
-    as_json: bool = typer.Option(False, "--json", help="A JSON list (workflow_id, outcome, trigger_key, …)."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="A JSON list (workflow_id, outcome, trigger_key, held: what a held wake holds, …).",
+    ),
     temporal_address: str | None = TemporalOption,
 ) -> None:
     """List wakes, newest first, in 100 columns: the trigger CMB (its key's first 12 hex digits), peer,
@@ -210,21 +216,41 @@ def wakes(
         typer.echo("no wakes match (peers wake on admitted CMBs; `xmesh-agent demo` shows some)")
     else:
         _table(rows, wide)
+        _held_inbox(rows)
     raise typer.Exit(EXIT_OK)
+
+
+def _held_inbox(rows: list) -> None:
+    """Under the table: every listed wake still waiting at a gate, with its reply and how to decide it."""
+    from xmesh_agent.wake.approval import inbox_lines
+
+    held = [r for r in rows if r.stage == "awaiting-approval" and r.status == "running"]
+    if not held:
+        return
+    typer.echo(f"\n{len(held)} wake(s) await approval:")
+    wakes = [
+        {**(r.held or {"reply": None}), "workflow_id": r.workflow_id, "peer": r.peer, "started": r.start_time}
+        for r in held
+    ]
+    typer.echo("\n".join(inbox_lines(wakes)))
 
 
 @wakes_app.command("export")
 def export(
     workflow_id: str = typer.Argument(..., help="The wake's workflow id (from `xmesh-agent wakes`)."),
+    raw: bool = typer.Option(False, "--raw", help="Temporal's own JSON: payloads as base64."),
     temporal_address: str | None = TemporalOption,
 ) -> None:
-    """Print one wake's full event history as JSON, to keep for `xmesh-agent replay --history FILE`.
+    """Print one wake's full event history as JSON, to read or to keep for `replay --history FILE`.
+
+    Every payload (the trigger, the model's reply, verdicts, decisions, memo) is decoded in place as
+    `{"metadata": {"encoding": "json/plain"}, "json": …}`; `--raw` keeps Temporal's base64 form.
 
     Example: `xmesh-agent wakes export wake-reviewer-01-cmb1-… > wake.json`.
     """
     from xmesh_agent.workers.inspect import export_history
 
-    typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id)))
+    typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id, decoded=not raw)))
 
 
 def replay(
@@ -299,41 +325,3 @@ async def _check_text(text: str, workflow_id: str, check_history: Callable, load
 def _report(result) -> None:  # noqa: ANN001 - workers.replay.ReplayCheck, imported lazily
     typer.echo(result.message, err=not result.ok)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAIL)
-
-
-def approve(
-    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
-    by: str = typer.Option("operator", "--by", help="Who approves (recorded in the wake's history)."),
-    temporal_address: str | None = TemporalOption,
-) -> None:
-    """Let a wake that an `approve` gate paused emit its reply.
-
-    Gates with action "approve" (or approval_gates = "approve") pause a wake until a human decides.
-
-    `xmesh-agent wakes --stage awaiting-approval` (or the Web UI) lists the waiting wakes.
-
-    Example: `xmesh-agent approve wake-writer-01-cmb1-… --by alice`.
-    """
-    _decide(workflow_id, True, by, "", temporal_address)
-
-
-def deny(
-    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
-    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded as the wake's outcome reason)."),
-    by: str = typer.Option("operator", "--by", help="Who denies."),
-    temporal_address: str | None = TemporalOption,
-) -> None:
-    """Stop a wake that an `approve` gate paused: it ends `denied` and emits nothing.
-
-    Example: `xmesh-agent deny wake-writer-01-cmb1-… --reason "no deploys on Fridays"`.
-    """
-    _decide(workflow_id, False, by, reason, temporal_address)
-
-
-def _decide(workflow_id: str, approved: bool, by: str, reason: str, temporal_address: str | None) -> None:
-    from xmesh_agent.wake.payloads import ApprovalDecision
-    from xmesh_agent.workers.inspect import decide
-
-    decision = ApprovalDecision(approved=approved, by=by, reason=reason)
-    answer = _run(temporal_address, lambda client: decide(client, workflow_id, decision))
-    typer.echo(f"{workflow_id}: {answer}")

@@ -21,6 +21,7 @@ HEADER = [
     "EMITTED",
     "OTHER",
     "IN-FLIGHT",
+    "HELD",
     "COST/RUN",
     "BUDGET used/limit m h d",
     "BREAKER",
@@ -42,6 +43,7 @@ def _row(name: str, status: dict[str, Any]) -> list[Any]:
         emitted,
         sum(seen.values()) - emitted,
         status["wakes"]["inFlight"],
+        "?" if status.get("awaiting_approval") is None else len(status["awaiting_approval"]),
         _usd(status["cost"]["run_usd"]),
         " ".join(f"{counts[w]}/{limits[w]}" for w in ("minute", "hour", "day")),
         status["breaker"]["state"],
@@ -73,16 +75,27 @@ def render(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> 
     if not found:
         return "no peers running on this machine; start one with `xmesh-agent run --config <peer>.toml`"
     rows = [_row(name, status) if status else [name, problem] for name, status, problem in found]
-    text = table(rows, HEADER)
-    if not color:
-        return text
-    lines = text.splitlines()
-    for i, (_, status, _problem) in enumerate(found, start=2):  # 2: header + rule
-        if status is None:
-            lines[i] = typer.style(lines[i], fg="red")
-        elif status["breaker"]["state"] != "closed" or status["state"] != "running":
-            lines[i] = typer.style(lines[i], fg="yellow")
-    return "\n".join(lines)
+    lines = table(rows, HEADER).splitlines()
+    if color:
+        for i, (_, status, _problem) in enumerate(found, start=2):  # 2: header + rule
+            if status is None:
+                lines[i] = typer.style(lines[i], fg="red")
+            elif status["breaker"]["state"] != "closed" or status["state"] != "running":
+                lines[i] = typer.style(lines[i], fg="yellow")
+    return "\n".join(lines + _held_notes(found, color))
+
+
+def _held_notes(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> list[str]:
+    """Under the table: each held wake, the gate that holds it, the command that decides it, its reply."""
+    from xmesh_agent.wake.approval import decide_commands
+
+    notes = []
+    for name, status, _problem in found:
+        for wake in (status or {}).get("awaiting_approval") or []:
+            note = f"{name} awaits approval ({wake.get('reason') or wake.get('rule')}): {decide_commands(wake['workflow_id'])}"
+            notes.append(typer.style(note, fg="yellow", bold=True) if color else note)
+            notes += [f"  {field}: {text}" for field, text in (wake.get("reply") or {}).items() if text]
+    return ["", *notes] if notes else []
 
 
 MS_THRESHOLD = 100
@@ -121,8 +134,9 @@ def watch(
     """Watch every peer running on this machine in one live table (Ctrl-C to quit).
 
     One row per peer: state, model, group, uptime, mesh peers, wakes emitted / ended otherwise this
-    run, wakes in flight, cost this run, wake budget used/limit per minute, hour and day, and the circuit
-    breaker (yellow when not closed; a peer whose socket no longer answers is shown STALE in red).
+    run, wakes in flight, wakes held at an approval gate, cost this run, wake budget used/limit per
+    minute, hour and day, and the circuit breaker (yellow when not closed; a peer whose socket no longer
+    answers is shown STALE in red). Under the table, each held wake with the command that decides it.
     Example: `xmesh-agent watch --interval 5s`, or `xmesh-agent watch --once --json | jq`.
     """
     interval = _interval(interval_text)
