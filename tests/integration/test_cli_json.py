@@ -43,7 +43,7 @@ READ_COMMANDS = {
     "recall",
     "show",
 }
-WRITE_COMMANDS_WITH_JSON = {"publish"}  # what it published, in the same key style
+WRITE_COMMANDS_WITH_JSON = {"publish", "approve", "deny"}  # what they did, in the same key style
 
 
 def _commands_with_json(group: Any, prefix: str = "") -> set[str]:  # a click-style command group
