@@ -175,6 +175,7 @@ class Peering:
                 self.identity.node_id,
                 self.identity.name,
                 token=self.relay_token,
+                identity=self.identity,
                 on_peer=self._relay_peer,
                 on_peer_left=self._relay_peer_left,
                 on_payload=self._relay_payload,
