@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.unit.node_testkit import make_node, note, ordered_identities, poll
 from xmesh_agent.identity import NodeIdentity, b64url_encode, uuid7
+from xmesh_agent.mmp.handshake import build_handshake
 from xmesh_agent.mmp.relay import proof
 from xmesh_agent.mmp.relay.server import AUTH_INVALID, DUPLICATE_REJECTED, REPLACED, RelayServer
 
@@ -121,3 +122,24 @@ async def test_the_owner_replaces_its_own_silent_connection_and_that_one_is_told
         assert old.close_code == REPLACED and old.close_reason == proof.PROVEN_REPLACED
         assert relay.peers() == [(owner.node_id, "owner")]
         await new.close()
+
+
+async def test_a_handshake_through_the_relay_must_name_the_nodeId_its_sender_holds_there(
+    tmp_path: Path,
+) -> None:
+    async with RelayServer(ping_interval=0.3) as relay:
+        alice, inbox = make_node(tmp_path, "alice", discovery=[], relay_url=relay.url)
+        await alice.start()
+        try:
+            assert await poll(lambda: len(relay.peers()) == 1)
+            mallory, bob = NodeIdentity.generate("mallory"), NodeIdentity.generate("bob")
+            ws, _, code = await claim(relay, mallory.node_id, "mallory", key=mallory)
+            assert code is None
+            handshake = build_handshake(bob, "team")  # bob's nodeId and key, from mallory's seat
+            await ws.send(json.dumps({"to": alice.identity.node_id, "payload": handshake}))
+            assert await inbox.wait(lambda: bool(inbox.named("peer-refused")))
+            assert inbox.named("peer-refused")[0]["reason"] == "nodeId is not the one it holds on the relay"
+            assert alice.peers() == [] and alice.verifier.binding(bob.node_id) is None
+            await ws.close()
+        finally:
+            await alice.stop()

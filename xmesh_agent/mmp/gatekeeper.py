@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.connection import Link, PeerInfo
+from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink
 from xmesh_agent.mmp.e2e import X25519KeyPair
 from xmesh_agent.mmp.handshake import Handshake, HandshakeError, build_handshake, parse_handshake
 from xmesh_agent.mmp.keyproof import check_proof, new_nonce, offers_proof, prove
@@ -107,6 +107,8 @@ async def greet(
         log.info("refusing %s (%s): group %r is not ours", hs.name, link.address, hs.group)
         return None
     link.remote_node_id = hs.node_id
+    if isinstance(link, RelayLink) and hs.node_id.lower() != link.peer_node_id.lower():
+        return await _refuse(link, hs, "nodeId is not the one it holds on the relay", emit)
     proven = offers_proof(first)
     if proven:
         await link.send(prove(identity, ours, first, group, we_dialed=link.outbound))
