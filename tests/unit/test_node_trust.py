@@ -13,7 +13,7 @@ import pytest
 from tests.unit.node_testkit import RawPeer, make_node, note, poll
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp import keyproof
-from xmesh_agent.mmp.cmb import sign_cmb
+from xmesh_agent.mmp.cmb import mint, sign_cmb
 from xmesh_agent.mmp.handshake import build_handshake
 
 
@@ -157,12 +157,26 @@ async def test_the_bindings_survive_a_restart(tmp_path: Path) -> None:
     assert await node.wait_for_peers(1, 2.0)
     await owner.close()
     await node.stop()
-    node, _ = make_node(tmp_path, "host", identity=host, discovery=[])
+    node, inbox = make_node(tmp_path, "host", identity=host, discovery=[])
     await node.start()
     try:
         squatter = await RawPeer(squatter_of(bob.node_id)).connect(node.port)
         await squatter.handshake(prove=True)
         assert await refused(squatter) == "nodeId is bound to another key"
+        # bob is not connected in this run; what carol relays in his name is checked against the
+        # key pinned for him then, a root and a remix (whose key binds bob's nodeId) alike.
+        carol = NodeIdentity.generate("carol")
+        relay = await RawPeer(carol).connect(node.port)
+        await relay.handshake(prove=True)
+        parent = note(carol, "team", "carol asks")
+        remix = mint({"focus": "bob answers"}, identity=bob, group="team", created_at=1, parents=[parent])
+        forged = sign_cmb(note(bob, "team", "bob never said this"), carol)
+        for cmb in (parent, remix, forged):
+            await relay.send_cmb(cmb)
+        await settle(relay)
+        assert inbox.rejects() == ["bad-signature"]
+        assert node.store.has(parent.key) and node.store.has(remix.key) and not node.store.has(forged.key)
+        await relay.close()
     finally:
         await node.stop()
 

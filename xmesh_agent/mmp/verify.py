@@ -127,7 +127,11 @@ class Verifier:
             return known
         pinned = self.pinned(author) if self.admission == "tofu" else None
         if pinned is not None:
-            return KnownKey("", author, pinned, "pin")
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT node_id FROM node_keys WHERE public_key = ? ORDER BY bound_at LIMIT 1", (pinned,)
+                ).fetchone()
+            return KnownKey(row[0] if row else "", author, pinned, "pin")
         bound = self.binding(author)
         if bound is not None:
             return KnownKey(author, "", bound.public_key, "binding")
