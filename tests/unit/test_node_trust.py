@@ -107,6 +107,37 @@ async def test_a_wrong_or_replayed_proof_is_refused_and_a_peer_without_the_exten
         await node.stop()
 
 
+async def test_a_handshake_altered_in_transit_breaks_the_proof(tmp_path: Path) -> None:
+    """The proof covers every field of both handshakes: whoever passes them on (a relay, a proxy)
+    cannot swap the e2e key (to read what follows) nor change the extensions and keep the proof."""
+    from xmesh_agent.mmp.e2e import X25519KeyPair
+
+    node, inbox = make_node(tmp_path, "host", discovery=[])
+    await node.start()
+    bob = NodeIdentity.generate("bob")
+    try:
+        sent = build_handshake(
+            bob, "team", X25519KeyPair.generate().public_spki_b64, nonce=keyproof.new_nonce()
+        )
+        swapped = {**sent, "e2ePublicKey": X25519KeyPair.generate().public_spki_b64}
+        raw = await RawPeer(bob).connect(node.port)
+        await raw.send(swapped)
+        theirs = await raw.recv()
+        assert theirs is not None
+        await raw.send(keyproof.prove(bob, sent, theirs, "team", we_dialed=True))
+        assert await refused(raw) == "key proof failed" and node.peers() == []
+        raw = await RawPeer(bob).connect(node.port)
+        await raw.send(sent)
+        theirs = await raw.recv()
+        assert theirs is not None
+        stripped = {**theirs, "extensions": ["mmp-handshake-proof-v2", "x"]}  # rewritten on the way
+        await raw.send(keyproof.prove(bob, sent, stripped, "team", we_dialed=True))
+        assert await refused(raw) == "key proof failed"
+        assert len(inbox.named("peer-refused")) == 2
+    finally:
+        await node.stop()
+
+
 async def test_a_squatter_of_a_known_nodeId_is_refused_first_or_second_and_the_owner_keeps_its_place(
     tmp_path: Path,
 ) -> None:
