@@ -33,11 +33,16 @@ async def claim(
     *,
     key: NodeIdentity | None = None,
     announce: bytes | None = None,
+    token: str | None = None,
+    sign_token: str | None = None,
 ) -> tuple[ClientConnection, list[dict[str, Any]], int | None]:
-    """Authenticate by hand, proving `key` when given (announcing `announce`, or key's own public key).
+    """Authenticate by hand, proving `key` when given (announcing `announce`, or key's own public key;
+    signing for `sign_token`, or the token presented).
     Returns the socket, what the relay sent, and its close code (None while it keeps us)."""
     ws = await connect(relay.url)
     auth: dict[str, Any] = {"type": "relay-auth", "nodeId": node_id, "name": name}
+    if token is not None:
+        auth["token"] = token
     if key is not None:
         auth["publicKey"] = b64url_encode(announce or key.public_key)
     await ws.send(json.dumps(auth))
@@ -48,7 +53,11 @@ async def claim(
             msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
             got.append(msg)
             if msg.get("type") == proof.CHALLENGE and key is not None:
-                signature = key.sign(proof.proof_payload(msg["nonce"], node_id, name))
+                signature = key.sign(
+                    proof.proof_payload(
+                        msg["nonce"], node_id, name, sign_token if sign_token is not None else token or ""
+                    )
+                )
                 await ws.send(json.dumps({"type": proof.PROOF, "signature": b64url_encode(signature)}))
             if msg.get("type") == "relay-peers":
                 return ws, got, None
@@ -114,6 +123,9 @@ async def test_the_owner_replaces_its_own_silent_connection_and_that_one_is_told
         intruder = NodeIdentity.generate("intruder")
         _, _, code = await claim(relay, owner.node_id, "owner", key=intruder)
         assert code == DUPLICATE_REJECTED
+        # An answer the owner gave another relay (for the token it presented there) is no use here.
+        _, _, code = await claim(relay, owner.node_id, "owner", key=owner, token="ours", sign_token="theirs")
+        assert code == AUTH_INVALID
         new, _, code = await claim(relay, owner.node_id, "owner", key=owner)
         assert code is None
         with pytest.raises(ConnectionClosed):

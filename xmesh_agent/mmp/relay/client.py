@@ -190,7 +190,7 @@ class RelayClient:
         if kind == "relay-ping":
             self._later(self.send({"type": "relay-pong"}))
         elif kind == proof.CHALLENGE and self.identity is not None:
-            reply = proof.answer(self.identity, frame)
+            reply = proof.answer(self.identity, frame, self.token or "")
             if reply is not None:
                 self._later(self.send(reply))
         elif kind == "relay-reauth":

@@ -33,16 +33,18 @@ def new_challenge() -> dict[str, str]:
     return {"type": CHALLENGE, "nonce": b64url_encode(secrets.token_bytes(32))}
 
 
-def proof_payload(nonce: str, node_id: str, name: str) -> bytes:
-    return DOMAIN + _lp(nonce) + _lp(node_id) + _lp(name)
+def proof_payload(nonce: str, node_id: str, name: str, token: str) -> bytes:
+    """What the client signs. The token it authenticated with is bound too, so a relay we talk to
+    cannot pass our answer on to another relay whose channel token it does not already hold."""
+    return DOMAIN + _lp(nonce) + _lp(node_id) + _lp(name) + _lp(token)
 
 
-def answer(identity: NodeIdentity, challenge: dict[str, Any]) -> dict[str, str] | None:
+def answer(identity: NodeIdentity, challenge: dict[str, Any], token: str) -> dict[str, str] | None:
     """Our `relay-proof` for a challenge, or None when the challenge is unusable."""
     nonce = challenge.get("nonce")
     if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
         return None
-    signature = identity.sign(proof_payload(nonce, identity.node_id, identity.name))
+    signature = identity.sign(proof_payload(nonce, identity.node_id, identity.name, token))
     return {"type": PROOF, "signature": b64url_encode(signature)}
 
 
@@ -56,7 +58,7 @@ def parse_key(value: Any) -> bytes | None:
     return raw if len(raw) == 32 else None
 
 
-def verify(reply: Any, public_key: bytes, nonce: str, node_id: str, name: str) -> bool:
+def verify(reply: Any, public_key: bytes, nonce: str, node_id: str, name: str, token: str) -> bool:
     if not isinstance(reply, dict) or reply.get("type") != PROOF:
         return False
     text = reply.get("signature")
@@ -66,4 +68,4 @@ def verify(reply: Any, public_key: bytes, nonce: str, node_id: str, name: str) -
         signature = b64url_decode(text)
     except (ValueError, UnicodeEncodeError):
         return False
-    return verify_signature(public_key, proof_payload(nonce, node_id, name), signature)
+    return verify_signature(public_key, proof_payload(nonce, node_id, name, token), signature)

@@ -220,7 +220,8 @@ class RelayServer:
         if "publicKey" in msg and key is None:
             await self._refuse(ws, AUTH_INVALID, "publicKey is not a 32-byte ed25519 key")
             return None
-        if key is not None and not await self._challenge(ws, key, node_id, name):
+        presented = token if isinstance(token, str) else ""
+        if key is not None and not await self._challenge(ws, key, node_id, name, presented):
             return None
         bound = self._bound.setdefault(channel, {})
         if bound.get(node_id.lower(), key) != key:
@@ -259,7 +260,7 @@ class RelayServer:
         log.info("relay: %s (%s) joined channel #%d", name, node_id, len(members))
         return client
 
-    async def _challenge(self, ws: ServerConnection, key: bytes, node_id: str, name: str) -> bool:
+    async def _challenge(self, ws: ServerConnection, key: bytes, node_id: str, name: str, token: str) -> bool:
         """The client signs a fresh nonce with the key it announced (proof.py); 4002 if it does not."""
         challenge = proof.new_challenge()
         try:
@@ -267,7 +268,7 @@ class RelayServer:
             reply = _parse(await asyncio.wait_for(ws.recv(), self.auth_timeout))
         except (TimeoutError, ConnectionClosed):
             reply = None
-        if proof.verify(reply, key, challenge["nonce"], node_id, name):
+        if proof.verify(reply, key, challenge["nonce"], node_id, name, token):
             return True
         log.warning("relay: %s/%s failed to prove its key", name, node_id)
         with contextlib.suppress(ConnectionClosed):
