@@ -31,7 +31,7 @@ class Handshake:
 
 
 def valid_group(group: str) -> bool:
-    return bool(GROUP_RE.match(group))
+    return bool(GROUP_RE.fullmatch(group))
 
 
 def build_handshake(
