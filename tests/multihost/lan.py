@@ -133,7 +133,8 @@ class Host:
 
 
 class Lan:
-    """A bridge namespace and N host namespaces. `multicast=False` drops multicast at the switch."""
+    """A bridge namespace and N host namespaces. `multicast=False`: no host can send multicast (no
+    multicast flag, no route) and the switch floods none, so DNS-SD cannot work."""
 
     def __init__(self, workdir: Path, tag: str | None = None):
         self.tag = tag or f"x{os.getpid() % 100000}"
@@ -175,9 +176,10 @@ class Lan:
                 "mcast_flood", "off", check=False)  # fmt: skip
         _ip("-n", self.bridge_ns, "link", "set", host.switch_port, "up")
         _ip("-n", host.ns, "addr", "add", f"{host.ip}/{PREFIX_LEN}", "dev", "eth0")
-        _ip("-n", host.ns, "link", "set", "eth0", "multicast", "on", "up")
-        # Multicast (DNS-SD) leaves by eth0; there is no default route, nothing leaves the LAN.
-        _ip("-n", host.ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+        _ip("-n", host.ns, "link", "set", "eth0", "multicast", "on" if multicast else "off", "up")
+        if multicast:
+            # Multicast (DNS-SD) leaves by eth0; there is no default route, nothing leaves the LAN.
+            _ip("-n", host.ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
         self.hosts.append(host)
         return host
 
