@@ -271,12 +271,15 @@ def run_foreground(ip: str = "127.0.0.1", port: int | None = None, ui_port: int 
             "keep it on a trusted network (docs/deploy.md)",
             flush=True,
         )
+    # SIGTERM (a service manager, `kill`) stops the server too, instead of orphaning it.
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         return proc.wait()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         with _locked():
             (_leases() / str(os.getpid())).unlink(missing_ok=True)
             _state_file().unlink(missing_ok=True)
