@@ -61,7 +61,7 @@ async def main(argv: list[str]) -> int:
         discovery=[d for d in a.discovery.split(",") if d],
         relay_url=a.relay,
         relay_token=a.relay_token,
-        reconnect_max=2.0,
+        on_event=lambda name, data: print(json.dumps({"evt": name, "at": time.time(), **data}), flush=True),
     )
     await node.start()
     out = Path(a.out)
