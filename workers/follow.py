@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
+from temporalio.client import Client
+
+from xmesh_agent.clock import now_ms
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.client import TemporalTarget, connect
 
 if TYPE_CHECKING:
-    from xmesh_agent.workers.peer import Peer
     from xmesh_agent.workers.telemetry import Telemetry
+
+
+class Follower(Protocol):
+    """What following needs of a peer (workers/peer.py's Peer)."""
+
+    client: Client
+    events: Any
+    starter: Any
+
+    def write_status(self, temporal_lost_since: int | None = None) -> None: ...
+
+    def rebind(self, client: Client) -> None: ...
+
 
 log = logging.getLogger("xmesh.peer")
 
@@ -25,7 +39,7 @@ FOLLOW_SECONDS = 1.0
 HEALTH_TIMEOUT = timedelta(seconds=2)
 
 
-async def _healthy(peer: Peer) -> bool:
+async def _healthy(peer: Follower) -> bool:
     """The peer's Temporal answers a health check (an open port alone could be anything)."""
     try:
         return bool(await peer.client.service_client.check_health(timeout=HEALTH_TIMEOUT))
@@ -33,7 +47,7 @@ async def _healthy(peer: Peer) -> bool:
         return False
 
 
-async def follow_server(peer: Peer, telemetry: Telemetry, interval: float = FOLLOW_SECONDS) -> None:
+async def follow_server(peer: Follower, telemetry: Telemetry, interval: float = FOLLOW_SECONDS) -> None:
     lost_since: int | None = None
     while True:
         await asyncio.sleep(interval)
@@ -49,7 +63,7 @@ async def follow_server(peer: Peer, telemetry: Telemetry, interval: float = FOLL
                 peer.starter.kick()
             continue
         if lost_since is None:
-            lost_since = int(time.time() * 1000)
+            lost_since = now_ms()
             log.warning(
                 "the embedded Temporal at %s is gone; waiting for it (`xmesh-agent server` starts it)",
                 address,
