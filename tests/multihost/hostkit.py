@@ -53,6 +53,21 @@ def cli(
     return host.run([PYTHON, "-m", "xmesh_agent.cli.app", *args], env=env, timeout=timeout)
 
 
+def cli_json(host: Host, *args: str, env: dict[str, str] | None = None) -> Any:
+    """`xmesh-agent <args> --json` inside `host`, parsed.
+
+    The Temporal SDK's runtime sometimes aborts the interpreter at exit (PyGILState_Release, or a
+    SIGSEGV) after the command has printed its whole answer; that crash is not what these tests
+    check, so such a run is asked again (at most three times)."""
+    for _ in range(3):
+        done = cli(host, *args, env=env)
+        crashed_at_exit = done.returncode < 0 or "PyGILState_Release" in done.stderr
+        if done.returncode == 0 or not crashed_at_exit:
+            break
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
+
+
 class HostPeer:
     """`xmesh-agent run --config <name>.toml` inside a host, with the host's home."""
 
@@ -123,9 +138,9 @@ class HostPeer:
 
     def mesh_view(self) -> dict[str, dict]:
         """`xmesh-agent peers <name> --json` asked inside the host: mesh peer name -> {transport, address}."""
-        done = cli(self.host, "peers", self.name, "--json", env=self.env)
-        assert done.returncode == 0, done.stderr
-        return {p["name"]: p for p in json.loads(done.stdout)["peers"]}
+        return {
+            p["name"]: p for p in cli_json(self.host, "peers", self.name, "--json", env=self.env)["peers"]
+        }
 
     def woken_by(self) -> Counter:
         """cmbKey -> how many wakes this peer started for it (must never exceed 1)."""
@@ -136,15 +151,9 @@ class HostPeer:
 
     def wakes(self, *extra: str) -> list[dict]:
         """This peer's wakes from Temporal visibility (`xmesh-agent wakes --json`), as seen from its host."""
-        args = ("wakes", "--peer", self.name, "--json", "--limit", "1000", *extra)
-        for _ in range(3):
-            done = cli(self.host, *args, env=self.env)
-            # The Temporal SDK's runtime may abort at interpreter exit (PyGILState_Release) after the
-            # command has printed its answer: that is not what this test checks, so ask again.
-            if done.returncode == 0 or "PyGILState_Release" not in done.stderr:
-                break
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return cli_json(
+            self.host, "wakes", "--peer", self.name, "--json", "--limit", "1000", *extra, env=self.env
+        )
 
     def stop(self, timeout: float = 45) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -4,7 +4,6 @@ and a restart of the Temporal host while CMBs arrive loses and doubles no wake."
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -13,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.multihost.hostkit import PYTHON, HostPeer, agent_toml, cli, published, seeder, wait_until
+from tests.multihost.hostkit import PYTHON, HostPeer, agent_toml, cli_json, published, seeder, wait_until
 from tests.multihost.lan import Host
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
@@ -55,13 +54,9 @@ def _shape(make_lan) -> tuple[Host, HostPeer, HostPeer, subprocess.Popen]:
 
 def _server_wakes(h3: Host, peer: str) -> list[dict]:
     """The peer's wakes as the one server lists them, asked on the server's host."""
-    done = cli(h3, "wakes", "--temporal-address", f"127.0.0.1:{PORT}", "--peer", peer, "--json", "-n", "1000")
-    if done.returncode != 0 and "PyGILState_Release" in done.stderr:  # see HostPeer.wakes
-        done = cli(
-            h3, "wakes", "--temporal-address", f"127.0.0.1:{PORT}", "--peer", peer, "--json", "-n", "1000"
-        )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return cli_json(
+        h3, "wakes", "--temporal-address", f"127.0.0.1:{PORT}", "--peer", peer, "--json", "-n", "1000"
+    )
 
 
 def _all_in_server(h3: Host, peer: HostPeer, keys: list[str]) -> list[dict] | None:
