@@ -43,7 +43,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 def _quoted(name: str, value: str) -> str:
-    if not _QUOTE_SAFE.match(value):
+    if not _QUOTE_SAFE.fullmatch(value):
         raise InspectError(f"{name} {value!r}: only letters, digits and . _ - : + are allowed")
     return f"'{value}'"
 

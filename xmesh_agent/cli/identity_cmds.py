@@ -39,7 +39,7 @@ def _check_peer(peer: str) -> None:
 
     from xmesh_agent.config import NAME_PATTERN
 
-    if not re.match(NAME_PATTERN, peer):
+    if not re.fullmatch(NAME_PATTERN, peer):
         fail(f"invalid peer name {peer!r}: letters, digits, '.', '_' and '-', at most 64", EXIT_USAGE)
 
 

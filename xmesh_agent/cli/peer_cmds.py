@@ -56,6 +56,7 @@ def run(
     encoder_ok, encoder_detail = _encoder_check(cfg)
     if not encoder_ok:
         fail(f"[mesh] encoder = {cfg.mesh.encoder!r}: {encoder_detail}")
+    from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers.bounds import RunBounds
     from xmesh_agent.workers.client import external_target
     from xmesh_agent.workers.control import PeerAlreadyRunning
@@ -77,7 +78,7 @@ def run(
     try:
         bounds = RunBounds(duration, max_cost, summary, str(config))
         code = asyncio.run(run_peer(cfg, target, bounds=bounds))
-    except (ServerError, PeerAlreadyRunning, TelemetryError) as exc:
+    except (ServerError, PeerAlreadyRunning, TelemetryError, UnsafeDirectory) as exc:
         fail(str(exc))
     except RuntimeError as exc:
         if "Failed client connect" not in str(exc):

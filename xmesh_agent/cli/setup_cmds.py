@@ -126,9 +126,9 @@ def init(
     from xmesh_agent.identity import load_identity, load_or_create_identity
     from xmesh_agent.roles import known_roles, preset_weights
 
-    if not re.match(NAME_PATTERN, peer):
+    if not re.fullmatch(NAME_PATTERN, peer):
         fail(f"invalid peer name {peer!r}: letters, digits, '.', '_' and '-', at most 64", EXIT_USAGE)
-    if not re.match(GROUP_PATTERN, group):
+    if not re.fullmatch(GROUP_PATTERN, group):
         fail(f"invalid group {group!r}: lower-case letters, digits, '.', '_' and '-'", EXIT_USAGE)
     if adapter not in ADAPTERS:
         fail(f"unknown adapter {adapter!r}: choose one of {', '.join(ADAPTERS)}", EXIT_USAGE)
