@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.multihost.hostkit import HostPeer, agent_toml, published, seeder, wait_until
+from tests.multihost.hostkit import HostPeer, agent_toml, cli_json, wait_until
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 
@@ -31,18 +31,18 @@ def _answers_to(peer: HostPeer, author: str, parent_key: str) -> list[str]:
     return out
 
 
-def _seed_and_check(lan_host, seed_name: str, focus: str, answerer: HostPeer, listener: HostPeer) -> None:
-    """A seeder on `lan_host` publishes one task; `answerer` (another host) wakes on it and emits, and
-    its answer reaches `listener` (on the seeder's host)."""
-    proc, out = seeder(lan_host, seed_name, GROUP, focus, "--discovery", "mdns", "--wait-for", answerer.name)
-    assert proc.wait(90) == 0, (lan_host.workdir / f"{seed_name}.out").read_text()
-    (seed,) = published(out)
-    assert seed["sent"] >= 1
+def _seed_and_check(lan_host, seed_name: str, focus: str, via: HostPeer, answerer: HostPeer) -> None:
+    """`xmesh-agent publish` on `lan_host`, over the transports of `via`'s config (the peer of that
+    host), directs a task to `answerer` on the other host; it wakes on it and emits, and its answer
+    reaches `via`."""
+    seed = cli_json(
+        lan_host, "publish", "--config", str(via.config), "--to", answerer.name, "--focus", focus,
+        "--name", seed_name, "--wait", "20", "--json",
+    )  # fmt: skip
+    assert answerer.name in str(seed["delivered_to"]), seed
     wait_until(lambda: answerer.woken_by()[seed["key"]] == 1, 30, f"{answerer.name} woken by {seed_name}")
     answers = wait_until(
-        lambda: _answers_to(listener, answerer.name, seed["key"]),
-        40,
-        f"{answerer.name}'s answer at {listener.name}",
+        lambda: _answers_to(via, answerer.name, seed["key"]), 40, f"{answerer.name}'s answer at {via.name}"
     )
     assert len(answers) == 1
     rows = [w for w in answerer.wakes() if w["trigger_key"] == seed["key"]]
@@ -61,13 +61,11 @@ def test_two_hosts_default_configs_meet_by_dns_sd_and_answer_both_ways(make_lan)
         lambda: "beta" in alpha.connected_to() and "alpha" in beta.connected_to(), 30, "DNS-SD session"
     )
     (link,) = [e["data"] for e in alpha.events("peer-connected") if e["data"]["name"] == "beta"]
-    assert link["address"].startswith(h2.ip) or link["transport"] == "tcp"
+    assert link["transport"] == "tcp" and link["address"].startswith(f"{h2.ip}:"), link
 
-    _seed_and_check(h1, "seed-h1", "rate-limit middleware on /api/login", beta, alpha)
-    # On the same thread (a far-off topic would be rejected by SVAF, rightly).
-    _seed_and_check(
-        h2, "seed-h2", "rate-limit middleware on /api/login: lockout after 5 failures", alpha, beta
-    )
+    # A task published on each host, over that host's peer's transports, to the peer on the other.
+    _seed_and_check(h1, "seed-h1", "rate-limit middleware on /api/login", alpha, beta)
+    _seed_and_check(h2, "seed-h2", "retry budget for the billing webhook", beta, alpha)
 
     for peer in (alpha, beta):
         assert max(peer.woken_by().values()) == 1, f"{peer.name} woke twice on one CMB"
