@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -44,6 +45,7 @@ from xmesh_agent.workers.control_cmds import HANDLERS
 from xmesh_agent.workers.follow import follow_server
 from xmesh_agent.workers.listener import WakeStarter
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
+from xmesh_agent.workflows import search
 from xmesh_agent.workflows.wake import WakeWorkflow
 
 log = logging.getLogger("xmesh.peer")
@@ -265,7 +267,7 @@ async def open_client(
         try:
             return await connect(target, telemetry.runtime, telemetry.interceptors), embedded
         except RuntimeError:
-            if time.monotonic() > deadline:
+            if not embedded or time.monotonic() > deadline:  # a given address: say at once what is wrong
                 raise
             await asyncio.sleep(0.5)
 
@@ -299,6 +301,8 @@ async def run_peer(
     try:
         await peer.start()
         log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)
+        if embedded:
+            _announce_web_ui(config.name)
         if ready:
             ready.set()
         if embedded:
@@ -332,6 +336,14 @@ async def _let_go(worker: Worker, task: asyncio.Task) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+def _announce_web_ui(peer: str) -> None:
+    info = devserver.running_server()
+    if info is not None:
+        query = quote(f"{search.PEER.name} = '{peer}'")
+        log.info("Web UI of the embedded Temporal server: %s", info.ui_url)
+        log.info("this peer's wakes: %s/namespaces/default/workflows?query=%s", info.ui_url, query)
 
 
 def watch_identity_collision(peer: Peer, stop: asyncio.Event) -> dict:

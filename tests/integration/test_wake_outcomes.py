@@ -21,9 +21,11 @@ from tests.integration.envelope_kit import (
     wake,
 )
 from tests.integration.peer_kit import eventually, peer_config, start_peer
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.wake.payloads import ApprovalDecision, Outcome
+from xmesh_agent.wake import approval
+from xmesh_agent.wake.payloads import Outcome
 
 
 @pytest.fixture
@@ -204,7 +206,11 @@ async def test_denied_when_approval_times_out_and_emitted_when_approved(temporal
                 return False
 
         await eventually(awaiting)
-        assert await handle.execute_update("decide", ApprovalDecision(approved=True)) == "approved"
+        run_id = (await handle.describe()).run_id
+        decision = approval.sign(
+            peer.identity, wid, run_id, approved=True, by="op", reason="", now_ms=now_ms()
+        )
+        assert await handle.execute_update("decide", decision) == "approved"
         result = await result_of(temporal_env.client, wid)
         assert result.outcome == Outcome.EMITTED
     finally:

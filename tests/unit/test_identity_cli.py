@@ -77,7 +77,7 @@ def test_trust_add_list_remove_round_trip():
     listed = invoke("trust", "list", "--group", "team", "--json")
     assert listed.exit_code == 0
     rows = json.loads(listed.output)
-    assert rows == [{"peer": "w-01", "keyprint": load_identity("w-01").keyprint, "publicKey": pub}]
+    assert rows == [{"peer": "w-01", "keyprint": load_identity("w-01").keyprint, "public_key": pub}]
     text = invoke("trust", "list", "--group", "team")
     assert "w-01" in text.output and load_identity("w-01").keyprint in text.output
 

@@ -106,9 +106,14 @@ def test_a_risky_action_hidden_beside_harmless_fields_still_blocks() -> None:
     assert {h.rule for h in v.hits} == {"git-push", "deploy"}
 
 
-def test_excerpt_of_a_normalised_match_is_masked() -> None:
+def test_excerpt_quotes_what_a_rule_matched_and_masks_only_secret_shapes() -> None:
     v = check_gates({"mood": "ＤＥＰＬＯＹ  everything to production now please"})
-    assert v.rule == "deploy" and v.excerpt is not None and v.excerpt.endswith("(6 chars)")
+    assert v.rule == "deploy" and v.excerpt == '"deploy"'
+    key = SECRETS["openai-api-key"]
+    rule = GateRule(name="wide", pattern=r"ship it with \S+", action="approve")
+    wide = Gates.from_config(SafetyConfig(approval_gates="none", gates=[rule]))
+    hit = next(h for h in wide.check({"intent": f"ship it with {key}"}).hits if h.rule == "wide")
+    assert hit.excerpt == '"ship it with sk-****"'
 
 
 def test_custom_rules_see_normalised_text_on_their_own_fields() -> None:

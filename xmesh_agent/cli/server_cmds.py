@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from xmesh_agent.cli.common import EXIT_OK, EXIT_USAGE, fail
+from xmesh_agent.cli.common import EXIT_OK, EXIT_USAGE, fail, print_json
 
 app = typer.Typer(
     help="The embedded Temporal dev server that peers share on this machine (SQLite under ~/.xmesh).",
@@ -72,11 +72,20 @@ def _users() -> list[str]:
 
 
 @app.command()
-def status() -> None:
+def status(
+    as_json: bool = typer.Option(
+        False, "--json", help="{running, pid, address, ui_url, db_file, log_file, used_by}."
+    ),
+) -> None:
     """Say whether the embedded server runs, where, and where its Web UI is."""
+    from dataclasses import asdict
+
     from xmesh_agent.workers.devserver import running_server
 
     info = running_server()
+    if as_json:
+        print_json({"running": info is not None, **(asdict(info) if info else {}), "used_by": _users()})
+        raise typer.Exit(EXIT_OK)
     if info is None:
         typer.echo("embedded Temporal: not running (a peer starts it on demand)")
         raise typer.Exit(EXIT_OK)

@@ -19,9 +19,12 @@ read `git push`):
 should let a peer broadcast a credential to the mesh. Custom rules from agent.toml (their own fields,
 every field by default, the same normalisation) are added to whatever remains.
 
-Matched text is never stored in a verdict: only `redact()`'s short masked excerpt, so verdicts can be
-logged, put in a workflow memo or shown in a UI without re-leaking what they caught. Model error text is
-scrubbed by `xmesh_agent.secret_shapes.mask_secrets` (the same key prefixes, whole or echoed in part).
+A verdict quotes what a rule matched (its normalised text, at most 80 characters), so an operator sees
+why a reply waits; only secret shapes are masked: a secret rule's excerpt is `redact()`'s prefix and
+length, and any key shape inside another rule's match, like every held reply shown to a user and model
+error text, goes through `xmesh_agent.secret_shapes.mask_secrets` (the same key prefixes, whole or
+echoed in part). So verdicts can be logged, put in a workflow memo or shown in a UI without re-leaking
+a credential.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from pydantic import BaseModel
 
 from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.roles import CAT7
-from xmesh_agent.secret_shapes import KEY_PREFIXES
+from xmesh_agent.secret_shapes import KEY_PREFIXES, mask_secrets
 
 GateAction = Literal["block", "approve"]
 MAX_SHOWN = 8
+SHOWN_MAX = 80
+"""How much of what a non-secret rule matched a verdict quotes."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,11 @@ def redact(text: str, match: re.Match[str] | tuple[int, int]) -> str:
     return f"{shown}****({len(hit)} chars)"
 
 
+def _shown(match: re.Match[str]) -> str:
+    hit = match.group(0)
+    return '"' + mask_secrets(hit if len(hit) <= SHOWN_MAX else hit[: SHOWN_MAX - 1] + "…") + '"'
+
+
 class GateHit(BaseModel):
     rule: str
     field: str
@@ -184,7 +194,12 @@ class Gates:
                 found = rule.regex.search(text)
                 if found:
                     hits.append(
-                        GateHit(rule=rule.name, field=field, action=rule.action, excerpt=redact(text, found))
+                        GateHit(
+                            rule=rule.name,
+                            field=field,
+                            action=rule.action,
+                            excerpt=redact(text, found) if rule.secret else _shown(found),
+                        )
                     )
         if not hits:
             return GateVerdict(action="pass")
