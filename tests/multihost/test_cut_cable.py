@@ -41,9 +41,8 @@ def _replayed(events: list[dict], to: str, after: float) -> int:
 def test_cut_cable_heals_and_loses_nothing(make_lan) -> None:
     lan = make_lan(2)
     h1, h2 = lan.hosts
-    mesh = {"host": "0.0.0.0", "discovery": ["registry", "mdns"]}
-    alpha = HostPeer(h1, "alpha", agent_toml("alpha", "reviewer", GROUP, mesh=mesh))
-    beta = HostPeer(h2, "beta", agent_toml("beta", "reviewer", GROUP, mesh=mesh))
+    alpha = HostPeer(h1, "alpha", agent_toml("alpha", "reviewer", GROUP))
+    beta = HostPeer(h2, "beta", agent_toml("beta", "reviewer", GROUP))
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda p: p.start().wait_up(), (alpha, beta)))
     wait_until(lambda: "beta" in alpha.connected_to() and "alpha" in beta.connected_to(), 30, "session")

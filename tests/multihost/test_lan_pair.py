@@ -1,19 +1,21 @@
-"""Two hosts of one LAN, each its own home and embedded Temporal: the peers meet by DNS-SD and answer
-each other's tasks, both ways."""
+"""Two hosts of one LAN, each its own home and embedded Temporal, each running one of the original
+runtime's configs as it is: the peers meet by DNS-SD and answer each other's tasks, both ways."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from tests.multihost.hostkit import HostPeer, agent_toml, cli_json, wait_until
+from tests.multihost.hostkit import HostPeer, cli_json, wait_until
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 
-GROUP = "lan"
+ORIGINAL_CONFIGS = Path(__file__).resolve().parents[1] / "data" / "original-configs"
 
 
 def _answers_to(peer: HostPeer, author: str, parent_key: str) -> list[str]:
@@ -29,6 +31,12 @@ def _answers_to(peer: HostPeer, author: str, parent_key: str) -> list[str]:
         if parent_key in (lineage.get("parents") or []):
             out.append(key)
     return out
+
+
+def original_config(name: str) -> str:
+    """One of tests/data/original-configs with its [model] section swapped for the offline adapter."""
+    text = (ORIGINAL_CONFIGS / name).read_text()
+    return re.sub(r"\[model\]\n.*?(?=\n\[)", '[model]\nadapter = "offline"\n', text, count=1, flags=re.S)
 
 
 def _seed_and_check(lan_host, seed_name: str, focus: str, via: HostPeer, answerer: HostPeer) -> None:
@@ -52,15 +60,17 @@ def _seed_and_check(lan_host, seed_name: str, focus: str, via: HostPeer, answere
 def test_two_hosts_default_configs_meet_by_dns_sd_and_answer_both_ways(make_lan) -> None:
     lan = make_lan(2)
     h1, h2 = lan.hosts
-    mesh = {"host": "0.0.0.0", "discovery": ["registry", "mdns"]}
-    alpha = HostPeer(h1, "alpha", agent_toml("alpha", "reviewer", GROUP, mesh=mesh))
-    beta = HostPeer(h2, "beta", agent_toml("beta", "reviewer", GROUP, mesh=mesh))
+    # The original runtime's own configs, unchanged but for the model (offline instead of a paid API):
+    # nothing in them about host or discovery.
+    alpha = HostPeer(h1, "reviewer-01", original_config("reviewer.toml"))
+    beta = HostPeer(h2, "writer-01", original_config("writer.toml"))
+    assert "host" not in alpha.config.read_text() and "discovery" not in alpha.config.read_text()
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda p: p.start().wait_up(), (alpha, beta)))
     wait_until(
-        lambda: "beta" in alpha.connected_to() and "alpha" in beta.connected_to(), 30, "DNS-SD session"
+        lambda: beta.name in alpha.connected_to() and alpha.name in beta.connected_to(), 30, "DNS-SD session"
     )
-    (link,) = [e["data"] for e in alpha.events("peer-connected") if e["data"]["name"] == "beta"]
+    (link,) = [e["data"] for e in alpha.events("peer-connected") if e["data"]["name"] == beta.name]
     assert link["transport"] == "tcp" and link["address"].startswith(f"{h2.ip}:"), link
 
     # A task published on each host, over that host's peer's transports, to the peer on the other.

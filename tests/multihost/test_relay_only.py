@@ -33,7 +33,10 @@ def test_peers_meet_only_through_the_relay_on_a_third_host(make_lan) -> None:
         h3.workdir / "relay.out",
     )
     url = f"ws://{h3.ip}:8765"
-    mesh = {"relay": url, "relay_token": TOKEN, "discovery": ["registry", "mdns"], "host": "0.0.0.0"}
+    mesh = {
+        "relay": url,
+        "relay_token": TOKEN,
+    }  # and the defaults: all interfaces, DNS-SD (no multicast here)
     alpha = HostPeer(h1, "alpha", agent_toml("alpha", "reviewer", GROUP, mesh=mesh))
     beta = HostPeer(h2, "beta", agent_toml("beta", "reviewer", GROUP, mesh=mesh))
     with ThreadPoolExecutor(2) as pool:

@@ -36,13 +36,8 @@ def _shape(make_lan) -> tuple[Host, HostPeer, HostPeer, subprocess.Popen]:
     h1, h2, h3 = make_lan(3).hosts
     server = _start_server(h3)
     address = f"{h3.ip}:{PORT}"
-    mesh = {"host": "0.0.0.0", "discovery": ["registry", "mdns"]}
-    alpha = HostPeer(
-        h1, "alpha", agent_toml("alpha", "reviewer", GROUP, mesh=mesh, temporal={"address": address})
-    )
-    beta = HostPeer(
-        h2, "beta", agent_toml("beta", "reviewer", GROUP, mesh=mesh, temporal={"address": address})
-    )
+    alpha = HostPeer(h1, "alpha", agent_toml("alpha", "reviewer", GROUP, temporal={"address": address}))
+    beta = HostPeer(h2, "beta", agent_toml("beta", "reviewer", GROUP, temporal={"address": address}))
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda p: p.start().wait_up(), (alpha, beta)))
     wait_until(lambda: "beta" in alpha.connected_to() and "alpha" in beta.connected_to(), 30, "session")
