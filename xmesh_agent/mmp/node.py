@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.catchup import CatchUp
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, TcpLink
 from xmesh_agent.mmp.dialects.aliases import AliasMap
@@ -59,7 +60,7 @@ class MeshNode:
         registry_interval: float = 5.0,
         registry_stale_after: float = 15.0,
         reconnect_min: float = 0.5,
-        reconnect_max: float = 30.0,
+        reconnect_max: float = 8.0,  # a peer back from a cut is redialed within ~12 s
         connect_timeout: float = 10.0,
         mdns_interfaces: list[str] | None = None,
         max_pending_handshakes: int = 256,
@@ -98,8 +99,12 @@ class MeshNode:
         self._server: asyncio.base_events.Server | None = None
         self._running = False
         self._intake = CmbIntake(
-            identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver
+            identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver_new
         )
+        self._catchup = CatchUp(
+            identity, group, store, self.verifier, frame_for=self._intake.frame_for, emit=self._emit,
+            deliver=self._deliver,
+        )  # fmt: skip
         self._peering = Peering(
             identity,
             group,
@@ -174,6 +179,12 @@ class MeshNode:
         # reads (and with them its heartbeat).
         if self.on_cmb is not None:
             await self._deliveries.put((cmb, info))
+
+    async def _deliver_new(self, cmb: CMB, info: PeerInfo) -> None:
+        """A CMB that came in a `cmb` frame: surfaced, and its parents we lack asked for (§7)."""
+        await self._deliver(cmb, info)
+        if cmb.parents:
+            await self._catchup.fetch_missing_parents(cmb, self._best(self._sessions.get(info.node_id, {})))
 
     async def _deliver_loop(self) -> None:
         while True:
@@ -293,6 +304,7 @@ class MeshNode:
                 return None
             registered = True
             await self._after_handshake(session)
+            await self._catchup.replay(session)  # what it missed since we last heard from it
             heartbeat = self._spawn(self._heartbeat(session), f"heartbeat-{hs.name}")
             while True:
                 frame = await link.recv()
@@ -346,6 +358,7 @@ class MeshNode:
         info = session.info
         if info is None:
             return
+        self._catchup.session_ended(session)
         by_kind = self._sessions.get(info.node_id)
         if by_kind is None or by_kind.get(info.transport) is not session:
             return
@@ -393,4 +406,6 @@ class MeshNode:
             await self._intake.receive(session, frame)
         elif kind == "peer-info":
             self._peering.on_peer_info(frame)
+        elif kind in ("cmb-fetch", "cmb-fetch-result"):
+            await self._catchup.on_frame(session, frame)
         # pong, handshake repeats, error (informational, §7.2) and unknown types: nothing to do.
