@@ -127,7 +127,9 @@ async def test_another_uid_cannot_decide_a_held_git_push(temporal_env):
             # what the Temporal CLI sends by default: an unsigned decision
             unsigned = await temporal_update(address, first, {"approved": True, "by": "mallory"})
             assert unsigned.returncode != 0, f"another uid approved the wake: {unsigned.stdout}"
-            assert "only the operator of peer gatekept-p" in unsigned.stderr, unsigned.stdout + unsigned.stderr
+            assert "only the operator of peer gatekept-p" in unsigned.stderr, (
+                unsigned.stdout + unsigned.stderr
+            )
             assert "not signed" in unsigned.stderr
 
             # signed, but with the attacker's own key
