@@ -68,5 +68,5 @@ Built. Export these, then run the interop tests from $REPO:
 export SYM_NODE_DIR=$DIR/sym
 export SYM_NODE_V2_DIR=$DIR/sym-v2
 export XMESH_ORIGINAL_DIR=$DIR/o/xmesh-agent
-.venv/bin/pytest tests/interop tests/unit/test_interop_captures.py tests/unit/test_interop_captures_v2.py -q -rs
+.venv/bin/pytest tests/interop tests/unit/test_interop_*.py -q -rs
 EOF
