@@ -35,7 +35,7 @@ from xmesh_agent.observability import PeerMetrics
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.safety_state import SafetyState
 from xmesh_agent.wake.steps import WakeSteps
-from xmesh_agent.workers import devserver
+from xmesh_agent.workers import devserver, on_disk
 from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summary
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
@@ -150,6 +150,9 @@ class Peer:
                 indent=2,
             )
         )
+        on_disk.record_start(
+            self.config, self.identity.node_id, self.node.port, self.safety.run_id, self.events.path
+        )
 
     def stop_listening(self) -> None:
         """Stop starting wakes: CMBs that arrive from now on are spooled for the next start."""
@@ -216,6 +219,7 @@ class Peer:
         self.events.close()
         if owned:
             status_file(self.config.name).unlink(missing_ok=True)
+            on_disk.record_stop(self.config.name)
 
 
 async def open_client(

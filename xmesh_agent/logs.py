@@ -1,5 +1,8 @@
 """Structured peer logs: one JSON event per line, {ts, level, evt, peer, data}, with size-based rotation.
 
+Keys in the file are snake_case (`wake_id`, `cmb_key`, `node_id`), whatever the event's builder named
+them: scripts reading `xmesh-agent logs --json` see one key style.
+
 The file is what `xmesh-agent logs <peer>` reads, so it must be safe to show anyone who may run that
 command: API keys never reach it (key-named values are masked, secret-shaped text is replaced by the
 gates' masked excerpt, the configured key's value is scrubbed) and a gate-blocked field is only ever
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -41,6 +45,25 @@ def log_path(config: AgentConfig) -> Path:
     if config.logging.file_path:
         return Path(config.logging.file_path).expanduser()
     return default_log_path(config.name)
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake(name: str) -> str:
+    """`wakeId` -> `wake_id`; snake_case and other names are left as they are."""
+    return _CAMEL.sub(r"_\1", name).lower() if _CAMEL.search(name) else name
+
+
+def snake_keys(value: Any, depth: int = 0) -> Any:
+    """The same value with every dict key snake_case (lists and nested dicts too)."""
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {snake(str(k)): snake_keys(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake_keys(v, depth + 1) for v in value]
+    return value
 
 
 COUNT_SUFFIXES = ("tokens", "_count", "count")
@@ -127,7 +150,7 @@ class PeerLog:
             "level": level,
             "evt": evt,
             "peer": self.peer,
-            "data": self.redactor.value(data),
+            "data": snake_keys(self.redactor.value(data)),
         }
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         with self._lock, contextlib.suppress(OSError, ValueError):

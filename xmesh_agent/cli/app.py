@@ -10,6 +10,7 @@ from xmesh_agent import __version__
 from xmesh_agent.cli import (
     demo_cmd,
     identity_cmds,
+    logs_cmd,
     ops_cmds,
     peer_cmds,
     relay_cmd,
@@ -56,8 +57,10 @@ app.command("dry-run", rich_help_panel=START)(peer_cmds.dry_run)
 app.add_typer(server_cmds.app, name="server", rich_help_panel=START)
 app.command("relay", rich_help_panel=START)(relay_cmd.relay)
 
-for _name in ("status", "peers", "cost", "trace", "logs", "stop"):
+for _name in ("status", "peers", "cost", "trace"):
     app.command(_name, rich_help_panel=OPERATE)(getattr(ops_cmds, _name))
+app.command("logs", rich_help_panel=OPERATE)(logs_cmd.logs)
+app.command("stop", rich_help_panel=OPERATE)(ops_cmds.stop)
 app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)

@@ -1,13 +1,13 @@
-"""Operating a running peer: `stop`, `status`, `cost`, `trace`, `peers`, `logs`.
+"""Operating a peer: `stop`, `status`, `cost`, `trace`, `peers` (`logs` is logs_cmd.py).
 
-Every command but `logs` talks to the peer's control socket (~/.xmesh/peers/<name>/control.sock), so
-it answers from the live process: its mesh view, its budget windows, its cost ledger, its store.
+A running peer answers on its control socket (~/.xmesh/peers/<name>/control.sock), from the live
+process: its mesh view, its budget windows, its cost ledger, its store. A stopped one is read from the
+files it left (`workers/on_disk.py`): `status`, `cost` and `trace` still answer, saying it is stopped.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -27,6 +27,49 @@ def _not_running(peer: str) -> str:
         f"peer {peer} is not running, and no peer is running on this machine; "
         "start one with `xmesh-agent run --config <peer>.toml`"
     )
+
+
+def _never_ran(peer: str) -> str:
+    from xmesh_agent.workers import on_disk
+    from xmesh_agent.workers.control import running_peers
+
+    known, running = on_disk.local_peers(), set(running_peers())
+    if not known:
+        return (
+            f"no peer named {peer} on this machine, and no peer is running or has run here; "
+            "start one with `xmesh-agent run --config <peer>.toml`"
+        )
+    here = ", ".join(f"{n} ({'running' if n in running else 'stopped'})" for n in known)
+    return f"no peer named {peer} on this machine; peers here: {here}"
+
+
+def _read(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
+    """A read command: the running peer's answer, else what the stopped peer left on disk."""
+    from xmesh_agent.workers import on_disk
+    from xmesh_agent.workers.control import PeerNotRunning, call
+
+    try:
+        reply = call(peer, cmd, **args)
+    except PeerNotRunning:
+        try:
+            return {"ok": True, **on_disk.read(cmd, peer, **args)}
+        except on_disk.NoSuchPeer:
+            fail(_never_ran(peer))
+        except LookupError as exc:
+            fail(f"{peer}: {exc.args[0] if exc.args else 'not found'}")
+    if not reply.get("ok"):
+        fail(f"{peer}: {reply.get('error', 'request failed')}")
+    return reply
+
+
+def _all_peers() -> list[str]:
+    from xmesh_agent.workers import on_disk
+    from xmesh_agent.workers.control import running_peers
+
+    names = sorted(set(on_disk.local_peers()) | set(running_peers()))
+    if not names:
+        fail("no peer has run on this machine yet; start one with `xmesh-agent run --config <peer>.toml`")
+    return names
 
 
 def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
@@ -83,18 +126,29 @@ def stop(peer: str = typer.Argument(..., help="Name of the running peer.")) -> N
 
 
 def status(
-    peer: str = typer.Argument(..., help="Name of the running peer."), as_json: bool = JsonOption
+    peer: str | None = typer.Argument(None, help="A peer's name; omit for every peer of this machine."),
+    as_json: bool = JsonOption,
 ) -> None:
-    """Show a running peer at a glance: mesh, budget, breaker, cost and wakes.
+    """Show a peer at a glance: mesh, budget, breaker, cost and wakes; a stopped one from its files.
 
     Use it to see why a peer is quiet (budget window full? breaker open? no mesh peers?) or what it
-    has cost so far.
+    has cost so far. Without a name: one line per peer of this machine, running or stopped.
 
-    Example: xmesh-agent status reviewer-01 --json
+    Example: xmesh-agent status reviewer-01 --json   |   xmesh-agent status
     """
-    r = _ask(peer, "status")
+    if peer is None:
+        views = [_read(name, "status", brief=True) for name in _all_peers()]
+        if as_json:
+            print_json(views)
+            return
+        typer.echo(table([_status_row(v) for v in views], STATUS_HEADER))
+        return
+    r = _read(peer, "status")
     if as_json:
         print_json(r)
+        return
+    if r["state"] == "stopped":
+        typer.echo(render_stopped(r))
         return
     b, limits = r["budget"]["counts"], r["budget"]["limits"]
     c, brk, wakes = r["cost"], r["breaker"], r["wakes"]
@@ -137,24 +191,116 @@ def status(
         typer.echo("no mesh peers connected")
 
 
+STATUS_HEADER = ["PEER", "STATE", "WAKES TODAY", "BREAKER", "COST (RUN)", "COST (LIFETIME)"]
+
+
+def _status_row(r: dict[str, Any]) -> list[Any]:
+    """One peer in `status` without a name; running and stopped replies share these fields."""
+    day = (r.get("budget") or {}).get("counts", {}).get("day", "-")
+    run = "last run" if r["state"] == "stopped" else "run"
+    return [
+        r["peer"],
+        r["state"],
+        day,
+        (r.get("breaker") or {}).get("state", "-"),
+        f"{_usd(r['cost'].get('run_usd'))} ({run})",
+        _usd(r["cost"].get("lifetime_usd")),
+    ]
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_stopped(r: dict[str, Any]) -> str:
+    """`status` of a stopped peer: what its files say."""
+    last, b, c = r["last_run"], r.get("budget"), r["cost"]
+    ended = f"stopped {_when(last['stopped_at'])}" if last.get("stopped_at") else "did not stop cleanly"
+    ran = f"last run {_when(last['started_at'])}, {ended}" if last.get("started_at") else "no run recorded"
+    rows: list[list[Any]] = [
+        ["peer", f"{r['peer']} (stopped: not running; {ran})"],
+        ["node", f"{r['node_id'] or '?'}, group {r['group'] or '?'}"],
+    ]
+    if r.get("model"):
+        rows.append(["model", f"{r['model']['adapter']} / {r['model']['name']}"])
+    if b:
+        counts, limits = b["counts"], b["limits"] or {}
+        rows.append(
+            [
+                "wake budget",
+                "  ".join(f"{w} {counts[w]}/{limits.get(w, '?')}" for w in ("minute", "hour", "day")),
+            ]
+        )
+    if r.get("breaker"):
+        rows.append(["breaker", f"{r['breaker']['state']} ({r['breaker']['consecutive_failures']} failures)"])
+    rows += [
+        [f"fallback {i}", f"{f['model']}: breaker {f['breaker']['state']}"]
+        for i, f in enumerate(r["fallback"], 1)
+    ]
+    rows.append(
+        [
+            "cost",
+            f"last run {_usd(c['run_usd'])}  lifetime {_usd(c['lifetime_usd'])}  "
+            f"({c['calls']} calls, {c['unknown_calls']} of unknown price)",
+        ]
+    )
+    if r.get("wakes"):
+        w = r["wakes"]
+        rows.append(
+            [
+                "wakes",
+                f"{w['woken']} started, {w['emitted']} emitted, {w['spooled']} spooled for the next start",
+            ]
+        )
+    if r.get("store"):
+        rows.append(["store", f"{r['store']['cmbs']} CMBs"])
+    rows.append(["log", r.get("log", "")])
+    return table(rows) + f"\n\nstart it again with `xmesh-agent run --config <{r['peer']}>.toml`"
+
+
 def _outcomes(counts: dict[str, int]) -> str:
     return "  ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
 def cost(
-    peer: str = typer.Argument(..., help="Name of the running peer."), as_json: bool = JsonOption
+    peer: str | None = typer.Argument(None, help="A peer's name; omit for every peer of this machine."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Show what a peer's model calls cost: this hour, today, this run and ever, against its caps.
 
     A wake is refused once any cap is reached. Calls whose price is unknown are counted, never
-    treated as free.
+    treated as free. A stopped peer answers from its ledger ("run" is then its last run); without a
+    name every peer of this machine answers, one line each.
 
-    Example: xmesh-agent cost reviewer-01
+    Example: xmesh-agent cost reviewer-01   |   xmesh-agent cost --json
     """
-    r = _ask(peer, "cost")
+    if peer is None:
+        views = [_read(name, "cost") for name in _all_peers()]
+        if as_json:
+            print_json(views)
+            return
+        rows = [
+            [
+                v["peer"],
+                v.get("state", "running"),
+                _usd(v["hour_usd"]),
+                _usd(v["day_usd"]),
+                _usd(v["run_usd"]),
+                _usd(v["lifetime_usd"]),
+                v["calls"],
+            ]
+            for v in views
+        ]
+        typer.echo(table(rows, ["PEER", "STATE", "LAST HOUR", "LAST DAY", "RUN", "LIFETIME", "CALLS"]))
+        return
+    r = _read(peer, "cost")
     if as_json:
         print_json(r)
         return
+    if r.get("state") == "stopped":
+        typer.echo(f'{peer} is stopped; its ledger on disk says ("this run" is its last run):\n')
     caps = r["caps"]
     rows = [
         ["last hour", _usd(r["hour_usd"]), _usd(caps["hour_usd"])],
@@ -170,18 +316,19 @@ def cost(
 
 
 def trace(
-    peer: str = typer.Argument(..., help="Name of the running peer whose store to read."),
+    peer: str = typer.Argument(..., help="The peer whose store to read (running or stopped)."),
     key: str = typer.Argument(..., help="The CMB key (cmb1-...) to trace back."),
     as_json: bool = JsonOption,
 ) -> None:
     """Show where a CMB came from: its parents, their parents, ... as an indented tree (depth <= 20).
 
-    Parents this peer never received are shown as (missing). Use it to follow a reply back to the
-    seed that started a conversation.
+    Parents this peer never received are shown as (missing). Each line shows the CMB's focus, or
+    the field that carries its text when focus is neutral. Use it to follow a reply back to the
+    seed that started a conversation. A stopped peer's store is read from disk.
 
     Example: xmesh-agent trace reviewer-01 cmb1-3f2a...
     """
-    r = _ask(peer, "trace", key=key)
+    r = _read(peer, "trace", key=key)
     if as_json:
         print_json(r)
         return
@@ -198,17 +345,17 @@ def render_tree(reply: dict[str, Any]) -> list[str]:
         node = nodes.get(key)
         pad = "  " * indent + ("└─ " if indent else "")
         if node is None:
-            lines.append(f"{pad}{key}  (beyond depth {reply['maxDepth']})")
+            lines.append(f"{pad}{key}  (beyond depth {reply['max_depth']})")
             return
         if node["missing"]:
             lines.append(f"{pad}{key}  (missing: not in this peer's store)")
             return
-        when = datetime.fromtimestamp(node["createdAt"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(node["created_at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         if key in shown:
             lines.append(f"{pad}{key}  (shown above)")
             return
         shown.add(key)
-        lines.append(f"{pad}{key}  {node['createdBy']}  {when}  {node['summary']}")
+        lines.append(f"{pad}{key}  {node['created_by']}  {when}  {node['summary']}")
         for parent in node["parents"]:
             walk(parent, indent + 1)
 
@@ -241,39 +388,3 @@ def peers(
         typer.echo(table(rows, ["SEEN BY", "MESH PEER", "NODE ID", "TRANSPORT", "ADDRESS"]))
     for name in lonely:
         typer.echo(f"{name}: no mesh peers connected")
-
-
-def logs(
-    peer: str = typer.Argument(..., help="Peer name (running or not: the log file outlives the process)."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
-    lines: int = typer.Option(50, "--lines", "-n", min=0, help="How many recent events to print first."),
-    config: str | None = typer.Option(
-        None, "--config", "-c", help="The peer's agent.toml, if [logging] file_path moves its log."
-    ),
-) -> None:
-    """Print a peer's structured log: one JSON event per line {ts, level, evt, peer, data}.
-
-    Events: wake-started, admitted/rejected, model-call, suppressed, emitted, budget-warning,
-    peer-connected/disconnected, cmb-rejected. Pipe it to `jq` to filter, e.g. only suppressions:
-
-    Example: xmesh-agent logs reviewer-01 -n 200 | jq 'select(.evt == "suppressed")'
-    """
-    from xmesh_agent.logs import default_log_path, log_path, tail
-    from xmesh_agent.logs import follow as follow_file
-
-    if config:
-        from xmesh_agent.cli.common import load_or_exit
-
-        path = log_path(load_or_exit(Path(config)))
-    else:
-        path = default_log_path(peer)
-    if not path.exists() and not follow:
-        fail(f"no log for peer {peer} at {path} (has it ever run? logs start with `xmesh-agent run`)")
-    for line in tail(path, lines):
-        typer.echo(line)
-    if follow:
-        try:
-            for line in follow_file(path):
-                typer.echo(line)
-        except KeyboardInterrupt:
-            return
