@@ -6,10 +6,11 @@ admitted, so every wake calls the model and emits a reply) at `--rate` per secon
 the peer's RSS and the CPU it spent per wake in that block are read from /proc. The target: RSS flat
 (within 5 %) from the end of the 2nd block to the end of the last one.
 
-`--tracemalloc` runs the peer in this process instead, with tracemalloc on, and prints the allocation
-sites that grew most between the end of the 2nd block and each later one (what holds on, if anything).
+`--census` runs the peer in this process instead and, after each block from the 3rd on, prints the
+object types whose live count grew most since the end of the 2nd block (what holds on, if anything;
+tracemalloc costs too much CPU for a peer to keep up at 15 wakes/s).
 
-usage: python benchmarks/long_run.py [--wakes 10000] [--rate 15] [--block 1000] [--tracemalloc]
+usage: python benchmarks/long_run.py [--wakes 10000] [--rate 15] [--block 1000] [--census]
        [--json out.json]   (10,000 wakes at 15/s take ~11 minutes; run it under `nice`)
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 from _common import Row, cpu_seconds, finish, isolated_home, rss_mb
@@ -95,7 +97,7 @@ class PeerProcess:
 
 
 class InProcessPeer:
-    """The same peer in this process (for tracemalloc): pid is ours, so RSS includes the feeder."""
+    """The same peer in this process (for --census): pid is ours, so RSS includes the feeder."""
 
     def __init__(self, tmp: Path, client) -> None:
         from xmesh_agent.config import load_config
@@ -111,13 +113,14 @@ class InProcessPeer:
         self.port = self.peer.node.port
 
 
-def top_growth(base: tracemalloc.Snapshot, now: tracemalloc.Snapshot, n: int = 8) -> list[str]:
-    stats = now.compare_to(base, "traceback")
-    out = []
-    for s in stats[:n]:
-        frames = [f"{Path(f.filename).name}:{f.lineno}" for f in s.traceback[-4:]]
-        out.append(f"{s.size_diff / 1024:+.0f} KiB ({s.count_diff:+d}) {' < '.join(reversed(frames))}")
-    return out
+def census() -> Counter[str]:
+    gc.collect()
+    return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+
+def top_growth(base: Counter[str], now: Counter[str], n: int = 10) -> list[str]:
+    grown = sorted(((now[k] - base.get(k, 0), k) for k in now), reverse=True)[:n]
+    return [f"{d:+d} {k}" for d, k in grown if d > 0]
 
 
 async def feed(observer: Observer, rate: float, n: int) -> float:
@@ -142,8 +145,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
         plugins=[XMESH_PLUGIN],
         dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
     )
-    if args.tracemalloc:
-        tracemalloc.start(6)
+    if args.census:
         peer = InProcessPeer(tmp, env.client)
     else:
         peer = PeerProcess(tmp, env.client.service_client.config.target_host)
@@ -158,7 +160,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
             raise RuntimeError("the feeder could not reach the peer")
         print(f"{'wakes':>7}  {'RSS MB':>7}  {'CPU/wake':>9}  {'replies':>7}  {'rate':>6}", flush=True)
         rss: list[float] = []
-        base_snapshot = None
+        base: Counter[str] | None = None
         sent = 0
         while sent < args.wakes:
             n = min(args.block, args.wakes - sent)
@@ -180,12 +182,14 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     note=f"CPU {cpu * 1000:.1f} ms/wake",
                 )
             )
-            if args.tracemalloc:
-                snap = tracemalloc.take_snapshot()
+            if args.census:
+                counts = census()
                 if len(rss) == 2:
-                    base_snapshot = snap
-                elif base_snapshot is not None:
-                    print("  grew since block 2:", *top_growth(base_snapshot, snap), sep="\n    ", flush=True)
+                    base = counts
+                elif base is not None:
+                    print(
+                        "  object types grown since block 2:", ", ".join(top_growth(base, counts)), flush=True
+                    )
         if len(rss) >= 3:
             growth = (max(rss[1:]) - rss[1]) / rss[1]
             rows.append(
@@ -241,7 +245,7 @@ def main() -> None:
     parser.add_argument("--wakes", type=int, default=10_000, help="how many wakes (default 10,000)")
     parser.add_argument("--rate", type=float, default=15.0, help="triggers per second (default 15)")
     parser.add_argument("--block", type=int, default=1_000, help="wakes per measured block (default 1,000)")
-    parser.add_argument("--tracemalloc", action="store_true", help="peer in this process, allocation growth")
+    parser.add_argument("--census", action="store_true", help="peer in this process; object types that grow")
     parser.add_argument("--quick", action="store_true", help="2,000 wakes in blocks of 500 (run_all)")
     parser.add_argument("--json", help="also write the rows here (run_all uses it)")
     args = parser.parse_args()

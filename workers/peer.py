@@ -53,6 +53,10 @@ WAKE_SANDBOX = SandboxedWorkflowRunner(
 )
 """Our workflow modules are imported once, not re-imported (and re-decorated) in every wake's sandbox:
 ~3-4 ms of CPU per wake. They hold constants only; the sandbox still guards what the workflow calls."""
+WORKFLOW_CACHE = 100
+"""Wakes the worker keeps in memory between their workflow tasks (the SDK's default is 1,000). A wake
+runs in two or three tasks within a second or so, so a few dozen cover a busy peer; one pushed out (a
+wake parked for approval, say) replays its short history when it resumes."""
 EXIT_IDENTITY_COLLISION = 3
 """`xmesh-agent run` exit code when the relay refuses or replaces this peer's name (§4.4.7)."""
 
@@ -123,6 +127,7 @@ class Peer:
             activities=WakeActivities(steps).all(),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             workflow_runner=WAKE_SANDBOX,
+            max_cached_workflows=WORKFLOW_CACHE,
         )
 
     async def start(self) -> None:
