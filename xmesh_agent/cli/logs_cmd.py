@@ -61,7 +61,9 @@ def _what(evt: str, d: dict[str, Any]) -> str:
     if evt == "emitted":
         to = f" to {d['to']}" if d.get("to") else ""
         text = d.get("text") or "(text not logged)"
-        return f"{_short(d.get('key'))} {d.get('route', '')}{to}, {d.get('delivered_to', 0)} peer(s): {text}"
+        return (
+            f"{_short(d.get('key'))} {d.get('route', '')}{to} to {d.get('delivered_to', 0)} peer(s): {text}"
+        )
     if evt in ("peer-connected", "peer-disconnected"):
         return f"{d.get('name', '?')} {d.get('node_id', '')} {d.get('transport', '')}".strip()
     return " ".join(f"{k}={v}" for k, v in d.items() if k not in ("wake_id", "cmb_key"))

@@ -257,7 +257,7 @@ def render_stopped(r: dict[str, Any]) -> str:
     if r.get("store"):
         rows.append(["store", f"{r['store']['cmbs']} CMBs"])
     rows.append(["log", r.get("log", "")])
-    return table(rows) + f"\n\nstart it again with `xmesh-agent run --config <{r['peer']}>.toml`"
+    return table(rows) + "\n\nstart it again with `xmesh-agent run --config <its agent.toml>`"
 
 
 def _outcomes(counts: dict[str, int]) -> str:
