@@ -113,6 +113,21 @@ class InProcessPeer:
         self.port = self.peer.node.port
 
 
+def rss_parts(pid: int) -> str:
+    """Where the RSS is, from /proc/<pid>/smaps: the main malloc heap, other anonymous memory (thread
+    arenas, Python's arenas, large blocks), and mapped files (code, SQLite's shared index)."""
+    parts = {"heap": 0, "anon": 0, "file": 0}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            name = head[5] if len(head) > 5 else ""
+            kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+        elif head[0] == "Rss:":
+            parts[kind] += int(head[1])
+    return " ".join(f"{k} {v / 1024:.1f}" for k, v in parts.items())
+
+
 def census() -> Counter[str]:
     gc.collect()
     return Counter(type(o).__qualname__ for o in gc.get_objects())
@@ -171,7 +186,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
             cpu = (cpu_seconds(peer.pid) - cpu0) / n
             rss.append(rss_mb(peer.pid))
             print(
-                f"{sent:>7}  {rss[-1]:>7.1f}  {cpu * 1000:>6.1f} ms  {observer.waiting.count:>7}  {rate:>5.1f}/s",
+                f"{sent:>7}  {rss[-1]:>7.1f}  {cpu * 1000:>6.1f} ms  {observer.waiting.count:>7}  {rate:>5.1f}/s"
+                f"  ({rss_parts(peer.pid)} MB)",
                 flush=True,
             )
             rows.append(
