@@ -129,11 +129,18 @@ def rss_parts(pid: int) -> str:
 
 
 def census() -> Counter[str]:
+    """Live objects the collector tracks, by type: how many, and (as `<type> bytes`) their shallow size,
+    so one container that keeps growing shows as well as many new objects."""
     gc.collect()
-    return Counter(type(o).__qualname__ for o in gc.get_objects())
+    counts: Counter[str] = Counter()
+    for o in gc.get_objects():
+        name = type(o).__qualname__
+        counts[name] += 1
+        counts[f"{name} bytes"] += sys.getsizeof(o)
+    return counts
 
 
-def top_growth(base: Counter[str], now: Counter[str], n: int = 10) -> list[str]:
+def top_growth(base: Counter[str], now: Counter[str], n: int = 12) -> list[str]:
     grown = sorted(((now[k] - base.get(k, 0), k) for k in now), reverse=True)[:n]
     return [f"{d:+d} {k}" for d, k in grown if d > 0]
 
