@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from _common import Row, cpu_seconds, finish, isolated_home, rss_mb
-from wake import Observer
+from _wake_kit import Observer
 
 from xmesh_agent.workers.client import XMESH_PLUGIN
 from xmesh_agent.workers.devserver import temporal_binary

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -32,6 +33,7 @@ from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
 from xmesh_agent.observability import PeerMetrics
+from xmesh_agent.recall import save_profile
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.safety_state import SafetyState
 from xmesh_agent.wake.steps import WakeSteps
@@ -40,14 +42,17 @@ from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summar
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
 from xmesh_agent.workers.control_cmds import HANDLERS
+from xmesh_agent.workers.follow import follow_server
 from xmesh_agent.workers.listener import WakeStarter
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
+from xmesh_agent.workflows import search
 from xmesh_agent.workflows.wake import WakeWorkflow
 
 log = logging.getLogger("xmesh.peer")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 METRICS_SAMPLE_SECONDS = 2.0
+REBIND_SHUTDOWN_SECONDS = 10.0
 WAKE_SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("xmesh_agent")
 )
@@ -72,6 +77,8 @@ class Peer:
     config: AgentConfig
     client: Client
     metrics: PeerMetrics = field(default_factory=PeerMetrics)
+    embedded: bool = False
+    """Its Temporal is this machine's embedded server (found through its state file)."""
     identity: NodeIdentity = field(init=False)
     store: CMBStore = field(init=False)
     ledger: WakeLedger = field(init=False)
@@ -92,7 +99,7 @@ class Peer:
         self.store = CMBStore(home / "cmbs.db", retention_days=cfg.mesh.retention_days or None)
         self.ledger = WakeLedger(home / "wakes.db")
         self.events = PeerLog.for_config(cfg)
-        self.starter = WakeStarter(self.client, cfg, self.store, self.ledger)
+        self.starter = WakeStarter(self.client, cfg, self.store, self.ledger, self.identity.node_id)
         self.starter.log = self.events
         self.node = MeshNode(
             self.identity,
@@ -120,18 +127,35 @@ class Peer:
             self._count_frames()
         self.steps = steps
         self.control = ControlServer(self, HANDLERS)
-        self.worker = Worker(
-            self.client,
-            task_queue=task_queue(cfg.group, cfg.name),
+        self.worker = self._make_worker(self.client)
+
+    def _make_worker(self, client: Client) -> Worker:
+        return Worker(
+            client,
+            task_queue=task_queue(self.config.group, self.config.name),
             workflows=[WakeWorkflow],
-            activities=WakeActivities(steps).all(),
+            activities=WakeActivities(self.steps).all(),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             workflow_runner=WAKE_SANDBOX,
             max_cached_workflows=WORKFLOW_CACHE,
         )
 
+    def rebind(self, client: Client) -> None:
+        """Carry on with another Temporal connection (the embedded server came back elsewhere): a new
+        worker polls the same task queue at once, spooled wakes start on the new client, and the old
+        worker is let go in the background (its server is gone, so it may take a while)."""
+        old, old_task = self.worker, self._tasks[0]
+        self.client = client
+        self.starter.client = client
+        self.worker = self._make_worker(client)
+        self._tasks[0] = asyncio.create_task(self.worker.run(), name="worker")
+        self._tasks.append(asyncio.create_task(_let_go(old, old_task), name="old-worker"))
+        self.starter.kick()
+
     async def start(self) -> None:
         await self.control.start()  # refuses when a live peer of this name holds the socket
+        cfg = self.config
+        save_profile(cfg.name, cfg.mesh.encoder, cfg.weights, cfg.group)  # recall ranks as this peer judges
         if self.config.mesh.encoder == "semantic":  # load the model (~5 s) before the first wake needs it
             await asyncio.to_thread(encoder_named("semantic").warm)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
@@ -141,6 +165,11 @@ class Peer:
         self._tasks.append(asyncio.create_task(self._prune_daily(), name="retention"))
         if self.metrics.enabled:
             self._tasks.append(asyncio.create_task(self._sample(), name="metrics"))
+        self._started_at = now_ms()
+        self.write_status()
+
+    def write_status(self, temporal_lost_since: int | None = None) -> None:
+        """peer.json: who and where this peer is, and which Temporal it uses (and since when it lost it)."""
         status_file(self.config.name).write_text(
             json.dumps(
                 {
@@ -148,9 +177,15 @@ class Peer:
                     "group": self.config.group,
                     "pid": os.getpid(),
                     "nodeId": self.identity.node_id,
+                    "host": self.node.host,
                     "port": self.node.port,
                     "taskQueue": self.worker.task_queue,
-                    "startedAt": now_ms(),
+                    "startedAt": self._started_at,
+                    "temporal": {
+                        "address": self.client.service_client.config.target_host,
+                        "embedded": self.embedded,
+                        "lostSince": temporal_lost_since,
+                    },
                 },
                 indent=2,
             )
@@ -241,7 +276,7 @@ async def open_client(
         try:
             return await connect(target, telemetry.runtime, telemetry.interceptors), embedded
         except RuntimeError:
-            if time.monotonic() > deadline:
+            if not embedded or time.monotonic() > deadline:  # a given address: say at once what is wrong
                 raise
             await asyncio.sleep(0.5)
 
@@ -259,7 +294,7 @@ async def run_peer(
     telemetry = open_telemetry(config)
     client, embedded = await open_client(target, telemetry)
     stop = asyncio.Event()
-    peer = Peer(config, client, telemetry.metrics)
+    peer = Peer(config, client, telemetry.metrics, embedded=embedded)
     peer.control.on_stop = stop.set
 
     def on_signal() -> None:
@@ -275,8 +310,12 @@ async def run_peer(
     try:
         await peer.start()
         log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)
+        if embedded:
+            _announce_web_ui(config.name)
         if ready:
             ready.set()
+        if embedded:
+            peer._tasks.append(asyncio.create_task(follow_server(peer, telemetry), name="follow-server"))
         if bounds.duration_s or bounds.max_cost_usd is not None:
             peer._tasks.append(asyncio.create_task(enforce(peer.control, bounds), name="bounds"))
         await stop.wait()
@@ -297,6 +336,23 @@ async def run_peer(
         )
         return EXIT_IDENTITY_COLLISION
     return 0
+
+
+async def _let_go(worker: Worker, task: asyncio.Task) -> None:
+    try:
+        await asyncio.wait_for(worker.shutdown(), REBIND_SHUTDOWN_SECONDS)
+    except (TimeoutError, Exception):  # noqa: BLE001 - the old server is gone; so is its worker
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def _announce_web_ui(peer: str) -> None:
+    info = devserver.running_server()
+    if info is not None:
+        query = quote(f"{search.PEER.name} = '{peer}'")
+        log.info("Web UI of the embedded Temporal server: %s", info.ui_url)
+        log.info("this peer's wakes: %s/namespaces/default/workflows?query=%s", info.ui_url, query)
 
 
 def watch_identity_collision(peer: Peer, stop: asyncio.Event) -> dict:

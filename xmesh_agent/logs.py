@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any
 
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig, LoggingConfig
+from xmesh_agent.jsonkeys import snake_keys
 from xmesh_agent.safety.gates import SECRET_RULES, redact
 
 LEVELS = {"error": 40, "warn": 30, "info": 20, "debug": 10}
@@ -45,25 +45,6 @@ def log_path(config: AgentConfig) -> Path:
     if config.logging.file_path:
         return Path(config.logging.file_path).expanduser()
     return default_log_path(config.name)
-
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
-
-
-def snake(name: str) -> str:
-    """`wakeId` -> `wake_id`; snake_case and other names are left as they are."""
-    return _CAMEL.sub(r"_\1", name).lower() if _CAMEL.search(name) else name
-
-
-def snake_keys(value: Any, depth: int = 0) -> Any:
-    """The same value with every dict key snake_case (lists and nested dicts too)."""
-    if depth > 8:
-        return value
-    if isinstance(value, dict):
-        return {snake(str(k)): snake_keys(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [snake_keys(v, depth + 1) for v in value]
-    return value
 
 
 COUNT_SUFFIXES = ("tokens", "_count", "count")

@@ -21,6 +21,7 @@ from xmesh_agent.cli.app import app
 from xmesh_agent.config import to_toml
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
+from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
@@ -66,12 +67,12 @@ async def test_read_commands_against_two_running_peers(temporal_env):
         assert r.exit_code == 0, r.output
         st = json.loads(r.stdout)
         assert st["ok"] and st["state"] == "running" and st["group"] == grp
-        assert st["nodeId"] == reviewer.identity.node_id and st["port"] == reviewer.node.port
+        assert st["node_id"] == reviewer.identity.node_id and st["port"] == reviewer.node.port
         assert [(p["name"], p["transport"]) for p in st["peers"]] == [("ops-w", "tcp")]
         assert st["model"] == {"adapter": "offline", "name": "offline-echo"}
         assert st["budget"]["counts"]["day"] >= 1 and st["budget"]["limits"]["minute"] == 10
         assert st["breaker"]["state"] == "closed" and st["cost"]["run_calls"] >= 1
-        assert st["wakes"]["seenThisRun"]["emitted"] >= 1
+        assert st["wakes"]["seen_this_run"]["emitted"] >= 1
         assert st["wakes"]["visibility"].get("emitted", 0) >= 1
 
         r = await cli("status", "ops-r")
@@ -89,6 +90,9 @@ async def test_read_commands_against_two_running_peers(temporal_env):
         lines = r.stdout.splitlines()
         assert lines[0].startswith(result.emitted_key) and "ops-r" in lines[0]
         assert lines[1].startswith(f"  └─ {seed.key}") and "rate limiter" in lines[1]
+        for typed in (result.emitted_key[:16] + "…", stock_key_for(reviewer.store.get(result.emitted_key))):
+            r = await cli("trace", "ops-r", typed)  # a prefix as the demo prints it, a stock key
+            assert r.exit_code == 0 and r.stdout.splitlines() == lines, (typed, r.output)
         orphan = mint(
             {"focus": "follow-up"},
             identity=writer.identity,

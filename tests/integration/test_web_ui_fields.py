@@ -42,9 +42,9 @@ async def test_an_emitted_wake_shows_peer_outcome_model_and_reply(temporal_env):
         details = meta.current_details
         assert details.startswith("**emitted**") and f"emitted `{result.emitted_key}`" in details
         reply = peer.store.get(result.emitted_key)
-        assert reply is not None and "**Reply**" in details
-        assert reply.text("focus") == "neutral" and "| focus |" not in details  # a reviewer answers on issue
-        assert f"| issue | {reply.text('issue')} |" in details
-        assert f"| perspective | {reply.text('perspective')} |" in details
+        assert reply is not None and "**The reply it emitted:**" in details
+        assert reply.text("focus") == "neutral" and "**focus**" not in details  # a reviewer answers on issue
+        assert f"- **issue**: {reply.text('issue')}\n" in details
+        assert f"- **perspective**: {reply.text('perspective')}\n" in details
     finally:
         await peer.stop()

@@ -128,8 +128,16 @@ async def _killer(port: int, payload: bytes, handshake: bool) -> bool:
 
 
 async def test_node_survives_a_flood_of_malformed_input_and_keeps_serving(tmp_path: Path) -> None:
+    # Thirteen hostile connections from one address at once: this test is about their bytes, not
+    # about their number (test_node_trust.py holds the per-source quota).
     host, inbox = make_node(
-        tmp_path, "host", discovery=[], heartbeat_timeout=5.0, ping_interval=2.0, handshake_timeout=0.8
+        tmp_path,
+        "host",
+        discovery=[],
+        heartbeat_timeout=5.0,
+        ping_interval=2.0,
+        handshake_timeout=0.8,
+        max_pending_per_source=32,
     )
     await host.start()
     good, good_inbox = make_node(
@@ -176,6 +184,10 @@ async def test_node_survives_a_flood_of_malformed_input_and_keeps_serving(tmp_pa
             assert intact or host.verifier.resolve(c.created_by) is None, c.to_wire()
             assert host.store.source_of(c.key).startswith("attacker")
         assert host.store.count() == 21 + len(others)
+        # The attackers' sockets are closed on their side; the host notices within its read loop.
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while {p.name for p in host.peers()} != {"good"} and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         assert {p.name for p in host.peers()} == {"good"}
         reasons = set(inbox.rejects())
         assert {"malformed", "bad-signature", "key-mismatch", "wrong-group", "not-for-us"} <= reasons

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import typer
 
 from xmesh_agent import __version__
 from xmesh_agent.cli import (
+    approval_cmds,
+    common,
     demo_cmd,
     identity_cmds,
     logs_cmd,
+    mesh_cmds,
     ops_cmds,
     peer_cmds,
     relay_cmd,
@@ -63,10 +68,15 @@ app.command("logs", rich_help_panel=OPERATE)(logs_cmd.logs)
 app.command("stop", rich_help_panel=OPERATE)(ops_cmds.stop)
 app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
 
+TALK = "Talk to a running mesh"
+app.command("publish", rich_help_panel=TALK)(mesh_cmds.publish)
+app.command("recall", rich_help_panel=TALK)(mesh_cmds.recall)
+app.command("show", rich_help_panel=TALK)(mesh_cmds.show)
+
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)
-app.command("approve", rich_help_panel=WAKES)(wakes_cmds.approve)
-app.command("deny", rich_help_panel=WAKES)(wakes_cmds.deny)
+app.command("approve", rich_help_panel=WAKES)(approval_cmds.approve)
+app.command("deny", rich_help_panel=WAKES)(approval_cmds.deny)
 
 
 @app.command(rich_help_panel=SETUP)
@@ -86,7 +96,16 @@ app.command("migrate", rich_help_panel=SETUP)(setup_cmds.migrate)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if not common.skip_finalization:
+            raise
+        # temporalio's Rust client threads can call into Python while a short-lived process finalizes
+        # and abort it (SIGABRT after the command succeeded: sdk-python issue 300); skip finalization.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def _what(evt: str, d: dict[str, Any]) -> str:
 
 def readable(line: str) -> str:
     """One log line as a human reads it; a line that is not an event is shown as it is."""
-    from xmesh_agent.logs import snake_keys
+    from xmesh_agent.jsonkeys import snake_keys
 
     try:
         record = snake_keys(json.loads(line))
@@ -89,7 +89,7 @@ def readable(line: str) -> str:
 
 def as_json(line: str) -> str:
     """The event as JSON with snake_case keys (older files had some camelCase ones)."""
-    from xmesh_agent.logs import snake_keys
+    from xmesh_agent.jsonkeys import snake_keys
 
     try:
         return json.dumps(snake_keys(json.loads(line)), ensure_ascii=False)

@@ -45,11 +45,14 @@ def _never_ran(peer: str) -> str:
 
 def _read(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     """A read command: the running peer's answer, else what the stopped peer left on disk."""
+    from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers import on_disk
     from xmesh_agent.workers.control import PeerNotRunning, call
 
     try:
         reply = call(peer, cmd, **args)
+    except UnsafeDirectory as exc:
+        fail(f"{peer}: refusing its control socket: {exc}")
     except PeerNotRunning:
         try:
             return {"ok": True, **on_disk.read(cmd, peer, **args)}
@@ -74,12 +77,15 @@ def _all_peers() -> list[str]:
 
 def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     """One control request; a dead peer or an error reply becomes a message and exit 1."""
+    from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers.control import PeerNotRunning, call
 
     try:
         reply = call(peer, cmd, **args)
     except PeerNotRunning:
         fail(_not_running(peer))
+    except UnsafeDirectory as exc:
+        fail(f"{peer}: refusing its control socket: {exc}")
     if not reply.get("ok"):
         fail(f"{peer}: {reply.get('error', 'request failed')}")
     return reply
@@ -141,13 +147,17 @@ def status(
         if as_json:
             print_json(views)
             return
-        typer.echo(table([_status_row(v) for v in views], STATUS_HEADER))
+        from xmesh_agent.cli.peer_views import STATUS_HEADER, status_row
+
+        typer.echo(table([status_row(v) for v in views], STATUS_HEADER))
         return
     r = _read(peer, "status")
     if as_json:
         print_json(r)
         return
     if r["state"] == "stopped":
+        from xmesh_agent.cli.peer_views import render_stopped
+
         typer.echo(render_stopped(r))
         return
     b, limits = r["budget"]["counts"], r["budget"]["limits"]
@@ -173,7 +183,11 @@ def status(
                     f"run {_usd(c['run_usd'])}  lifetime {_usd(c['lifetime_usd'])}  "
                     f"({c['calls']} calls, {c['unknown_calls']} of unknown price)",
                 ],
-                ["wakes", _outcomes(wakes.get("seenThisRun") or {}) + f"  (in flight {wakes['inFlight']})"],
+                [
+                    "wakes",
+                    _outcomes(wakes.get("seenThisRun") or {})
+                    + f"  (in flight {wakes['inFlight']}{_held_count(r.get('awaiting_approval'))})",
+                ],
                 [
                     "wakes ever",
                     "temporal not reachable"
@@ -189,75 +203,20 @@ def status(
         typer.echo(table(_peer_rows(r["peers"]), ["MESH PEER", "NODE ID", "TRANSPORT", "ADDRESS"]))
     else:
         typer.echo("no mesh peers connected")
+    held = r.get("awaiting_approval")
+    if held:
+        from xmesh_agent.wake.approval import inbox_lines
 
-
-STATUS_HEADER = ["PEER", "STATE", "WAKES TODAY", "BREAKER", "COST (RUN)", "COST (LIFETIME)"]
-
-
-def _status_row(r: dict[str, Any]) -> list[Any]:
-    """One peer in `status` without a name; running and stopped replies share these fields."""
-    day = (r.get("budget") or {}).get("counts", {}).get("day", "-")
-    run = "last run" if r["state"] == "stopped" else "run"
-    return [
-        r["peer"],
-        r["state"],
-        day,
-        (r.get("breaker") or {}).get("state", "-"),
-        f"{_usd(r['cost'].get('run_usd'))} ({run})",
-        _usd(r["cost"].get("lifetime_usd")),
-    ]
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return "?"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def render_stopped(r: dict[str, Any]) -> str:
-    """`status` of a stopped peer: what its files say."""
-    last, b, c = r["last_run"], r.get("budget"), r["cost"]
-    ended = f"stopped {_when(last['stopped_at'])}" if last.get("stopped_at") else "did not stop cleanly"
-    ran = f"last run {_when(last['started_at'])}, {ended}" if last.get("started_at") else "no run recorded"
-    rows: list[list[Any]] = [
-        ["peer", f"{r['peer']} (stopped: not running; {ran})"],
-        ["node", f"{r['node_id'] or '?'}, group {r['group'] or '?'}"],
-    ]
-    if r.get("model"):
-        rows.append(["model", f"{r['model']['adapter']} / {r['model']['name']}"])
-    if b:
-        counts, limits = b["counts"], b["limits"] or {}
-        rows.append(
-            [
-                "wake budget",
-                "  ".join(f"{w} {counts[w]}/{limits.get(w, '?')}" for w in ("minute", "hour", "day")),
-            ]
+        typer.echo(
+            f"\n{len(held)} wake(s) await your approval (approve all: xmesh-agent approve --peer {peer} --all):"
         )
-    if r.get("breaker"):
-        rows.append(["breaker", f"{r['breaker']['state']} ({r['breaker']['consecutive_failures']} failures)"])
-    rows += [
-        [f"fallback {i}", f"{f['model']}: breaker {f['breaker']['state']}"]
-        for i, f in enumerate(r["fallback"], 1)
-    ]
-    rows.append(
-        [
-            "cost",
-            f"last run {_usd(c['run_usd'])}  lifetime {_usd(c['lifetime_usd'])}  "
-            f"({c['calls']} calls, {c['unknown_calls']} of unknown price)",
-        ]
-    )
-    if r.get("wakes"):
-        w = r["wakes"]
-        rows.append(
-            [
-                "wakes",
-                f"{w['woken']} started, {w['emitted']} emitted, {w['spooled']} spooled for the next start",
-            ]
-        )
-    if r.get("store"):
-        rows.append(["store", f"{r['store']['cmbs']} CMBs"])
-    rows.append(["log", r.get("log", "")])
-    return table(rows) + "\n\nstart it again with `xmesh-agent run --config <its agent.toml>`"
+        typer.echo("\n".join(inbox_lines(held)))
+
+
+def _held_count(held: list | None) -> str:
+    if held is None:
+        return ", approvals unknown: temporal not reachable"
+    return f", {len(held)} awaiting approval" if held else ""
 
 
 def _outcomes(counts: dict[str, int]) -> str:
@@ -317,7 +276,9 @@ def cost(
 
 def trace(
     peer: str = typer.Argument(..., help="The peer whose store to read (running or stopped)."),
-    key: str = typer.Argument(..., help="The CMB key (cmb1-...) to trace back."),
+    key: str = typer.Argument(
+        ..., help="The CMB key to trace back: full, a unique prefix (cmb1-3f2a9c…), or a stock cmb- key."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Show where a CMB came from: its parents, their parents, ... as an indented tree (depth <= 20).
@@ -326,13 +287,30 @@ def trace(
     the field that carries its text when focus is neutral. Use it to follow a reply back to the
     seed that started a conversation. A stopped peer's store is read from disk.
 
-    Example: xmesh-agent trace reviewer-01 cmb1-3f2a...
+    Example: xmesh-agent trace reviewer-01 cmb1-3f2a9c01
     """
-    r = _read(peer, "trace", key=key)
+    r = _read(peer, "trace", key=_full_key(peer, key))
     if as_json:
         print_json(r)
         return
     typer.echo("\n".join(render_tree(r)))
+
+
+def _full_key(peer: str, key: str) -> str:
+    """A prefix or stock key as the full key the peer's store holds (read-only); exit 2 when it is
+    malformed or names several. A key the store does not hold goes as typed (the peer says so)."""
+    from xmesh_agent.cli.common import EXIT_USAGE
+    from xmesh_agent.lookup import KeyLookupError, open_reader, resolve_key, store_path
+
+    if not store_path(peer).is_file():
+        return key
+    try:
+        with open_reader(peer) as reader:
+            return resolve_key(key, [reader])
+    except KeyLookupError as exc:
+        if str(exc).startswith("no CMB with key"):
+            return key
+        fail(str(exc), EXIT_USAGE)
 
 
 def render_tree(reply: dict[str, Any]) -> list[str]:

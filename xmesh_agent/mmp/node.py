@@ -1,6 +1,6 @@
 """MeshNode: one MMP node — TCP listener, sessions with handshake and heartbeat. It owns a
 `CmbIntake` (cmb frames in and out, per dialect) and a `Peering` (discovery, dialing, relay,
-gossip), handing each what it uses. Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
+gossip), handing each what it uses, and a `Roster` of live sessions (roster.py). Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
 once (§4.6); sends go over the best healthy one, and the peer leaves only when both are gone.
 """
 
@@ -14,14 +14,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.catchup import CatchUp
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, TcpLink
 from xmesh_agent.mmp.dialects.aliases import AliasMap
 from xmesh_agent.mmp.e2e import X25519KeyPair, aes_gcm_available
-from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
+from xmesh_agent.mmp.gatekeeper import PendingQuota, greet, source_of
+from xmesh_agent.mmp.handshake import valid_group
 from xmesh_agent.mmp.intake import CmbIntake
 from xmesh_agent.mmp.peering import Peering
-from xmesh_agent.mmp.session import Session, dialect_of
+from xmesh_agent.mmp.roster import Roster
+from xmesh_agent.mmp.roster import best as roster_best
+from xmesh_agent.mmp.roster import heartbeat as heartbeat_of
+from xmesh_agent.mmp.session import Session
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.mmp.verify import Verifier, verify_db_path
 
@@ -31,7 +36,6 @@ log = logging.getLogger(__name__)
 
 OnCmb = Callable[[CMB, PeerInfo], Awaitable[None]]
 OnEvent = Callable[[str, dict], None]
-_TRANSPORT_RANK = {"tcp": 0, "relay": 1}
 
 
 class MeshNode:
@@ -58,10 +62,11 @@ class MeshNode:
         registry_interval: float = 5.0,
         registry_stale_after: float = 15.0,
         reconnect_min: float = 0.5,
-        reconnect_max: float = 30.0,
+        reconnect_max: float = 8.0,  # a peer back from a cut is redialed within ~12 s
         connect_timeout: float = 10.0,
         mdns_interfaces: list[str] | None = None,
         max_pending_handshakes: int = 256,
+        max_pending_per_source: int = 8,
         e2e_keypair: X25519KeyPair | None = None,
     ):
         if not valid_group(group):
@@ -80,7 +85,6 @@ class MeshNode:
         self.handshake_timeout = handshake_timeout
         self.ping_interval = ping_interval
         self.heartbeat_timeout = heartbeat_timeout
-        self.max_pending_handshakes = max_pending_handshakes
         if e2e_keypair is not None and not aes_gcm_available():
             log.warning("AES-256-GCM unavailable here: not announcing an e2e key, stock peers send plaintext")
             e2e_keypair = None
@@ -88,21 +92,25 @@ class MeshNode:
         self.verifier = Verifier(
             group, identity.node_id, identity.name, verify_db_path(store.path), admission=admission
         )
-        self._sessions: dict[str, dict[str, Session]] = {}
         self._deliveries: asyncio.Queue[tuple[CMB, PeerInfo]] = asyncio.Queue(maxsize=1000)
         self._delivery_task: asyncio.Task | None = None
-        self._pending_handshakes = 0
+        self._quota = PendingQuota(max_pending_handshakes, max_pending_per_source)
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Condition()
         self._server: asyncio.base_events.Server | None = None
         self._running = False
+        self._roster = Roster(self.verifier, self._emit, self._changed)
+        self._sessions = self._roster.sessions
         self._intake = CmbIntake(
-            identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver
+            identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver_new
         )
+        self._catchup = CatchUp(
+            identity, group, store, self.verifier, frame_for=self._intake.frame_for, emit=self._emit,
+            deliver=self._deliver,
+        )  # fmt: skip
         self._peering = Peering(
             identity,
             group,
-            self.verifier,
             run_session=self.run_session,
             spawn=self._spawn,
             emit=self._emit,
@@ -175,6 +183,12 @@ class MeshNode:
         if self.on_cmb is not None:
             await self._deliveries.put((cmb, info))
 
+    async def _deliver_new(self, cmb: CMB, info: PeerInfo) -> None:
+        """A CMB that came in a `cmb` frame: surfaced, and its parents we lack asked for (§7)."""
+        await self._deliver(cmb, info)
+        if cmb.parents:
+            await self._catchup.fetch_missing_parents(cmb, self._roster.best_of(info.node_id))
+
     async def _deliver_loop(self) -> None:
         while True:
             cmb, info = await self._deliveries.get()
@@ -198,19 +212,17 @@ class MeshNode:
 
     def peers(self) -> list[PeerInfo]:
         """Connected, handshaken peers, one entry each, showing their best transport."""
-        out = []
-        for by_kind in self._sessions.values():
-            best = self._best(by_kind)
-            if best is not None and best.info is not None:
-                out.append(best.info)
-        return out
+        return self._roster.peers()
+
+    def connected(self, node_id: str, kind: str | None = None) -> bool:
+        return self._roster.connected(node_id, kind)
 
     async def publish(self, cmb: CMB) -> int:
         """Store `cmb` as our own and send it to every peer (or only to `cmb.to`). Returns the count."""
         self.store.put(cmb, source="own")
         sent = 0
         for by_kind in list(self._sessions.values()):
-            best = self._best(by_kind)
+            best = roster_best(by_kind)
             if best is None or best.info is None:
                 continue
             if cmb.to and cmb.to not in (best.info.node_id, best.info.name):
@@ -230,19 +242,6 @@ class MeshNode:
             except TimeoutError:
                 return len(self.peers()) >= n
 
-    @staticmethod
-    def _best(by_kind: dict[str, Session]) -> Session | None:
-        live = [s for s in by_kind.values() if s.info is not None]
-        return min(live, key=lambda s: _TRANSPORT_RANK[s.link.kind]) if live else None
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    def connected(self, node_id: str, kind: str | None = None) -> bool:
-        by_kind = self._sessions.get(node_id, {})
-        return bool(by_kind) if kind is None else kind in by_kind
-
     # -- sessions -------------------------------------------------------------------------------
 
     async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -250,53 +249,53 @@ class MeshNode:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if not self._running or self._pending_handshakes >= self.max_pending_handshakes:
+        ticket = self._quota.acquire(source_of(writer.get_extra_info("peername")))
+        if not self._running or ticket is None:
             writer.close()  # stopping, or a flood of connections that never handshake
             return
-        await self.run_session(TcpLink(reader, writer, outbound=False))
+        try:
+            await self.run_session(TcpLink(reader, writer, outbound=False), on_handshaken=ticket.release)
+        finally:
+            ticket.release()
 
-    async def run_session(self, link: Link) -> PeerInfo | None:
+    async def run_session(
+        self, link: Link, on_handshaken: Callable[[], None] | None = None
+    ) -> PeerInfo | None:
         """Handshake, then serve frames until the link dies. Returns the peer if the handshake held."""
         session = Session(link, self.identity.node_id)
         registered = False
         heartbeat: asyncio.Task | None = None
         try:
-            e2e_public = self.e2e_keypair.public_spki_b64 if self.e2e_keypair else None
-            await link.send(build_handshake(self.identity, self.group, e2e_public))
-            self._pending_handshakes += 1
             try:
-                first = await asyncio.wait_for(link.recv(), self.handshake_timeout)
+                hs = await asyncio.wait_for(
+                    greet(
+                        session,
+                        self.identity,
+                        self.group,
+                        self.verifier,
+                        e2e_keypair=self.e2e_keypair,
+                        emit=self._emit,
+                    ),
+                    self.handshake_timeout,
+                )
             except TimeoutError:
                 await link.send({"type": "error", "code": 1004, "message": "handshake timeout"})
                 return None
             finally:
-                self._pending_handshakes -= 1
-            if first is None:
+                if on_handshaken is not None:
+                    on_handshaken()
+            if hs is None:
                 return None
-            try:
-                hs = parse_handshake(first)
-            except HandshakeError as exc:
-                log.info("refusing %s: %s", link.address, exc)
-                return None
-            session.dialect = dialect_of(first)
-            session.agree_e2e(self.e2e_keypair, first)
-            if hs.node_id == self.identity.node_id:
-                return None
-            if hs.group == self.group:
-                link.remote_node_id = hs.node_id
-            else:
-                log.info("refusing %s (%s): group %r is not ours", hs.name, link.address, hs.group)
-                return None
-            session.info = PeerInfo(
-                hs.node_id, hs.name, hs.public_key, hs.group, hs.version, link.kind, link.address
-            )
-            if not await self._register(session):
+            if not await self._roster.register(session):
                 await link.send({"type": "error", "code": 1005, "message": "nodeId already connected"})
                 session.info = None
                 return None
             registered = True
-            await self._after_handshake(session)
-            heartbeat = self._spawn(self._heartbeat(session), f"heartbeat-{hs.name}")
+            await self._roster.introduce(session)
+            await self._catchup.replay(session)  # what it missed since we last heard from it
+            heartbeat = self._spawn(
+                heartbeat_of(session, self.ping_interval, self.heartbeat_timeout), f"heartbeat-{hs.name}"
+            )
             while True:
                 frame = await link.recv()
                 if frame is None:
@@ -314,77 +313,8 @@ class MeshNode:
                 heartbeat.cancel()
             await link.close()
             if registered:
-                await self._unregister(session)
-
-    async def _register(self, session: Session) -> bool:
-        info = session.info
-        assert info is not None
-        by_kind = self._sessions.setdefault(info.node_id, {})
-        existing = by_kind.get(info.transport)
-        if existing is not None:
-            # §5.2 duplicate guard. When both sides dialed at once, keep the connection the smaller
-            # nodeId dialed, so both ends keep the same one instead of each closing the other's.
-            if not session.canonical or existing.canonical:
-                return False
-            by_kind[info.transport] = session
-            await existing.link.close()
-            return True
-        first = not by_kind
-        by_kind[info.transport] = session
-        self.verifier.learn(info.node_id, info.name, info.public_key, source="handshake")
-        if first:
-            self._emit(
-                "peer-connected",
-                {
-                    "nodeId": info.node_id,
-                    "name": info.name,
-                    "transport": info.transport,
-                    "address": info.address,
-                },
-            )
-        await self._notify()
-        return True
-
-    async def _unregister(self, session: Session) -> None:
-        info = session.info
-        if info is None:
-            return
-        by_kind = self._sessions.get(info.node_id)
-        if by_kind is None or by_kind.get(info.transport) is not session:
-            return
-        del by_kind[info.transport]
-        if not by_kind:
-            del self._sessions[info.node_id]
-            self._emit("peer-disconnected", {"nodeId": info.node_id, "name": info.name})
-        await self._notify()
-
-    async def _after_handshake(self, session: Session) -> None:
-        """§5.6 gossip: tell the newcomer about the others, and the others about the newcomer."""
-        assert session.info is not None
-        new = session.info
-        known = [s.info for s in (self._best(b) for b in self._sessions.values()) if s and s.info]
-        others = [p for p in known if p.node_id != new.node_id]
-        if others:
-            await session.link.send(Peering.peer_info_frame(others))
-        for peer in others:
-            best = self._best(self._sessions.get(peer.node_id, {}))
-            if best is not None:
-                await best.link.send(Peering.peer_info_frame([new]))
-
-    async def _heartbeat(self, session: Session) -> None:
-        """§5.4: ping after `ping_interval` of silence; close after `heartbeat_timeout`."""
-        tick = max(0.01, min(self.ping_interval, self.heartbeat_timeout) / 4)
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            idle = now - session.last_rx
-            if idle >= self.heartbeat_timeout:
-                log.info("closing silent peer %s", session.info.name if session.info else "?")
-                await session.link.close()
-                return
-            if idle >= self.ping_interval and now - session.last_ping >= self.ping_interval:
-                session.last_ping = now
-                await session.link.send({"type": "ping"})
+                self._catchup.session_ended(session)
+                await self._roster.unregister(session)
 
     # -- inbound frames -------------------------------------------------------------------------
 
@@ -396,4 +326,6 @@ class MeshNode:
             await self._intake.receive(session, frame)
         elif kind == "peer-info":
             self._peering.on_peer_info(frame)
+        elif kind in ("cmb-fetch", "cmb-fetch-result"):
+            await self._catchup.on_frame(session, frame)
         # pong, handshake repeats, error (informational, §7.2) and unknown types: nothing to do.
