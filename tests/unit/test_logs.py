@@ -137,7 +137,7 @@ def test_api_keys_never_reach_the_file(tmp_path: Path, monkeypatch) -> None:
     ):
         assert secret not in raw
     data = lines(log.path)[0]["data"]
-    assert data["api_key"] == "****" and data["headers"]["Authorization"] == "****"
+    assert data["api_key"] == "****" and data["headers"]["authorization"] == "****"
     assert "sk-ant-****" in data["text"]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from xmesh_agent.cli.common import fail, print_json
+from xmesh_agent.cli.peer_views import STATUS_HEADER, _usd, render_stopped, status_row, table
 
 JsonOption = typer.Option(False, "--json", help="Print the raw JSON reply instead of a table.")
 
@@ -91,22 +92,6 @@ def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     return reply
 
 
-def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
-    """Aligned columns, two spaces apart; the header underlined."""
-    cells = [[str(c) for c in row] for row in ([header] if header else []) + rows]
-    if not cells:
-        return ""
-    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(max(map(len, cells)))]
-    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in cells]
-    if header:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _usd(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.4f}"
-
-
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
@@ -147,8 +132,6 @@ def status(
         if as_json:
             print_json(views)
             return
-        from xmesh_agent.cli.peer_views import STATUS_HEADER, status_row
-
         typer.echo(table([status_row(v) for v in views], STATUS_HEADER))
         return
     r = _read(peer, "status")
@@ -156,8 +139,6 @@ def status(
         print_json(r)
         return
     if r["state"] == "stopped":
-        from xmesh_agent.cli.peer_views import render_stopped
-
         typer.echo(render_stopped(r))
         return
     b, limits = r["budget"]["counts"], r["budget"]["limits"]

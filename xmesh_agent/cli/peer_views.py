@@ -1,11 +1,27 @@
-"""How `status` shows a stopped peer, and every peer of the machine in one table (running or not)."""
+"""Tables the operating commands print: aligned columns, USD amounts, a stopped peer's `status`, and
+every peer of the machine in one table (running or not)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from xmesh_agent.cli.ops_cmds import _usd, table
+
+def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
+    """Aligned columns, two spaces apart; the header underlined."""
+    cells = [[str(c) for c in row] for row in ([header] if header else []) + rows]
+    if not cells:
+        return ""
+    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(max(map(len, cells)))]
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in cells]
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.4f}"
+
 
 STATUS_HEADER = ["PEER", "STATE", "WAKES TODAY", "BREAKER", "COST (RUN)", "COST (LIFETIME)"]
 
