@@ -44,6 +44,7 @@ from xmesh_agent.workers.control import ControlServer, ensure_not_running
 from xmesh_agent.workers.control_cmds import HANDLERS
 from xmesh_agent.workers.follow import follow_server
 from xmesh_agent.workers.listener import WakeStarter
+from xmesh_agent.workers.memory import limit_malloc_arenas
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
 from xmesh_agent.workflows import search
 from xmesh_agent.workflows.wake import WakeWorkflow
@@ -289,6 +290,7 @@ async def run_peer(
 ) -> int:
     """Run until a signal, `xmesh-agent stop`, or a bound of `bounds` (then write its summary)."""
     started = time.monotonic()
+    limit_malloc_arenas()  # before the Temporal core starts its threads
     bounds = bounds or RunBounds()
     ensure_not_running(config.name)
     telemetry = open_telemetry(config)
