@@ -15,6 +15,7 @@ from xmesh_agent.cli import (
     relay_cmd,
     server_cmds,
     setup_cmds,
+    tail_cmd,
     wakes_cmds,
     watch_cmd,
 )
@@ -59,6 +60,7 @@ app.command("relay", rich_help_panel=START)(relay_cmd.relay)
 for _name in ("status", "peers", "cost", "trace", "logs", "stop"):
     app.command(_name, rich_help_panel=OPERATE)(getattr(ops_cmds, _name))
 app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
+app.command("tail", rich_help_panel=OPERATE)(tail_cmd.tail)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)
