@@ -10,6 +10,7 @@ from xmesh_agent import __version__
 from xmesh_agent.cli import (
     demo_cmd,
     identity_cmds,
+    mcp_cmd,
     ops_cmds,
     peer_cmds,
     relay_cmd,
@@ -61,6 +62,7 @@ for _name in ("status", "peers", "cost", "trace", "logs", "stop"):
     app.command(_name, rich_help_panel=OPERATE)(getattr(ops_cmds, _name))
 app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
 app.command("tail", rich_help_panel=OPERATE)(tail_cmd.tail)
+app.command("mcp", rich_help_panel=OPERATE)(mcp_cmd.mcp)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)
