@@ -2,7 +2,7 @@
 
 It has a persistent identity of its own under the xmesh home (`observer-<user>` for `tail`,
 `mcp-<user>` for the MCP server, unless named), never wakes, and keeps what it hears in its own
-store (`~/.xmesh/observers/<name>/cmbs.db`). It takes the group and the transports (registry, mDNS,
+store (`~/.xmesh/peers/<name>/cmbs.db`, beside the peers', so `recall` and `show` find it). It takes the group and the transports (registry, mDNS,
 static peers, relay) from a peer's `agent.toml`, or the group alone with same-host discovery.
 """
 
@@ -40,7 +40,13 @@ def default_name(kind: str) -> str:
 
 
 def observer_dir(name: str) -> Path:
-    return paths.xmesh_home() / "observers" / name
+    """Beside the peers' (`~/.xmesh/peers/<name>/`), so `recall`, `show` and `tail --peer` read it too."""
+    return paths.peer_dir(name)
+
+
+def is_peer(name: str) -> bool:
+    """A peer (not an observer) has run under this name: it has a wake ledger."""
+    return (paths.peer_dir(name) / "wakes.db").exists()
 
 
 @dataclass
@@ -63,6 +69,8 @@ class Join:
             raise ObserverError(
                 f"invalid node name {name!r}: a letter or digit, then up to 63 of A-Z a-z 0-9 _ . -"
             )
+        if is_peer(name):
+            raise ObserverError(f"{name} is a peer's name here: pick another with --name")
         mesh.group, mesh.port = group, 0  # never the peer's own port: that peer may be running
         return cls(group, name, mesh)
 

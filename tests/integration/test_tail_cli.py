@@ -172,3 +172,22 @@ async def test_mistakes_are_one_line(args: list[str], code: int, message: str):
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     lines = err.decode().strip().splitlines()
     assert proc.returncode == code and len(lines) == 1 and message in lines[0], lines
+
+
+async def test_an_observer_never_takes_a_peers_name():
+    from xmesh_agent.wake.ledger import WakeLedger
+
+    WakeLedger(paths.ensure_dir(paths.peer_dir("reviewer-x")) / "wakes.db").close()
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "tail",
+        "--group",
+        "g",
+        "--name",
+        "reviewer-x",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert err.decode().strip() == "xmesh-agent: reviewer-x is a peer's name here: pick another with --name"
