@@ -9,7 +9,9 @@ static peers, relay) from a peer's `agent.toml`, or the group alone with same-ho
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import getpass
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -56,9 +58,12 @@ class Join:
     group: str
     name: str
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    chosen: bool = True
+    """The user gave the name (else it is the default, and a busy one gets a -2, -3, ... suffix)."""
+    lock: int | None = None
 
     @classmethod
-    def of(cls, group: str | None, mesh: MeshConfig | None, name: str) -> Join:
+    def of(cls, group: str | None, mesh: MeshConfig | None, name: str, chosen: bool = True) -> Join:
         if mesh is None and group is None:
             raise ObserverError("give --group G or --config peer.toml (its [mesh] group and transports)")
         mesh = mesh.model_copy() if mesh is not None else MeshConfig()
@@ -72,7 +77,30 @@ class Join:
         if is_peer(name):
             raise ObserverError(f"{name} is a peer's name here: pick another with --name")
         mesh.group, mesh.port = group, 0  # never the peer's own port: that peer may be running
-        return cls(group, name, mesh)
+        return cls(group, name, mesh, chosen)
+
+    def claim(self) -> Join:
+        """Hold the name for this process (a lock file beside its store): two nodes under one
+        identity would knock each other off the mesh. A default name in use gets a suffix."""
+        for n in range(1, 2 if self.chosen else 10):
+            name = self.name if n == 1 else f"{self.name}-{n}"[:64]
+            if n > 1 and is_peer(name):
+                continue
+            fd = os.open(paths.ensure_dir(observer_dir(name)) / "node.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return Join(self.group, name, self.mesh, self.chosen, fd)
+        raise ObserverError(
+            f"{self.name} is in use by another tail or mcp on this machine: give another --name"
+        )
+
+    def release(self) -> None:
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
 
 
 class ObserverNode:
@@ -110,6 +138,7 @@ class ObserverNode:
     async def close(self) -> None:
         await self.node.stop()
         self.store.close()
+        self.join.release()
 
     async def wait_for_peers(self, n: int = 1, timeout: float = 5.0) -> bool:
         return await self.node.wait_for_peers(n, timeout)

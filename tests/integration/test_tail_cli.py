@@ -27,6 +27,7 @@ class TailProcess:
 
     def __init__(self, proc: asyncio.subprocess.Process):
         self.proc = proc
+        self.ready = ""
 
     @classmethod
     async def start(cls, *args: str) -> TailProcess:
@@ -36,6 +37,7 @@ class TailProcess:
         tail = cls(proc)
         ready = await asyncio.wait_for(proc.stderr.readline(), 30)
         assert ready.startswith(b"tail: "), ready + await proc.stderr.read()
+        tail.ready = ready.decode().strip()
         return tail
 
     async def line(self, timeout: float = 20.0) -> str:
@@ -191,3 +193,42 @@ async def test_an_observer_never_takes_a_peers_name():
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert err.decode().strip() == "xmesh-agent: reviewer-x is a peer's name here: pick another with --name"
+
+
+async def test_two_tails_never_share_one_identity():
+    first = await TailProcess.start("--group", "g-one")
+    second = await TailProcess.start("--group", "g-two")
+    named = await TailProcess.start("--group", "g-one", "--name", "obs-a")
+    try:
+        from xmesh_agent.observer import default_name
+
+        me = default_name("observer")
+        assert first.ready.startswith(f"tail: {me} joined group g-one")
+        assert second.ready.startswith(f"tail: {me}-2 joined group g-two")
+        _, err_first = await first.interrupt()
+        _, err_second = await second.interrupt()
+        assert err_first == "" and err_second == ""  # the ready lines were read at start
+        clash = await asyncio.create_subprocess_exec(
+            *CLI,
+            "tail",
+            "--group",
+            "g-one",
+            "--name",
+            "obs-a",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(clash.communicate(), 30)
+        assert clash.returncode == 2
+        assert (
+            err.decode().strip()
+            == "xmesh-agent: obs-a is in use by another tail or mcp on this machine: give another --name"
+        )
+        assert (paths.peer_dir(me) / "node.lock").exists() and (
+            paths.peer_dir(f"{me}-2") / "node.lock"
+        ).exists()
+    finally:
+        for t in (first, second, named):
+            if t.proc.returncode is None:
+                t.proc.kill()
+                await t.proc.wait()

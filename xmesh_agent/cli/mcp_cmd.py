@@ -44,7 +44,7 @@ def mcp(
 
     mesh = load_or_exit(config).mesh if config is not None else None
     try:
-        join = Join.of(group, mesh, name or default_name("mcp"))
+        join = Join.of(group, mesh, name or default_name("mcp"), chosen=name is not None).claim()
     except ObserverError as exc:
         fail(str(exc), EXIT_USAGE)
     try:

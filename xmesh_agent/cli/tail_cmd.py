@@ -121,7 +121,7 @@ def tail(
         raise typer.Exit(code)
     mesh = load_or_exit(config).mesh if config is not None else None
     try:
-        join = Join.of(group, mesh, name or default_name("observer"))
+        join = Join.of(group, mesh, name or default_name("observer"), chosen=name is not None).claim()
     except ObserverError as exc:
         fail(str(exc), EXIT_USAGE)
     raise typer.Exit(_run(_observe(join, history, since_ms, follow, Printer(as_json))))
