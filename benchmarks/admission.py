@@ -33,9 +33,9 @@ from pathlib import Path
 from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, isolated_home, median, pct
 
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.admission.encoder import admit_stored
 from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.connection import PeerInfo
-from xmesh_agent.mmp.encoder import admit_stored
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.steps import ANCHOR_WINDOW

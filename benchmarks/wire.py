@@ -38,7 +38,7 @@ from xmesh_agent.mmp.cmb import (
 )
 from xmesh_agent.mmp.connection import PeerInfo
 from xmesh_agent.mmp.node import MeshNode
-from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.mmp.relay.server import RelayServer
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.mmp.verify import KnownKey, Verifier
 

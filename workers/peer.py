@@ -26,8 +26,8 @@ from xmesh_agent.activities.wake import WakeActivities
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
 from xmesh_agent.logs import PeerLog
+from xmesh_agent.mmp.admission.semantic import encoder_named
 from xmesh_agent.mmp.node import MeshNode
-from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
 from xmesh_agent.observability import PeerMetrics

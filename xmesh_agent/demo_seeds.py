@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.admission.encoder import admit
 from xmesh_agent.mmp.cmb import CMB, mint
-from xmesh_agent.mmp.encoder import admit
 from xmesh_agent.scenario import Scenario
 
 _ASPECTS = (

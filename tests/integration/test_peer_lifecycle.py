@@ -9,7 +9,7 @@ import pytest
 from tests.integration.envelope_kit import group_name
 from tests.integration.peer_kit import peer_config
 from tests.integration.process_kit import PeerProcess, child_env
-from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.mmp.relay.server import RelayServer
 from xmesh_agent.workers.peer import EXIT_IDENTITY_COLLISION
 
 

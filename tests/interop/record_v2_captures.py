@@ -21,7 +21,7 @@ from typing import Any
 import websockets
 
 from tests.interop.node_process import NodeProcess, driver_command
-from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.mmp.relay.server import RelayServer
 
 DRIVER = Path(__file__).with_name("stock_driver.js")
 PREFIX = "stock-node-0.12.x-v2"

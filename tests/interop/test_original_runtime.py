@@ -26,7 +26,7 @@ from tests.integration.peer_kit import eventually, peer_config
 from tests.interop.node_process import NodeProcess
 from xmesh_agent.mmp.cmb import legacy_key, minted_texts
 from xmesh_agent.mmp.e2e import aes_gcm_available
-from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.mmp.relay.server import RelayServer
 from xmesh_agent.workers.client import wake_id
 from xmesh_agent.workers.peer import Peer
 from xmesh_agent.workflows.wake import WakeWorkflow

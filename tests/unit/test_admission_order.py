@@ -17,10 +17,10 @@ import pytest
 
 from xmesh_agent.config import parse_config
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.admission.encoder import DEFAULT_ENCODER, admit_stored, config_for
+from xmesh_agent.mmp.admission.svaf import FieldDrift, SvafConfig, evaluate, evaluate_units
 from xmesh_agent.mmp.cmb import CMB, mint
-from xmesh_agent.mmp.encoder import DEFAULT_ENCODER, admit_stored, config_for
 from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.mmp.svaf import FieldDrift, SvafConfig, evaluate, evaluate_units
 from xmesh_agent.wake.steps import ANCHOR_WINDOW, WakeSteps
 
 NOW = int(time.time() * 1000)  # admission judges ages at arrival, which is now

@@ -9,8 +9,8 @@ import pytest
 
 from xmesh_agent.demo_seeds import ANGLES, PeerView, candidates, choose_seed, tagged_seed
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.admission.encoder import admit
 from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.encoder import admit
 from xmesh_agent.scenario import load_scenario, resolve
 
 T1 = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)

@@ -15,19 +15,19 @@ from typing import Any
 import pytest
 
 from tests.mmp_data import mmp_path
+from tests.stock_peer import stock_handshake
 from tests.unit.node_testkit import RawPeer, make_node, note
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, content_key, legacy_key, mint, minted_texts
-from xmesh_agent.mmp.dialect_stock_frames import is_stock_handshake, stock_handshake
-from xmesh_agent.mmp.dialect_sym05 import (
+from xmesh_agent.mmp.dialects.sym05 import (
     Sym05EncryptedError,
     Sym05Error,
     decode_sym05_cmb,
     encode_sym05_cmb,
-    is_sym05_handshake,
 )
 from xmesh_agent.mmp.e2e import X25519KeyPair, aes_gcm_available, decrypt_categories
 from xmesh_agent.mmp.handshake import build_handshake
+from xmesh_agent.mmp.session import Dialect, dialect_of
 
 CAPTURE = mmp_path("captures", "sym-0.5.8-tcp.json")
 needs_aes = pytest.mark.skipif(not aes_gcm_available(), reason="no AES-256-GCM on this CPU")
@@ -62,12 +62,13 @@ def _secret(receiver: str, sender: str) -> bytes:
 
 def test_the_handshake_tells_a_sym05_peer_from_stock_0_12_and_from_us() -> None:
     [hs] = _frames("sym05-writer", "sym05-late", "handshake")
-    assert is_sym05_handshake(hs["frame"]) and hs["frame"]["version"] == "0.2.3"
+    assert dialect_of(hs["frame"]) is Dialect.SYM05 and hs["frame"]["version"] == "0.2.3"
     ours = NodeIdentity.generate("xm")
     keys = X25519KeyPair.generate()
-    assert not is_sym05_handshake(stock_handshake(ours, "team", keys))  # 0.12: `room`
-    assert not is_sym05_handshake(build_handshake(ours, "team", keys.public_spki_b64))  # ours
-    assert is_stock_handshake(hs["frame"])  # same version string: why the node checks sym05 first
+    stock = stock_handshake(ours, "team", keys)
+    assert dialect_of(stock) is Dialect.STOCK  # 0.12: `room`
+    assert dialect_of(build_handshake(ours, "team", keys.public_spki_b64)) is Dialect.SPEC  # ours
+    assert stock["version"] == hs["frame"]["version"]  # same version string: `group`/`room` tell them apart
 
 
 @needs_aes

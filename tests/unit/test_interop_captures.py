@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from tests.mmp_data import mmp_path
+from tests.stock_peer import relay_reader, stock_handshake
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, content_key, mint
-from xmesh_agent.mmp.dialect_stock import (
+from xmesh_agent.mmp.connection import RelayLink
+from xmesh_agent.mmp.dialects.stock import (
     StockDialectError,
     StockEncryptedError,
     block_key,
@@ -27,16 +29,10 @@ from xmesh_agent.mmp.dialect_stock import (
     stock_key_for,
     verify_stock_record,
 )
-from xmesh_agent.mmp.dialect_stock_frames import (
+from xmesh_agent.mmp.dialects.stock_frames import (
     attestation_payload,
     build_attestation,
-    decode_relay_message,
-    is_stock_handshake,
     next_prev,
-    parse_stock_handshake,
-    relay_envelope,
-    stock_handshake,
-    stock_handshake_fields,
     verify_attestation,
 )
 from xmesh_agent.mmp.e2e import (
@@ -47,6 +43,8 @@ from xmesh_agent.mmp.e2e import (
     js_json,
     spki_decode,
 )
+from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake
+from xmesh_agent.mmp.session import Dialect, dialect_of
 
 CAPTURES = mmp_path("captures")
 TCP = json.loads((CAPTURES / "stock-node-0.12.1-tcp.json").read_text())
@@ -89,23 +87,21 @@ def test_captures_hold_what_we_expect() -> None:
 @pytest.mark.parametrize("name", sorted(HANDSHAKES))
 def test_every_stock_handshake_is_recognised_and_parsed(name: str) -> None:
     frame = HANDSHAKES[name]
-    assert is_stock_handshake(frame)
-    hs = parse_stock_handshake(frame)
+    assert dialect_of(frame) is Dialect.STOCK
+    hs = parse_handshake(frame)
     assert hs.name == name and hs.version == "0.2.3" and hs.lifecycle_role == "participant"
     assert hs.group == frame["room"]
-    assert hs.public_key is not None and len(hs.public_key) == 32
-    assert hs.e2e_public_key is not None and len(hs.e2e_public_key) == 32
+    assert len(hs.public_key) == 32
+    assert len(spki_decode(frame["e2ePublicKey"])) == 32
 
 
 def test_our_handshake_is_not_stock_but_carries_what_stock_reads() -> None:
     me = NodeIdentity.generate("xm")
     kp = X25519KeyPair.generate()
-    ours = {"type": "handshake", "nodeId": me.node_id, "name": "xm", "version": "1.1.0", "group": "room1"}
-    ours.update(stock_handshake_fields(me, "room1", kp))
-    assert not is_stock_handshake(ours)
+    ours = build_handshake(me, "room1", kp.public_spki_b64)
+    assert dialect_of(ours) is Dialect.SPEC
     assert ours["room"] == ours["group"] == "room1"
     assert spki_decode(ours["e2ePublicKey"]) == kp.public_key
-    assert parse_stock_handshake(ours).e2e_public_key == kp.public_key
 
 
 def test_stock_shaped_handshake_reencodes_like_captured_one() -> None:
@@ -113,15 +109,15 @@ def test_stock_shaped_handshake_reencodes_like_captured_one() -> None:
     kp = X25519KeyPair.generate()
     built = stock_handshake(me, "room1", kp)
     assert list(built) == list(HANDSHAKES["bob"])
-    assert is_stock_handshake(built)
+    assert dialect_of(built) is Dialect.STOCK
 
 
 def test_bad_handshake_keys_raise_clear_errors() -> None:
     bad = dict(HANDSHAKES["bob"], e2ePublicKey="not base64!")
-    with pytest.raises(ValueError, match="e2ePublicKey"):
-        parse_stock_handshake(bad)
-    with pytest.raises(ValueError, match="publicKey"):
-        parse_stock_handshake(dict(HANDSHAKES["bob"], publicKey="AAAA"))
+    with pytest.raises(E2EError, match="e2ePublicKey"):
+        X25519KeyPair.generate().shared_secret(bad["e2ePublicKey"])
+    with pytest.raises(HandshakeError, match="publicKey"):
+        parse_handshake(dict(HANDSHAKES["bob"], publicKey="AAAA"))
 
 
 # ── records: keys and signatures ──────────────────────────────────────────────────────────
@@ -228,26 +224,31 @@ def test_ciphertext_records_need_the_private_key_we_do_not_have() -> None:
 # ── relay frames and attestations ─────────────────────────────────────────────────────────
 
 
-def test_decode_every_relay_message() -> None:
+async def test_our_relay_client_reads_every_relay_message() -> None:
+    client, seen = relay_reader()
     kinds = []
     for line in RELAY_LINES:
         msg = json.loads(line["msg"])
         if line["dir"] == "c2r":
             if "payload" in msg:
-                assert set(msg) == {"to", "payload"} and relay_envelope(msg["payload"], msg["to"]) == msg
+                assert set(msg) == {"to", "payload"}
+                link = RelayLink(msg["to"], seen.record_send, outbound=True)
+                assert await link.send(msg["payload"]) and seen.sent[-1] == msg
             continue
-        decoded = decode_relay_message(msg)
-        assert decoded is not None
-        kinds.append(decoded.kind)
-        if decoded.kind == "deliver":
-            assert decoded.from_id == decoded.payload.get("nodeId", decoded.from_id)
-            assert decoded.from_name in {"carol", "dave"}
-            if decoded.payload["type"] == "cmb":
-                d_frame = decoded.payload
-                assert d_frame["cmb"]["metadata"]["createdBy"] == decoded.from_name
+        kinds.append(msg.get("type") or "deliver")
+        await client._handle(line["msg"])
+    assert seen.peers, "relay-peers / relay-peer-joined reached on_peer"
+    assert seen.deliveries and len(seen.deliveries) == kinds.count("deliver")
+    for from_id, from_name, payload in seen.deliveries:
+        assert from_id == payload.get("nodeId", from_id)
+        assert from_name in {"carol", "dave"}
+        if payload["type"] == "cmb":
+            assert payload["cmb"]["metadata"]["createdBy"] == from_name
     assert {"relay-peers", "relay-peer-joined", "relay-ping", "deliver"} <= set(kinds)
-    assert decode_relay_message({"payload": {"type": "ping"}}) is None
-    assert decode_relay_message(["not", "a", "dict"]) is None  # type: ignore[arg-type]
+    before = len(seen.deliveries)
+    await client._handle(json.dumps({"payload": {"type": "ping"}}))  # no sender: dropped
+    await client._handle(json.dumps(["not", "a", "dict"]))
+    assert len(seen.deliveries) == before
 
 
 def test_every_attestation_signature_verifies() -> None:

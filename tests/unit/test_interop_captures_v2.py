@@ -20,37 +20,42 @@ from typing import Any
 import pytest
 
 from tests.mmp_data import mmp_path
+from tests.stock_peer import relay_reader
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, mint
-from xmesh_agent.mmp.dialect_stock import (
+from xmesh_agent.mmp.dialects.stock import (
     StockDialectError,
     decode_stock_cmb,
+    encode_stock_cmb,
     stock_key_for,
     stock_signing_payload,
     verify_stock_record,
 )
-from xmesh_agent.mmp.dialect_stock_frames import (
-    decode_relay_message,
-    is_stock_handshake,
-    parse_stock_handshake,
-    verify_attestation,
-)
-from xmesh_agent.mmp.dialect_stock_keys import category_parents_commitment
-from xmesh_agent.mmp.dialect_v2 import (
+from xmesh_agent.mmp.dialects.stock_frames import verify_attestation
+from xmesh_agent.mmp.dialects.stock_keys import category_parents_commitment
+from xmesh_agent.mmp.dialects.v2 import (
     ADDRESS_SCHEME,
     V2_SUITE,
     application_commitment,
     assertion_id,
-    encode_v2_cmb,
     is_v2_record,
     record_suite,
+    sign_as_v2,
     sign_v2_record,
     to_v2_record,
     v2_signing_payload,
     verify_any_stock_record,
     verify_v2_record,
 )
-from xmesh_agent.mmp.e2e import X25519KeyPair, decrypt_record, encrypt_record, is_encrypted_record
+from xmesh_agent.mmp.e2e import (
+    X25519KeyPair,
+    decrypt_record,
+    encrypt_record,
+    is_encrypted_record,
+    spki_decode,
+)
+from xmesh_agent.mmp.handshake import parse_handshake
+from xmesh_agent.mmp.session import Dialect, dialect_of
 
 CAPTURES = mmp_path("captures")
 TCP = json.loads((CAPTURES / "stock-node-0.12.x-v2-tcp.json").read_text())
@@ -127,7 +132,8 @@ def test_the_v2_emitter_leaves_the_handshake_as_it_was(name: str) -> None:
     frame = HANDSHAKES[name]
     old = next(f for _p, fs in OLD_TCP for f in fs if f.get("type") == "handshake")
     assert list(frame) == list(old) and frame["version"] == "0.2.3" and frame["extensions"] == []
-    assert is_stock_handshake(frame) and parse_stock_handshake(frame).e2e_public_key == E2E[name].public_key
+    assert dialect_of(frame) is Dialect.STOCK and parse_handshake(frame).name == name
+    assert spki_decode(frame["e2ePublicKey"]) == E2E[name].public_key
 
 
 def test_every_v2_record_is_named_and_shaped_as_the_stock_emitter_writes_it() -> None:
@@ -230,15 +236,15 @@ def test_decoded_v2_records_become_our_cmbs() -> None:
         assert decoded.cmb.group == plain["metadata"]["room"]
 
 
-def test_relay_messages_and_attestations_are_unchanged() -> None:
+async def test_relay_messages_and_attestations_are_unchanged() -> None:
+    client, seen = relay_reader()
     kinds = set()
     for line in RELAY:
-        msg = json.loads(line["msg"])
         if line["dir"] == "r2c":
-            decoded = decode_relay_message(msg)
-            assert decoded is not None
-            kinds.add(decoded.kind)
+            kinds.add(json.loads(line["msg"]).get("type") or "deliver")
+            await client._handle(line["msg"])
     assert {"relay-peers", "relay-peer-joined", "deliver"} <= kinds
+    assert seen.peers and seen.deliveries
     by_id = {h["nodeId"]: h for h in HANDSHAKES.values()}
     atts = [f["attestation"] for f in FRAMES if f.get("type") == "attestation"]
     assert len(atts) == 4
@@ -291,7 +297,7 @@ def _ours(identity: NodeIdentity, **kw: Any):
 
 def test_our_v2_record_verifies_under_the_v2_rules_and_looks_like_theirs() -> None:
     me = NodeIdentity.generate("xm")
-    frame = encode_v2_cmb(_ours(me), me, "room1", timestamp=1796225141001)
+    frame = encode_stock_cmb(_ours(me), me, "room1", timestamp=1796225141001, sign=sign_as_v2)
     record = frame["cmb"]
     assert list(record) == ["categories", "metadata", "lineage"]
     assert list(record["metadata"]) == STOCK_V2_METADATA_ORDER
@@ -314,7 +320,7 @@ def test_our_directed_v2_remix() -> None:
     me = NodeIdentity.generate("xm")
     bob = HANDSHAKES["bob"]
     parent = next(p for p in PLAIN if p["metadata"]["createdBy"] == "bob")["metadata"]["key"]
-    frame = encode_v2_cmb(_ours(me), me, "room1", to=bob["nodeId"], parents=[parent])
+    frame = encode_stock_cmb(_ours(me), me, "room1", to=bob["nodeId"], parents=[parent], sign=sign_as_v2)
     meta = frame["cmb"]["metadata"]
     assert frame["directed"] is True and frame["to"] == meta["to"] == bob["nodeId"]
     assert meta["lineage"] == {"parents": [parent], "method": "SVAF-v2"}
@@ -363,7 +369,7 @@ def test_malformed_v2_records_fail_closed_never_crash() -> None:
 
 def test_a_record_with_an_application_section_signs_and_binds_its_bytes() -> None:
     me = NodeIdentity.generate("xm")
-    record = encode_v2_cmb(_ours(me), me, "room1")["cmb"]
+    record = encode_stock_cmb(_ours(me), me, "room1", sign=sign_as_v2)["cmb"]
     record["metadata"]["application"] = _application(b'{"op":"rotate-token"}')
     sign_v2_record(record, me)
     assert verify_v2_record(record, me.public_key, node_id=me.node_id)
@@ -399,9 +405,14 @@ def test_the_stock_verifier_accepts_what_we_sign_including_its_quirks() -> None:
     me = NodeIdentity(
         "Zoe\u0301", NodeIdentity.generate("x").node_id, NodeIdentity.generate("x").signing_key, ""
     )
-    plain = encode_v2_cmb(_ours(me), me, "room1")["cmb"]
-    directed = encode_v2_cmb(
-        _ours(me), me, "room1", to="pe\u0301er", parents=["cmb-" + "e" * 64, "cmb-" + "1" * 64]
+    plain = encode_stock_cmb(_ours(me), me, "room1", sign=sign_as_v2)["cmb"]
+    directed = encode_stock_cmb(
+        _ours(me),
+        me,
+        "room1",
+        to="pe\u0301er",
+        parents=["cmb-" + "e" * 64, "cmb-" + "1" * 64],
+        sign=sign_as_v2,
     )["cmb"]
     no_room = copy.deepcopy(plain)
     no_room["metadata"]["room"] = None

@@ -126,8 +126,8 @@ async def test_simultaneous_static_dials_settle_on_one_connection(tmp_path: Path
     await a.start()
     await b.start()
     a.static_peers, b.static_peers = [f"127.0.0.1:{b.port}"], [f"127.0.0.1:{a.port}"]
-    a._add_static_peer(a.static_peers[0])
-    b._add_static_peer(b.static_peers[0])
+    a._peering.add_static_peer(a.static_peers[0])
+    b._peering.add_static_peer(b.static_peers[0])
     try:
         assert await a.wait_for_peers(1, 5.0) and await b.wait_for_peers(1, 5.0)
         cmb = note(a.identity, "team", "exactly once")
@@ -174,11 +174,11 @@ async def test_wait_for_peers_times_out_and_registry_skips_foreign_entries(tmp_p
     await a.start()
     try:
         assert not await a.wait_for_peers(1, 0.5)
-        assert a._registry is not None and a._registry.scan() == []
+        assert a._peering.registry is not None and a._peering.registry.scan() == []
         assert not (loop_dir / "f3.json").exists()  # dead process entries are collected
         entry = json.loads((loop_dir / f"{a.identity.node_id}.json").read_text())
         assert entry["serviceType"] == "_team._tcp" and entry["port"] == a.port and entry["name"] == "lonely"
-        assert await poll(lambda: not a._targets, 0.1)
+        assert await poll(lambda: not a._peering.targets, 0.1)
     finally:
         await a.stop()
 

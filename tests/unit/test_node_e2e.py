@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.stock_peer import stock_handshake
 from tests.unit.node_testkit import RawPeer, make_node
 from xmesh_agent.identity import NodeIdentity, e2e_key_path, load_or_create_e2e_keypair
 from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.dialect_stock import encode_stock_cmb
-from xmesh_agent.mmp.dialect_stock_frames import stock_handshake
-from xmesh_agent.mmp.dialect_stock_keys import stock_key_for, verify_stock_record
+from xmesh_agent.mmp.dialects.stock import encode_stock_cmb
+from xmesh_agent.mmp.dialects.stock_keys import stock_key_for, verify_stock_record
 from xmesh_agent.mmp.e2e import (
     X25519KeyPair,
     aes_gcm_available,

@@ -17,7 +17,7 @@ from xmesh_agent.config import LoggingConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import PeerLog
 from xmesh_agent.mmp import framing
-from xmesh_agent.mmp.mdns import (
+from xmesh_agent.mmp.discovery.mdns import (
     SERVICE_TYPE,
     MdnsDiscovery,
     instance_label,
@@ -41,13 +41,13 @@ async def test_nodes_find_each_other_over_mdns_on_loopback(tmp_path: Path) -> No
     for node in (a, b, c):
         await node.start()
     try:
-        if a._mdns is None or a._mdns.failed:
-            pytest.skip(f"no multicast on loopback here: {a._mdns and a._mdns.failed}")
+        if a._peering.mdns is None or a._peering.mdns.failed:
+            pytest.skip(f"no multicast on loopback here: {a._peering.mdns and a._peering.mdns.failed}")
         assert await a.wait_for_peers(1, 5.0) and await b.wait_for_peers(1, 5.0)
         assert [p.name for p in a.peers()] == ["b"] and c.peers() == []
         assert await a.publish(note(a.identity, "team", "found you by mDNS")) == 1
         assert await inbox_b.wait(lambda: len(inbox_b.cmbs) == 1)
-        assert all(t.source == "mdns" for t in (a._targets | b._targets).values())
+        assert all(t.source == "mdns" for t in (a._peering.targets | b._peering.targets).values())
     finally:
         for node in (a, b, c):
             await node.stop()
@@ -60,7 +60,7 @@ async def test_mdns_failure_is_logged_not_fatal(tmp_path: Path) -> None:
     await a.start()
     await b.start()
     try:
-        assert a._mdns is not None and a._mdns.failed
+        assert a._peering.mdns is not None and a._peering.mdns.failed
         assert await a.wait_for_peers(1, 5.0)  # the registry still works
     finally:
         await a.stop()
@@ -121,8 +121,8 @@ class RawZeroconf:
 
 
 def _skip_without_multicast(node: MeshNode) -> None:
-    if node._mdns is None or node._mdns.failed:
-        pytest.skip(f"no multicast on loopback here: {node._mdns and node._mdns.failed}")
+    if node._peering.mdns is None or node._peering.mdns.failed:
+        pytest.skip(f"no multicast on loopback here: {node._peering.mdns and node._peering.mdns.failed}")
 
 
 def test_room_service_type_rules() -> None:
@@ -198,7 +198,7 @@ async def test_stock_shaped_room_registration_is_dialed(tmp_path: Path) -> None:
         hs = listener.handshakes[0]
         assert hs["type"] == "handshake" and hs["nodeId"] == me.node_id
         assert hs["room"] == "room-a" and hs["group"] == "room-a"
-        target = a._targets[f"peer:{stock.node_id}"]
+        target = a._peering.targets[f"peer:{stock.node_id}"]
         assert target.source == "mdns" and target.port == listener.port
     finally:
         await a.stop()
@@ -227,11 +227,13 @@ async def test_stock_shaped_registrations_of_other_rooms_are_not_dialed(tmp_path
         )
         assert await poll(lambda: bool(listeners["same"].handshakes), 6.0)
         # Both _sym._tcp instances were resolved and dropped for their group, not merely unseen.
-        assert await poll(lambda: {default_room.node_id, spec_other.node_id} <= set(a._mdns.ignored), 6.0)
-        assert "'default'" in a._mdns.ignored[default_room.node_id]
-        assert "'room-b'" in a._mdns.ignored[spec_other.node_id]
+        assert await poll(
+            lambda: {default_room.node_id, spec_other.node_id} <= set(a._peering.mdns.ignored), 6.0
+        )
+        assert "'default'" in a._peering.mdns.ignored[default_room.node_id]
+        assert "'room-b'" in a._peering.mdns.ignored[spec_other.node_id]
         assert [n for n, lst in listeners.items() if lst.handshakes] == ["same"]
-        assert set(a._targets) == {f"peer:{same.node_id}"}
+        assert set(a._peering.targets) == {f"peer:{same.node_id}"}
     finally:
         await a.stop()
         await raw.close()
@@ -252,9 +254,9 @@ async def test_group_too_long_for_a_service_type_falls_back_to_spec_type(tmp_pat
         warning = inbox_a.named("mdns-warning")
         assert warning and warning[0]["reason"] == "no-room-service-type"
         assert warning[0]["serviceType"] == "_sym._tcp" + ".local." and "15" in warning[0]["detail"]
-        assert a._mdns.service_types == [SERVICE_TYPE]
+        assert a._peering.mdns.service_types == [SERVICE_TYPE]
         assert await a.wait_for_peers(1, 5.0) and await b.wait_for_peers(1, 5.0)  # the spec type still works
-        assert a._mdns.found_under == {b.identity.node_id: {SERVICE_TYPE}}
+        assert a._peering.mdns.found_under == {b.identity.node_id: {SERVICE_TYPE}}
     finally:
         for node in (a, b):
             await node.stop()

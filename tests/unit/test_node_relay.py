@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.node_testkit import make_node, note, ordered_identities, poll
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.mmp.relay.server import RelayServer
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +70,10 @@ async def test_duplicate_identity_on_the_relay_reports_a_collision_and_stops(tmp
             assert await twin_inbox.wait(lambda: bool(twin_inbox.named("identity-collision")))
             [event] = twin_inbox.named("identity-collision")
             assert event["code"] == 4006 and event["name"] == "same"
-            assert twin._relay is not None
-            assert await poll(lambda: twin._relay._task is not None and twin._relay._task.done())
+            assert twin._peering.relay is not None
+            assert await poll(
+                lambda: twin._peering.relay._task is not None and twin._peering.relay._task.done()
+            )
             assert relay.peers() == [(ident.node_id, "same")]
         finally:
             await a.stop()

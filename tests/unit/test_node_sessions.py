@@ -177,7 +177,7 @@ async def test_two_nodes_in_different_groups_never_connect(tmp_path: Path) -> No
     try:
         assert not await a.wait_for_peers(1, 0.6)
         assert b.peers() == []
-        assert await poll(lambda: all(t.task and not t.task.done() for t in a._targets.values()), 0.5)
+        assert await poll(lambda: all(t.task and not t.task.done() for t in a._peering.targets.values()), 0.5)
     finally:
         await a.stop()
         await b.stop()

@@ -11,7 +11,7 @@ import pytest
 from tests.mmp_data import mmp_path
 from tests.unit.node_testkit import RawPeer, make_node, note
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.dialect_stock_keys import verify_stock_record
+from xmesh_agent.mmp.dialects.stock_keys import verify_stock_record
 
 CAPTURE = mmp_path("captures", "stock-node-0.12.1-tcp.json")
 

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from tests.mmp_data import mmp_path
+from tests.stock_peer import stock_handshake
 from tests.unit.node_testkit import RawPeer, make_node, note
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.dialect_stock_frames import stock_handshake
-from xmesh_agent.mmp.dialect_stock_keys import verify_stock_record
-from xmesh_agent.mmp.dialect_v2 import V2_SUITE, encode_v2_cmb, verify_v2_record
+from xmesh_agent.mmp.dialects.stock import encode_stock_cmb
+from xmesh_agent.mmp.dialects.stock_keys import verify_stock_record
+from xmesh_agent.mmp.dialects.v2 import V2_SUITE, sign_as_v2, verify_v2_record
 from xmesh_agent.mmp.e2e import X25519KeyPair, aes_gcm_available, decrypt_record, encrypt_record
 
 CAPTURES = mmp_path("captures")
@@ -131,8 +132,8 @@ async def test_a_validly_signed_record_naming_another_node_is_refused(tmp_path: 
         assert theirs is not None and await node.wait_for_peers(1, 2.0)
         secret = mallory_e2e.shared_secret(theirs["e2ePublicKey"])
         posing = NodeIdentity("mallory", "01a20000-0000-7000-8000-0000000000aa", mallory.signing_key, "")
-        forged = encode_v2_cmb(note(mallory, "room1", "wire the funds"), posing, "room1")
-        honest = encode_v2_cmb(note(mallory, "room1", "hello in v2"), mallory, "room1")
+        forged = encode_stock_cmb(note(mallory, "room1", "wire the funds"), posing, "room1", sign=sign_as_v2)
+        honest = encode_stock_cmb(note(mallory, "room1", "hello in v2"), mallory, "room1", sign=sign_as_v2)
         for frame in (forged, honest):
             frame["cmb"] = encrypt_record(frame["cmb"], secret)
             await raw.send(frame)

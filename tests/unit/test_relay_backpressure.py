@@ -19,7 +19,7 @@ from tests.unit.node_testkit import make_node, ordered_identities
 from xmesh_agent.identity import uuid7
 from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.connection import RelayLink
-from xmesh_agent.mmp.relay_server import TRY_AGAIN_LATER, RelayServer
+from xmesh_agent.mmp.relay.server import TRY_AGAIN_LATER, RelayServer
 
 WAIT = 10.0
 BIG = "x" * 16 * 1024  # sent uncompressed (compression=None), so it really fills buffers

@@ -10,7 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from xmesh_agent.identity import uuid7
 from xmesh_agent.mmp.framing import MAX_FRAME_BYTES, encode_frame
-from xmesh_agent.mmp.relay_server import MAX_MESSAGE_BYTES, RelayServer
+from xmesh_agent.mmp.relay.server import MAX_MESSAGE_BYTES, RelayServer
 
 WAIT = 10.0
 

@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from xmesh_agent.identity import uuid7
-from xmesh_agent.mmp.relay_server import (
+from xmesh_agent.mmp.relay.server import (
     AUTH_INVALID,
     AUTH_TIMEOUT,
     DUPLICATE_REJECTED,

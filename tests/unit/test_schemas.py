@@ -12,7 +12,6 @@ from referencing import Registry, Resource
 from tests.mmp_data import mmp_path
 from xmesh_agent.identity import NodeIdentity, uuid7
 from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.tether import TetherCheck, make_attestation
 
 SCHEMAS = mmp_path("schema")
 BASE = "https://meshcognition.org/spec/mmp/schema/"
@@ -127,23 +126,6 @@ def test_handshake_shape_validates(alice: NodeIdentity) -> None:
 )
 def test_handshake_schema_catches_bad_fields(alice: NodeIdentity, change: dict) -> None:
     assert _errors("handshake.schema.json", {**_handshake(alice), **change})
-
-
-def test_tether_attestation_on_a_cmb_validates(alice: NodeIdentity) -> None:
-    root = mint({"focus": "a"}, identity=alice, group="g", created_at=1)
-    remix = mint({"focus": "b"}, identity=alice, group="g", created_at=2, parents=[root])
-    att = make_attestation(
-        of=remix.key,
-        anchor=root.key,
-        kernel_id="ngram-h512",
-        check=TetherCheck(checked=True, tethered=True, drift=0.123456789),
-        identity=alice,
-        at_ms=3,
-    )
-    assert att is not None and att["drift"] == 0.123457
-    assert _errors("tether-attestation.schema.json", att) == []
-    assert _errors("cmb.schema.json", {**remix.to_wire(), "tether": att}) == []
-    assert _errors("cmb.schema.json", {**remix.to_wire(), "tether": {**att, "verdict": "maybe"}})
 
 
 def test_cmb_fetch_pair_validates(alice: NodeIdentity) -> None:

@@ -16,10 +16,9 @@ from typer.testing import CliRunner
 from xmesh_agent.cli.app import app
 from xmesh_agent.config import ConfigError, load_config
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp import semantic
-from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.encoder import DEFAULT_ENCODER, admit, config_for
-from xmesh_agent.mmp.semantic import (
+from xmesh_agent.mmp.admission import semantic
+from xmesh_agent.mmp.admission.encoder import DEFAULT_ENCODER, admit, config_for
+from xmesh_agent.mmp.admission.semantic import (
     INSTALL_HINT,
     SEMANTIC_THRESHOLDS,
     SemanticUnavailable,
@@ -27,8 +26,9 @@ from xmesh_agent.mmp.semantic import (
     semantic_status,
     shared_encoder,
 )
+from xmesh_agent.mmp.admission.svaf import UnitVector
+from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.mmp.svaf import UnitVector
 from xmesh_agent.roles import preset_weights
 from xmesh_agent.wake.steps import WakeSteps
 

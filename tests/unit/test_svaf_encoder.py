@@ -7,8 +7,7 @@ import math
 import pytest
 
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.mmp.encoder import (
+from xmesh_agent.mmp.admission.encoder import (
     DEFAULT_ENCODER,
     FieldEncoder,
     HashedNgramEncoder,
@@ -16,8 +15,8 @@ from xmesh_agent.mmp.encoder import (
     config_for,
     encode_fields,
 )
-from xmesh_agent.mmp.svaf import SvafConfig, evaluate
-from xmesh_agent.mmp.tether import check_tether
+from xmesh_agent.mmp.admission.svaf import SvafConfig, evaluate
+from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.roles import preset_weights
 
 NOW = 1_751_000_000_000
@@ -173,21 +172,6 @@ def test_config_for_uses_weights_and_lexical_bands() -> None:
     cfg = config_for({"focus": 3.0})
     assert cfg.field_weights["focus"] == 3.0 and cfg.field_weights["mood"] == 1.0
     assert cfg.stable_threshold == 0.35 and cfg.guarded_threshold == 0.5
-
-
-def test_tether_on_text(bob: NodeIdentity) -> None:
-    root = mint(TOPIC, identity=bob, group="g", created_at=NOW)
-    faithful = mint(
-        {**TOPIC, "intent": "close unauthenticated sockets quickly"},
-        identity=bob,
-        group="g",
-        created_at=NOW,
-        parents=[root],
-    )
-    departed = mint({"focus": "sourdough", "issue": "dense crumb"}, identity=bob, group="g", created_at=NOW)
-    assert check_tether(faithful, root).tethered
-    severed = check_tether(departed, root)
-    assert severed.checked and not severed.tethered
 
 
 # --- SVAF invariants on vectors --------------------------------------------------------------------

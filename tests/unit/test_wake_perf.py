@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp import svaf
+from xmesh_agent.mmp.admission import svaf
+from xmesh_agent.mmp.admission.encoder import DEFAULT_ENCODER, HashedNgramEncoder, admit, config_for
+from xmesh_agent.mmp.admission.svaf import SvafConfig, UnitVector, evaluate
 from xmesh_agent.mmp.cmb import CMB, mint
-from xmesh_agent.mmp.encoder import DEFAULT_ENCODER, HashedNgramEncoder, admit, config_for
-from xmesh_agent.mmp.svaf import SvafConfig, UnitVector, evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_751_000_000_000

@@ -92,10 +92,10 @@ def run(
 def _encoder_check(cfg: AgentConfig) -> tuple[bool, str]:
     """Whether the SVAF encoder `[mesh] encoder` names can run here (no model is loaded)."""
     if cfg.mesh.encoder == "lexical":
-        from xmesh_agent.mmp.encoder import DEFAULT_ENCODER
+        from xmesh_agent.mmp.admission.encoder import DEFAULT_ENCODER
 
         return True, f"lexical ({DEFAULT_ENCODER.kernel_id}, built in)"
-    from xmesh_agent.mmp.semantic import semantic_status
+    from xmesh_agent.mmp.admission.semantic import semantic_status
 
     ok, detail = semantic_status()
     return ok, f"semantic: {detail}"

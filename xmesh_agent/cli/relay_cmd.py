@@ -20,7 +20,7 @@ DEFAULT_PORT = 8765
 
 async def _serve(host: str, port: int, tokens: list[str]) -> None:
     """serve_forever until SIGINT/SIGTERM: connections close cleanly instead of dying mid-frame."""
-    from xmesh_agent.mmp.relay_server import serve_forever
+    from xmesh_agent.mmp.relay.server import serve_forever
 
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(serve_forever(host, port, tokens or None))

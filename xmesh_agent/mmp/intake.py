@@ -1,24 +1,31 @@
-"""CMB frames in and out of a MeshNode, in the peer's dialect: the spec's flat CMB, or the stock
-node's record (docs/interop.md). Either way one internal CMB is verified, stored and surfaced.
+"""CMB frames in and out of one session, in the session's dialect: the spec's flat CMB, the stock
+node's record (mmp-sig-v2 or v2.0) or sym 0.5's flat v0.2 CMB (docs/interop.md). Whatever the
+dialect, one internal CMB is verified, stored and handed on.
 
-A mixin over MeshNode; it uses the node's `identity`, `group`, `store`, `verifier`, `on_cmb` and
-`_emit`.
+The node builds one `CmbIntake` and gives it what it uses: identity, group, store, verifier, the
+alias map, and callables to emit an audit event and to deliver a stored CMB.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
-from xmesh_agent.mmp.cmb import CMB
+from xmesh_agent.clock import now_ms
+from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.cmb import CMB, legacy_key, minted_texts
 from xmesh_agent.mmp.connection import PeerInfo
-from xmesh_agent.mmp.dialect_v2 import (
+from xmesh_agent.mmp.dialects.aliases import AliasMap
+from xmesh_agent.mmp.dialects.stock import Signer, decode_stock_cmb, encode_stock_cmb
+from xmesh_agent.mmp.dialects.stock_keys import StockDialectError, sign_stock_record, stock_key_for
+from xmesh_agent.mmp.dialects.sym05 import UNSIGNED, Sym05EncryptedError, decode_sym05_cmb, encode_sym05_cmb
+from xmesh_agent.mmp.dialects.v2 import (
     V2_SUITE,
-    encode_v2_cmb,
     is_v2_record,
+    sign_as_v2,
     verify_any_stock_record,
     verify_v2_record,
 )
@@ -29,22 +36,44 @@ from xmesh_agent.mmp.e2e import (
     encrypt_record,
     is_encrypted_record,
 )
-from xmesh_agent.mmp.verify import ExternalSig, KnownKey
-
-if TYPE_CHECKING:
-    from xmesh_agent.mmp.node import MeshNode, _Session
+from xmesh_agent.mmp.session import Dialect, Session
+from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.mmp.verify import ExternalSig, KnownKey, Verifier
 
 log = logging.getLogger(__name__)
 
-_MAX_ALIASES = 10_000
+Emit = Callable[[str, dict], None]
+Deliver = Callable[[CMB, PeerInfo], Awaitable[None]]
 
 
 def is_stock_record(body: dict[str, Any]) -> bool:
     return "metadata" in body and "fields" not in body
 
 
-class IntakeMixin:
-    async def _on_cmb_frame(self: MeshNode, session: _Session, frame: dict[str, Any]) -> None:
+class CmbIntake:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        group: str,
+        store: CMBStore,
+        verifier: Verifier,
+        aliases: AliasMap,
+        *,
+        emit: Emit,
+        deliver: Deliver,
+    ):
+        self.identity = identity
+        self.group = group
+        self.store = store
+        self.verifier = verifier
+        self.aliases = aliases
+        self._emit = emit
+        self._deliver = deliver
+
+    # -- in ------------------------------------------------------------------------------------
+
+    async def receive(self, session: Session, frame: dict[str, Any]) -> None:
+        """One `cmb` frame from `session`: decode, verify, store, deliver; or an audited drop."""
         info = session.info
         assert info is not None
         body = frame.get("cmb")
@@ -61,25 +90,24 @@ class IntakeMixin:
         sender = KnownKey(info.node_id, info.name, info.public_key, "handshake")
         external: ExternalSig | None = None
         try:
-            if session.sym05:
-                from xmesh_agent.mmp.dialect_sym05 import Sym05EncryptedError, sym05_intake
-
-                try:
-                    cmb, external = sym05_intake(self, session, frame)
-                except Sym05EncryptedError:
-                    self._emit("cmb-rejected", {**audit, "reason": "e2e-undecryptable"})
-                    return
-            elif is_stock_record(body):
-                cmb, external = self._decode_stock(frame, sender)
-            else:
-                cmb = CMB.from_wire(body)
+            match session.dialect:
+                case Dialect.SYM05:
+                    try:
+                        cmb, external = self._decode_sym05(session, frame)
+                    except Sym05EncryptedError:
+                        self._emit("cmb-rejected", {**audit, "reason": "e2e-undecryptable"})
+                        return
+                case _ if is_stock_record(body):
+                    cmb, external = self._decode_stock(frame, sender)
+                case _:
+                    cmb = CMB.from_wire(body)
         except (ValidationError, ValueError, TypeError):
             self._emit("cmb-rejected", {**audit, "reason": "malformed", "key": str(body.get("key"))[:80]})
             return
         if cmb.created_by in (self.identity.name, self.identity.node_id):
             return  # our own block echoed back
-        if session.stock and not session.stock_v2:
-            self._learn_dialect(session, body)  # before the duplicate check: replayed anchors count
+        if session.dialect is Dialect.STOCK:
+            self.learn_dialect(session, body)  # before the duplicate check: replayed anchors count
         if self.store.has(cmb.key):
             return  # duplicate: already verified and surfaced once
         reason = self.verifier.check(cmb, sender, external=external)
@@ -91,12 +119,9 @@ class IntakeMixin:
             return
         if not self.store.put(cmb, source=info.name):
             return
-        if self.on_cmb is not None:
-            # Surfaced by one worker, in arrival order, so a slow handler never stalls this
-            # session's reads (and with them its heartbeat).
-            await self._deliveries.put((cmb, info))
+        await self._deliver(cmb, info)
 
-    def _learn_dialect(self: MeshNode, session: _Session, record: dict[str, Any]) -> None:
+    def learn_dialect(self, session: Session, record: dict[str, Any]) -> None:
         """A stock peer whose OWN block verifies under mmp-sig-v2.0 (its handshake key and nodeId)
         runs the v2.0 emitter: from now on this session answers it in v2.0. Nothing else flips it."""
         info = session.info
@@ -105,11 +130,11 @@ class IntakeMixin:
         if not (is_v2_record(record) and isinstance(meta, dict) and meta.get("createdBy") == info.name):
             return
         if verify_v2_record(record, info.public_key, node_id=info.node_id):
-            session.stock_v2 = True
+            session.dialect = Dialect.STOCK_V2
             self._emit("peer-dialect", {"nodeId": info.node_id, "name": info.name, "dialect": V2_SUITE})
 
     @staticmethod
-    def _open_e2e(session: _Session, record: dict[str, Any]) -> dict[str, Any] | None:
+    def _open_e2e(session: Session, record: dict[str, Any]) -> dict[str, Any] | None:
         """Plaintext categories of a stock e2e record, or None (no shared secret, or tampered)."""
         if session.e2e_secret is None:
             return None
@@ -119,21 +144,8 @@ class IntakeMixin:
             log.info("dropping an e2e cmb from %s: %s", session.info.name if session.info else "?", exc)
             return None
 
-    async def _deliver_loop(self: MeshNode) -> None:
-        while True:
-            cmb, info = await self._deliveries.get()
-            try:
-                if self.on_cmb is not None:
-                    await self.on_cmb(cmb, info)
-            except Exception:
-                log.exception("on_cmb handler failed for %s", cmb.key)
-            finally:
-                self._deliveries.task_done()
-
-    def _decode_stock(self: MeshNode, frame: dict[str, Any], sender: KnownKey) -> tuple[CMB, ExternalSig]:
+    def _decode_stock(self, frame: dict[str, Any], sender: KnownKey) -> tuple[CMB, ExternalSig]:
         """A stock record as our CMB plus its signature check (either suite). ValueError when unreadable."""
-        from xmesh_agent.mmp.dialect_stock import decode_stock_cmb
-
         meta = frame["cmb"].get("metadata")
         author = meta.get("createdBy") if isinstance(meta, dict) else None
         known = (
@@ -142,10 +154,9 @@ class IntakeMixin:
             else self.verifier.resolve(author if isinstance(author, str) else "")
         )
         decoded = decode_stock_cmb(
-            frame, author_node_id=known.node_id if known else None, aliases=self._stock_aliases
+            frame, author_node_id=known.node_id if known else None, aliases=self.aliases
         )
-        if len(self._stock_aliases) < _MAX_ALIASES:
-            self._stock_aliases.update(decoded.aliases)
+        self.aliases.learn(decoded.aliases)
         record = decoded.record
         # The record names its suite (0.12.1's mmp-sig-v2, or mmp-sig-v2.0 whose signed author
         # nodeId must be the node whose key verifies it).
@@ -157,20 +168,34 @@ class IntakeMixin:
         )
         return decoded.cmb, external
 
-    def _cmb_frame_for(self: MeshNode, cmb: CMB, session: _Session) -> dict[str, Any] | None:
-        """The `cmb` frame for this peer: a signed stock record for stock nodes, the flat v0.2 CMB
-        for sym 0.5 peers, else the spec CMB."""
-        if session.sym05:
-            from xmesh_agent.mmp.dialect_sym05 import sym05_frame_for
+    def _decode_sym05(self, session: Session, frame: dict[str, Any]) -> tuple[CMB, ExternalSig]:
+        """A 0.5 peer's `cmb` for the verifier: our CMB and the unsigned-block marker."""
+        info = session.info
+        assert info is not None
+        author = frame.get("cmb", {}).get("createdBy") if isinstance(frame.get("cmb"), dict) else None
+        known = self.verifier.resolve(author) if isinstance(author, str) else None
+        author_id = info.node_id if author == info.name else (known.node_id if known else None)
+        decoded = decode_sym05_cmb(
+            frame, secret=session.e2e_secret, author_node_id=author_id, aliases=self.aliases
+        )
+        self.aliases.learn(decoded.aliases)
+        return decoded.cmb, UNSIGNED
 
-            return sym05_frame_for(self, cmb, session)
-        if not session.stock:
-            return {"type": "cmb", "timestamp": _now_ms(), "cmb": cmb.to_wire()}
-        from xmesh_agent.mmp.dialect_stock import encode_stock_cmb
-        from xmesh_agent.mmp.dialect_stock_keys import StockDialectError, stock_key_for
+    # -- out -----------------------------------------------------------------------------------
 
-        encode = encode_v2_cmb if session.stock_v2 else encode_stock_cmb
+    def frame_for(self, cmb: CMB, session: Session) -> dict[str, Any] | None:
+        """The `cmb` frame for this peer in its dialect, or None when it must not (or cannot) go."""
+        match session.dialect:
+            case Dialect.SPEC:
+                return {"type": "cmb", "timestamp": now_ms(), "cmb": cmb.to_wire()}
+            case Dialect.SYM05:
+                return self._sym05_frame(cmb, session)
+            case Dialect.STOCK:
+                return self._stock_frame(cmb, session, sign_stock_record)
+            case Dialect.STOCK_V2:
+                return self._stock_frame(cmb, session, sign_as_v2)
 
+    def _stock_frame(self, cmb: CMB, session: Session, sign: Signer) -> dict[str, Any] | None:
         if cmb.created_by != self.identity.name:
             return None  # a stock node verifies only the delivering peer's own blocks
         info: PeerInfo | None = session.info
@@ -182,19 +207,19 @@ class IntakeMixin:
             if parent is not None and not (info and parent.created_by == info.name):
                 parents.append(stock_key_for(parent))
         try:
-            frame = encode(
+            frame = encode_stock_cmb(
                 cmb,
                 self.identity,
                 self.group,
                 info.node_id if (cmb.to and info) else None,
-                timestamp=_now_ms(),
+                timestamp=now_ms(),
                 parents=parents,
+                sign=sign,
             )
         except StockDialectError as exc:
             log.warning("cannot encode %s for a stock peer: %s", cmb.key, exc)
             return None
-        if len(self._stock_aliases) < _MAX_ALIASES:
-            self._stock_aliases[frame["cmb"]["metadata"]["key"]] = cmb.key
+        self.aliases.learn({frame["cmb"]["metadata"]["key"]: cmb.key})
         if session.e2e_secret is not None:
             try:
                 frame["cmb"] = encrypt_record(frame["cmb"], session.e2e_secret)
@@ -203,6 +228,28 @@ class IntakeMixin:
                 return None  # never fall back to plaintext for a peer that expects ciphertext
         return frame
 
+    def _sym05_frame(self, cmb: CMB, session: Session) -> dict[str, Any] | None:
+        info = session.info
+        if cmb.created_by != self.identity.name or info is None:
+            return None  # a 0.5 node takes blocks from the delivering peer's own hand
+        theirs = self.aliases.theirs()
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+        def their_key(key: str) -> str:
+            parent = self.store.get(key)
+            return theirs.get(key) or (legacy_key(minted_texts(parent.texts())) if parent else key)
+
+        parents: list[str] = []
+        for key in cmb.parents:
+            parent = self.store.get(key)
+            # A 0.5 node drops as an echo any block whose parent it authored itself, so an answer
+            # to its own block travels to it as a root (our store keeps the lineage).
+            if parent is not None and parent.created_by != info.name:
+                parents.append(their_key(key))
+        ancestors = [their_key(k) for k in cmb.ancestors if k not in cmb.parents] if parents else []
+        try:
+            frame = encode_sym05_cmb(cmb, parents=parents, ancestors=ancestors, secret=session.e2e_secret)
+        except (E2EError, E2EUnavailableError) as exc:
+            log.warning("cannot encrypt %s for %s: %s", cmb.key, info.name, exc)
+            return None  # never fall back to plaintext for a peer that expects ciphertext
+        self.aliases.learn({frame["cmb"]["key"]: cmb.key})
+        return frame

@@ -1,6 +1,6 @@
-"""MeshNode: one MMP node — TCP listener, sessions with handshake and heartbeat, discovery, relay.
-
-Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
+"""MeshNode: one MMP node — TCP listener, sessions with handshake and heartbeat. It owns a
+`CmbIntake` (cmb frames in and out, per dialect) and a `Peering` (discovery, dialing, relay,
+gossip), handing each what it uses. Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
 once (§4.6); sends go over the best healthy one, and the peer leaves only when both are gone.
 """
 
@@ -15,13 +15,13 @@ from typing import Any
 
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB
-from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink, TcpLink
-from xmesh_agent.mmp.dialect_stock_frames import is_stock_handshake
-from xmesh_agent.mmp.dialect_sym05 import is_sym05_handshake
-from xmesh_agent.mmp.e2e import E2EError, X25519KeyPair, aes_gcm_available
+from xmesh_agent.mmp.connection import Link, PeerInfo, TcpLink
+from xmesh_agent.mmp.dialects.aliases import AliasMap
+from xmesh_agent.mmp.e2e import X25519KeyPair, aes_gcm_available
 from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
-from xmesh_agent.mmp.intake import IntakeMixin
-from xmesh_agent.mmp.peering import DialTarget, PeeringMixin
+from xmesh_agent.mmp.intake import CmbIntake
+from xmesh_agent.mmp.peering import Peering
+from xmesh_agent.mmp.session import Session, dialect_of
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.mmp.verify import Verifier, verify_db_path
 
@@ -34,26 +34,7 @@ OnEvent = Callable[[str, dict], None]
 _TRANSPORT_RANK = {"tcp": 0, "relay": 1}
 
 
-class _Session:
-    def __init__(self, link: Link, self_id: str):
-        self.link = link
-        self.self_id = self_id
-        self.info: PeerInfo | None = None
-        self.stock = False  # the peer speaks the stock node's dialect (docs/interop.md)
-        self.sym05 = False  # the peer speaks sym 0.5 (original xmesh-agent runtime)
-        self.stock_v2 = False  # ... and has signed its own blocks under mmp-sig-v2.0: answer in kind
-        self.e2e_secret: bytes | None = None  # X25519 secret with a peer that announced e2ePublicKey
-        self.last_rx = time.monotonic()
-        self.last_ping = 0.0
-
-    @property
-    def canonical(self) -> bool:
-        """Dialed by the smaller nodeId, as §5.1 prescribes (used to settle simultaneous dials)."""
-        assert self.info is not None
-        return self.link.outbound == (self.self_id < self.info.node_id)
-
-
-class MeshNode(PeeringMixin, IntakeMixin):
+class MeshNode:
     """A node of one mesh group. See the module docstring; the public API is start/stop/peers/publish."""
 
     def __init__(
@@ -91,10 +72,6 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self.host = host
         self._requested_port = port
         self.port = 0
-        self.static_peers = list(static_peers or [])
-        self.discovery = list(["registry"] if discovery is None else discovery)
-        self.relay_url = relay_url
-        self.relay_token = relay_token
         self.admission = admission
         self.on_cmb = on_cmb
         self.on_event = on_event
@@ -103,12 +80,6 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self.handshake_timeout = handshake_timeout
         self.ping_interval = ping_interval
         self.heartbeat_timeout = heartbeat_timeout
-        self.registry_interval = registry_interval
-        self.registry_stale_after = registry_stale_after
-        self.reconnect_min = reconnect_min
-        self.reconnect_max = reconnect_max
-        self.connect_timeout = connect_timeout
-        self.mdns_interfaces = mdns_interfaces
         self.max_pending_handshakes = max_pending_handshakes
         if e2e_keypair is not None and not aes_gcm_available():
             log.warning("AES-256-GCM unavailable here: not announcing an e2e key, stock peers send plaintext")
@@ -117,21 +88,47 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self.verifier = Verifier(
             group, identity.node_id, identity.name, verify_db_path(store.path), admission=admission
         )
-        self._sessions: dict[str, dict[str, _Session]] = {}
-        self._targets: dict[str, DialTarget] = {}
-        self._relay_links: dict[str, RelayLink] = {}
-        self._relay_backoff: dict[str, float] = {}
+        self._sessions: dict[str, dict[str, Session]] = {}
         self._deliveries: asyncio.Queue[tuple[CMB, PeerInfo]] = asyncio.Queue(maxsize=1000)
         self._delivery_task: asyncio.Task | None = None
         self._pending_handshakes = 0
-        self._stock_aliases: dict[str, str] = {}  # stock block key -> our cmb1 key
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Condition()
         self._server: asyncio.base_events.Server | None = None
         self._running = False
-        self._registry = None
-        self._mdns = None
-        self._relay = None
+        self._intake = CmbIntake(
+            identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver
+        )
+        self._peering = Peering(
+            identity,
+            group,
+            self.verifier,
+            run_session=self.run_session,
+            spawn=self._spawn,
+            emit=self._emit,
+            connected=self.connected,
+            changed=self._changed,
+            host=host,
+            static_peers=list(static_peers or []),
+            discovery=list(["registry"] if discovery is None else discovery),
+            relay_url=relay_url,
+            relay_token=relay_token,
+            registry_interval=registry_interval,
+            registry_stale_after=registry_stale_after,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+            connect_timeout=connect_timeout,
+            heartbeat_timeout=heartbeat_timeout,
+            mdns_interfaces=mdns_interfaces,
+        )
+
+    @property
+    def static_peers(self) -> list[str]:
+        return self._peering.static_peers
+
+    @static_peers.setter
+    def static_peers(self, specs: list[str]) -> None:
+        self._peering.static_peers = list(specs)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -140,20 +137,17 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self._delivery_task = self._spawn(self._deliver_loop(), "deliver")
         self._server = await asyncio.start_server(self._on_inbound, self.host, self._requested_port)
         self.port = self._server.sockets[0].getsockname()[1]
-        for spec in self.static_peers:
-            self._add_static_peer(spec)
-        await self._start_discovery()
+        await self._peering.start(self.port)
 
     async def stop(self) -> None:
         self._running = False
-        await self._stop_discovery()
+        await self._peering.stop()
         if self._server is not None:
             self._server.close()
         for by_kind in list(self._sessions.values()):
             for session in list(by_kind.values()):
                 await session.link.close()
-        for link in list(self._relay_links.values()):
-            link.feed(None)
+        self._peering.drop_relay_links()
         # Blocks already stored must still surface: give the handler a moment to drain.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._deliveries.join(), 5.0)
@@ -174,6 +168,23 @@ class MeshNode(PeeringMixin, IntakeMixin):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _deliver(self, cmb: CMB, info: PeerInfo) -> None:
+        # Surfaced by one worker, in arrival order, so a slow handler never stalls the session's
+        # reads (and with them its heartbeat).
+        if self.on_cmb is not None:
+            await self._deliveries.put((cmb, info))
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            cmb, info = await self._deliveries.get()
+            try:
+                if self.on_cmb is not None:
+                    await self.on_cmb(cmb, info)
+            except Exception:
+                log.exception("on_cmb handler failed for %s", cmb.key)
+            finally:
+                self._deliveries.task_done()
 
     def _emit(self, name: str, data: dict) -> None:
         if self.on_event is None:
@@ -204,7 +215,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
                 continue
             if cmb.to and cmb.to not in (best.info.node_id, best.info.name):
                 continue
-            frame = self._cmb_frame_for(cmb, best)
+            frame = self._intake.frame_for(cmb, best)
             if frame is not None and await best.link.send(frame):
                 sent += 1
         if self.on_frame is not None:
@@ -220,7 +231,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
                 return len(self.peers()) >= n
 
     @staticmethod
-    def _best(by_kind: dict[str, _Session]) -> _Session | None:
+    def _best(by_kind: dict[str, Session]) -> Session | None:
         live = [s for s in by_kind.values() if s.info is not None]
         return min(live, key=lambda s: _TRANSPORT_RANK[s.link.kind]) if live else None
 
@@ -246,7 +257,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
 
     async def run_session(self, link: Link) -> PeerInfo | None:
         """Handshake, then serve frames until the link dies. Returns the peer if the handshake held."""
-        session = _Session(link, self.identity.node_id)
+        session = Session(link, self.identity.node_id)
         registered = False
         heartbeat: asyncio.Task | None = None
         try:
@@ -267,9 +278,8 @@ class MeshNode(PeeringMixin, IntakeMixin):
             except HandshakeError as exc:
                 log.info("refusing %s: %s", link.address, exc)
                 return None
-            session.sym05 = is_sym05_handshake(first)
-            session.stock = is_stock_handshake(first) and not session.sym05
-            session.e2e_secret = self._e2e_secret(first, hs.name)
+            session.dialect = dialect_of(first)
+            session.agree_e2e(self.e2e_keypair, first)
             if hs.node_id == self.identity.node_id:
                 return None
             if hs.group == self.group:
@@ -306,18 +316,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
             if registered:
                 await self._unregister(session)
 
-    def _e2e_secret(self, handshake: dict[str, Any], name: str) -> bytes | None:
-        """The shared secret with a peer that announced an X25519 key, when we announced one too."""
-        announced = handshake.get("e2ePublicKey")
-        if self.e2e_keypair is None or not isinstance(announced, str):
-            return None
-        try:
-            return self.e2e_keypair.shared_secret(announced)
-        except E2EError as exc:
-            log.info("ignoring %s's e2e key: %s", name, exc)
-            return None
-
-    async def _register(self, session: _Session) -> bool:
+    async def _register(self, session: Session) -> bool:
         info = session.info
         assert info is not None
         by_kind = self._sessions.setdefault(info.node_id, {})
@@ -346,7 +345,7 @@ class MeshNode(PeeringMixin, IntakeMixin):
         await self._notify()
         return True
 
-    async def _unregister(self, session: _Session) -> None:
+    async def _unregister(self, session: Session) -> None:
         info = session.info
         if info is None:
             return
@@ -359,20 +358,20 @@ class MeshNode(PeeringMixin, IntakeMixin):
             self._emit("peer-disconnected", {"nodeId": info.node_id, "name": info.name})
         await self._notify()
 
-    async def _after_handshake(self, session: _Session) -> None:
+    async def _after_handshake(self, session: Session) -> None:
         """§5.6 gossip: tell the newcomer about the others, and the others about the newcomer."""
         assert session.info is not None
         new = session.info
         known = [s.info for s in (self._best(b) for b in self._sessions.values()) if s and s.info]
         others = [p for p in known if p.node_id != new.node_id]
         if others:
-            await session.link.send(self._peer_info_frame(others))
+            await session.link.send(Peering.peer_info_frame(others))
         for peer in others:
             best = self._best(self._sessions.get(peer.node_id, {}))
             if best is not None:
-                await best.link.send(self._peer_info_frame([new]))
+                await best.link.send(Peering.peer_info_frame([new]))
 
-    async def _heartbeat(self, session: _Session) -> None:
+    async def _heartbeat(self, session: Session) -> None:
         """§5.4: ping after `ping_interval` of silence; close after `heartbeat_timeout`."""
         tick = max(0.01, min(self.ping_interval, self.heartbeat_timeout) / 4)
         while True:
@@ -389,12 +388,12 @@ class MeshNode(PeeringMixin, IntakeMixin):
 
     # -- inbound frames -------------------------------------------------------------------------
 
-    async def _dispatch(self, session: _Session, frame: dict[str, Any]) -> None:
+    async def _dispatch(self, session: Session, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "ping":
             await session.link.send({"type": "pong"})
         elif kind == "cmb":
-            await self._on_cmb_frame(session, frame)
+            await self._intake.receive(session, frame)
         elif kind == "peer-info":
-            self._on_peer_info(frame)
+            self._peering.on_peer_info(frame)
         # pong, handshake repeats, error (informational, §7.2) and unknown types: nothing to do.

@@ -18,12 +18,12 @@ import json
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from xmesh_agent.mmp.anchors import WINDOW_CAPACITY, AnchorWindow, StoredCMB
+from xmesh_agent import clock
+from xmesh_agent.mmp.admission.anchors import WINDOW_CAPACITY, AnchorWindow, StoredCMB
 from xmesh_agent.mmp.cmb import CMB
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class CMBStore:
         """
         if body is None:
             body = dumps_cmb(cmb)
-        now = int(time.time() * 1000)
+        now = clock.now_ms()
         with self._cursor() as cur:
             self._begin_group()
             cur.execute(
@@ -235,8 +235,7 @@ class CMBStore:
         """Drop CMBs older than the retention period; returns how many went."""
         if not self.retention_days:
             return 0
-        now_ms = now_ms or int(time.time() * 1000)
-        cutoff = now_ms - int(self.retention_days * 86_400_000)
+        cutoff = (now_ms or clock.now_ms()) - int(self.retention_days * 86_400_000)
         with self._cursor() as cur:
             cur.execute("DELETE FROM cmbs WHERE received_at < ?", (cutoff,))
             if cur.rowcount:

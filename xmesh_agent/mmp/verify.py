@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.mmp import trust
 from xmesh_agent.mmp.cmb import CMB, key_matches, verify_cmb_signature
 
@@ -131,7 +131,7 @@ class Verifier:
         new = [ident for ident in identities if ident and ident not in self._signers]
         if not new:
             return
-        now = int(time.time() * 1000)
+        now = now_ms()
         with self._lock:
             for ident in new:
                 self._db.execute(

@@ -13,9 +13,9 @@ from typing import Protocol
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import EventLog, no_log, wake_events
+from xmesh_agent.mmp.admission.encoder import admit_stored
+from xmesh_agent.mmp.admission.semantic import encoder_named
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
-from xmesh_agent.mmp.encoder import admit_stored
-from xmesh_agent.mmp.semantic import encoder_named
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, PermanentModelError
 from xmesh_agent.observability import NO_METRICS, PeerMetrics, span

@@ -11,11 +11,11 @@ import contextlib
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from xmesh_agent import paths
+from xmesh_agent.clock import now_ms
 from xmesh_agent.process import pid_alive
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class LoopbackRegistry:
             "port": port,
             "pid": os.getpid(),
             "serviceType": self.service_type,
-            "ts": int(time.time() * 1000),
+            "ts": now_ms(),
         }
         try:
             paths.ensure_dir(self.directory)
@@ -87,7 +87,7 @@ class LoopbackRegistry:
             names = os.listdir(self.directory)
         except OSError:
             return []
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         found: list[RegistryEntry] = []
         for fname in names:
             if not fname.endswith(".json"):
@@ -102,7 +102,7 @@ class LoopbackRegistry:
                 with contextlib.suppress(OSError):
                     full.unlink()
                 continue
-            if now_ms - entry.ts > self.stale_after * 1000:
+            if now - entry.ts > self.stale_after * 1000:
                 continue
             found.append(entry)
         return found

@@ -35,7 +35,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from xmesh_agent.mmp.framing import MAX_FRAME_BYTES
-from xmesh_agent.mmp.relay_member import RelayMember
+from xmesh_agent.mmp.relay.member import RelayMember
 
 log = logging.getLogger(__name__)
 

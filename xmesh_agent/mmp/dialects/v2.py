@@ -20,9 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
-from xmesh_agent.mmp.cmb import CMB, SIG_ALG
-from xmesh_agent.mmp.dialect_stock import build_stock_record, stock_cmb_frame
-from xmesh_agent.mmp.dialect_stock_keys import (
+from xmesh_agent.mmp.cmb import SIG_ALG
+from xmesh_agent.mmp.dialects.stock_keys import (
     SIG_SUITE,
     StockDialectError,
     category_parents_commitment,
@@ -48,7 +47,7 @@ __all__ = [
     "V2_SUITE",
     "application_commitment",
     "assertion_id",
-    "encode_v2_cmb",
+    "sign_as_v2",
     "is_v2_record",
     "record_suite",
     "sign_v2_record",
@@ -299,36 +298,7 @@ def verify_any_stock_record(
     return False
 
 
-# ── emit ──────────────────────────────────────────────────────────────────────────────────
-
-
-def encode_v2_record(
-    cmb: CMB,
-    identity: NodeIdentity,
-    room: str,
-    to: str | None = None,
-    *,
-    parents: Sequence[str] | None = None,
-    category_parents: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, Any]:
-    """A stock record for our CMB signed under mmp-sig-v2.0 by `identity`."""
-    record = build_stock_record(
-        cmb, identity.name, room, to, parents=parents, category_parents=category_parents
-    )
+def sign_as_v2(record: dict[str, Any], identity: NodeIdentity) -> dict[str, Any]:
+    """The signer `encode_stock_cmb` takes for a v2.0 peer: our nodeId into the record, then the
+    mmp-sig-v2.0 signature."""
     return sign_v2_record(to_v2_record(record, identity.node_id), identity)
-
-
-def encode_v2_cmb(
-    cmb: CMB,
-    identity: NodeIdentity,
-    room: str,
-    to: str | None = None,
-    *,
-    timestamp: int | None = None,
-    anchor: bool = False,
-    parents: Sequence[str] | None = None,
-    category_parents: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, Any]:
-    """The whole `cmb` frame for a v2.0 peer: 0.12.1's frame around a v2.0-signed record."""
-    record = encode_v2_record(cmb, identity, room, to, parents=parents, category_parents=category_parents)
-    return stock_cmb_frame(record, cmb.created_at if timestamp is None else timestamp, to, anchor=anchor)

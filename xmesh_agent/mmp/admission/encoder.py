@@ -31,9 +31,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from xmesh_agent.mmp.anchors import StoredCMB
+from xmesh_agent.mmp.admission.anchors import StoredCMB
+from xmesh_agent.mmp.admission.svaf import SvafConfig, SvafResult, UnitVector, evaluate, evaluate_units
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
-from xmesh_agent.mmp.svaf import SvafConfig, SvafResult, UnitVector, evaluate, evaluate_units
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORD_TEXT = (

@@ -14,13 +14,13 @@ for stores that want to resolve stock-keyed lineage parents.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, CMBField, Lineage, content_key
-from xmesh_agent.mmp.dialect_stock_keys import (
+from xmesh_agent.mmp.dialects.stock_keys import (
     SIG_SUITE,
     StockDialectError,
     StockEncryptedError,
@@ -43,6 +43,7 @@ from xmesh_agent.mmp.dialect_stock_keys import (
 
 __all__ = [
     "SIG_SUITE",
+    "Signer",
     "StockDecoded",
     "StockDialectError",
     "StockEncryptedError",
@@ -66,6 +67,7 @@ __all__ = [
     "verify_stock_record",
 ]
 
+Signer = Callable[[dict[str, Any], NodeIdentity], dict[str, Any]]
 REMIX_METHOD = "SVAF-v2"
 
 
@@ -295,8 +297,10 @@ def encode_stock_record(
     parents: Sequence[str] | None = None,
     category_parents: Mapping[str, Sequence[str]] | None = None,
     ancestors: Sequence[str] | None = None,
+    sign: Signer = sign_stock_record,
 ) -> dict[str, Any]:
-    """A stock record for our CMB signed under mmp-sig-v2 by `identity` (createdBy = its name)."""
+    """A stock record for our CMB signed by `identity` (createdBy = its name): under mmp-sig-v2 by
+    default, under mmp-sig-v2.0 with `sign=sign_as_v2` (dialects/v2.py)."""
     record = build_stock_record(
         cmb,
         identity.name,
@@ -306,7 +310,7 @@ def encode_stock_record(
         category_parents=category_parents,
         ancestors=ancestors,
     )
-    return sign_stock_record(record, identity)
+    return sign(record, identity)
 
 
 def encode_stock_cmb(
@@ -319,13 +323,17 @@ def encode_stock_cmb(
     anchor: bool = False,
     parents: Sequence[str] | None = None,
     category_parents: Mapping[str, Sequence[str]] | None = None,
+    sign: Signer = sign_stock_record,
 ) -> dict[str, Any]:
-    """The whole `cmb` frame a stock node accepts: {type, timestamp, cmb: record[, to, directed]}.
+    """The whole `cmb` frame a stock node accepts: {type, timestamp, cmb: record[, to, directed]},
+    its record signed by `sign` (mmp-sig-v2 by default; `sign_as_v2` for a v2.0 peer).
 
     A directed send also marks the frame with `to` + `directed: true`, which is what makes a
     stock receiver surface it to its agent even when SVAF declines to store it.
     """
-    record = encode_stock_record(cmb, identity, room, to, parents=parents, category_parents=category_parents)
+    record = encode_stock_record(
+        cmb, identity, room, to, parents=parents, category_parents=category_parents, sign=sign
+    )
     return stock_cmb_frame(record, cmb.created_at if timestamp is None else timestamp, to, anchor=anchor)
 
 

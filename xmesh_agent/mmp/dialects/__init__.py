@@ -1,0 +1,1 @@
+"""Wire codecs of the dialects other nodes speak: pure functions of frames and CMBs."""

@@ -1,0 +1,38 @@
+"""Which of our `cmb1-` keys a foreign dialect's block key stands for, and back.
+
+A stock or sym 0.5 peer names blocks by its own key; we store them under ours. Parents arriving
+in their terms are mapped to ours, and parents we send are mapped to theirs. Bounded: past
+`MAX_ALIASES` entries a flood of distinct blocks stops growing the map (lineage then falls back
+to recomputed keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+MAX_ALIASES = 10_000
+
+
+class AliasMap(Mapping[str, str]):
+    """Their key -> our key, read as a Mapping by the codecs."""
+
+    def __init__(self, limit: int = MAX_ALIASES):
+        self._limit = limit
+        self._ours: dict[str, str] = {}
+
+    def learn(self, aliases: Mapping[str, str]) -> None:
+        if len(self._ours) < self._limit:
+            self._ours.update(aliases)
+
+    def theirs(self) -> dict[str, str]:
+        """Our key -> their key."""
+        return {ours: theirs for theirs, ours in self._ours.items()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._ours[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ours)
+
+    def __len__(self) -> int:
+        return len(self._ours)

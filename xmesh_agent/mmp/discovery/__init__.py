@@ -1,0 +1,1 @@
+"""How a node finds peers: mDNS and the same-host registry."""
