@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.peer_kit import eventually, peer_config
 from tests.interop.node_process import NodeProcess, driver_command
-from xmesh_agent.mmp.relay_server import RelayServer
+from xmesh_agent.mmp.relay.server import RelayServer
 from xmesh_agent.workers.client import wake_id
 from xmesh_agent.workers.peer import Peer
 from xmesh_agent.workflows.wake import WakeWorkflow
