@@ -4,7 +4,7 @@ Each script runs in its own process (its own event loop, Temporal server and tem
 table streams through as it goes, then the combined table closes the run, headed by the machine
 facts the README records (date, nproc, CPU model, Python version).
 
-usage: python benchmarks/run_all.py [--quick] [--only wire,admission,wake,mesh,tail] [--json all.json]
+usage: python benchmarks/run_all.py [--quick] [--only wire,admission,wake,mesh,tail,talk] [--json all.json]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from _common import Row, load_rows, table
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("wire", "admission", "wake", "mesh", "tail")
+SCRIPTS = ("wire", "admission", "wake", "mesh", "tail", "talk")
 TIMEOUT_S = 900
 
 

@@ -49,18 +49,30 @@ START_CONCURRENCY = 4
 DRAIN_BATCH = 100
 
 
-def wake_summary(peer: str, cmb: CMB) -> str:
-    """One line for the Web UI list: 'reviewer-01 <- writer-02: implement rate-limit middleware'."""
+def wake_summary(peer: str, cmb: CMB, directed: bool = False) -> str:
+    """One line for the Web UI list: 'reviewer-01 <- writer-02: implement rate-limit middleware'
+    ('<= ' and '(directed)' when the CMB was directed to the peer)."""
     topic = next((cmb.text(f) for f in ("focus", "intent", "issue") if cmb.text(f) not in ("", NEUTRAL)), "")
-    line = f"{peer} <- {cmb.created_by}: {topic}".strip().rstrip(":")
+    arrow = "<= " if directed else "<- "
+    line = f"{peer} {arrow}{cmb.created_by}{' (directed)' if directed else ''}: {topic}".strip().rstrip(":")
     data = line.encode("utf-8")[:SUMMARY_BYTES]
     return data.decode("utf-8", errors="ignore")
 
 
-def wake_details(cmb: CMB, rejected: AdmitResult | None = None) -> str:
+def wake_details(
+    cmb: CMB, rejected: AdmitResult | None = None, verdict_at_arrival: AdmitResult | None = None
+) -> str:
     rows = "\n".join(f"| {f} | {cmb.text(f)} |" for f in CAT7 if cmb.text(f) not in ("", NEUTRAL))
     parents = ", ".join(f"`{p}`" for p in cmb.parents) or "none (a root CMB)"
     verdict = f"**rejected** — {rejected.reason} at arrival\n\n" if rejected else ""
+    if verdict_at_arrival is not None and verdict_at_arrival.directed:
+        memory = (
+            "kept in memory (remixed)" if verdict_at_arrival.remixed else "delivered only, not kept in memory"
+        )
+        verdict = (
+            f"**directed** to this peer (MMP §9.2.2): delivered whatever SVAF says; "
+            f"SVAF {verdict_at_arrival.decision} (drift {verdict_at_arrival.drift:.3f}): {memory}\n\n"
+        )
     return (
         f"{verdict}**Trigger** `{cmb.key}` from **{cmb.created_by}** (group `{cmb.group}`)\n\n"
         f"Parents: {parents}\n\n| field | text |\n|---|---|\n{rows}"
@@ -68,8 +80,17 @@ def wake_details(cmb: CMB, rejected: AdmitResult | None = None) -> str:
 
 
 class WakeStarter:
-    def __init__(self, client: Client, config: AgentConfig, store: CMBStore, ledger: WakeLedger):
+    def __init__(
+        self,
+        client: Client,
+        config: AgentConfig,
+        store: CMBStore,
+        ledger: WakeLedger,
+        node_id: str | None = None,
+    ):
         self.client = client
+        self.node_id = node_id
+        """This peer's node id: CMBs directed to it wake it whatever SVAF says (§9.2.2)."""
         self.config = config
         self.store = store
         self.ledger = ledger
@@ -99,12 +120,14 @@ class WakeStarter:
         if cmb is None:
             raise LookupError(f"CMB {cmb_key} is not in {self.config.name}'s store")
         workflow_id = wake_id(self.config.name, cmb_key)
+        verdict: AdmitResult | None = None
         try:
-            verdict = await admission(self.store, self.config, cmb_key)
+            verdict = await admission(self.store, self.config, cmb_key, self.node_id)
             rejected = None if verdict.admitted else verdict
         except Exception:  # the wake's own admit step decides (and retries) instead
             log.exception("admission of %s at arrival failed; the wake decides it", cmb_key)
             rejected = None
+        directed = verdict is not None and verdict.directed
         pairs = [
             SearchAttributePair(search.PEER, self.config.name),
             SearchAttributePair(search.GROUP, self.config.group),
@@ -141,8 +164,8 @@ class WakeStarter:
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 execution_timeout=timedelta(seconds=approval + 3600),
                 search_attributes=TypedSearchAttributes(pairs),
-                static_summary=wake_summary(self.config.name, cmb),
-                static_details=wake_details(cmb, rejected),
+                static_summary=wake_summary(self.config.name, cmb, directed),
+                static_details=wake_details(cmb, rejected, verdict),
                 memo=memo,
                 request_eager_start=True,
             )

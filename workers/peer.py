@@ -31,6 +31,7 @@ from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
 from xmesh_agent.observability import PeerMetrics
+from xmesh_agent.recall import save_profile
 from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.steps import WakeSteps
@@ -82,7 +83,7 @@ class Peer:
         self.store = CMBStore(home / "cmbs.db", retention_days=cfg.mesh.retention_days or None)
         self.ledger = WakeLedger(home / "wakes.db")
         self.events = PeerLog.for_config(cfg)
-        self.starter = WakeStarter(self.client, cfg, self.store, self.ledger)
+        self.starter = WakeStarter(self.client, cfg, self.store, self.ledger, self.identity.node_id)
         self.starter.log = self.events
         self.node = MeshNode(
             self.identity,
@@ -121,6 +122,8 @@ class Peer:
 
     async def start(self) -> None:
         await self.control.start()  # refuses when a live peer of this name holds the socket
+        cfg = self.config
+        save_profile(cfg.name, cfg.mesh.encoder, cfg.weights, cfg.group)  # recall ranks as this peer judges
         if self.config.mesh.encoder == "semantic":  # load the model (~5 s) before the first wake needs it
             await asyncio.to_thread(encoder_named("semantic").warm)
         self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))

@@ -72,6 +72,8 @@ class WakeWorkflow:
         self._awaiting_approval = False
         self._lean_stages = False
         self._model_errors: list[str] = []
+        self._directed = False
+        self._remixed: bool | None = None
 
     @workflow.run
     async def run(self, wake: WakeInput) -> WakeResult:
@@ -91,6 +93,7 @@ class WakeWorkflow:
         admission = await workflow.execute_local_activity_method(
             WakeActivities.admit, AdmitInput(cmb_key=key), summary="admit (SVAF)", **LOCAL
         )
+        self._directed, self._remixed = admission.directed, admission.remixed
         if not admission.admitted:
             return self._finish(Outcome.REJECTED, admission.reason or admission.decision, admission.decision)
 
@@ -256,6 +259,8 @@ class WakeWorkflow:
             output_tokens=reply.output_tokens if reply else 0,
             model=reply.label if reply else "",
             model_errors=self._model_errors,
+            directed=self._directed,
+            remixed=self._remixed,
         )
         self._count(outcome)
         updates = [search.OUTCOME.value_set(outcome.value), search.STAGE.value_set("done")]
@@ -266,6 +271,9 @@ class WakeWorkflow:
         workflow.upsert_search_attributes(updates)
         workflow.upsert_memo({"result": result.model_dump(mode="json")})
         details = f"**{outcome.value}**" + (f" — {reason}" if reason else "")
+        if self._directed:
+            memory = "kept in memory" if self._remixed else "delivered only, not kept in memory"
+            details += f"\n\ndirected to this peer (§9.2.2); SVAF {admission}: {memory}"
         if emitted_key:
             details += f"\n\nemitted `{emitted_key}`"
         if reply and reply.model_index:

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from xmesh_agent.roles import CAT7, preset_weights
+from xmesh_agent.roles import CAT7, preset_weights, profile
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GROUP_PATTERN = r"^[a-z0-9_.-]{1,64}$"
@@ -57,6 +57,17 @@ class MeshConfig(Section):
     relay_token: str | None = None
     retention_days: Annotated[float, Field(ge=0)] = Field(
         default=90.0, description="Days a CMB stays in the peer's store; 0 keeps them forever."
+    )
+    freshness_seconds: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="SVAF freshness τ (MMP §19.2): how fast a signal goes stale for admission. "
+        "Default: the role's profile (coding roles: 7200).",
+    )
+    memory_days: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Profile retention (MMP §19.2): stored CMBs older than this stop anchoring SVAF "
+        "admission, so a long-lived peer is not held to its first topics. Default: the role's "
+        "profile (coding roles: 7).",
     )
     admission: Literal["tofu", "strict", "open"] = Field(
         default="tofu", description="tofu: pin first key seen; strict: trusted keys only; open."
@@ -294,6 +305,11 @@ class AgentConfig(Section):
         if self.role_weights is None:
             preset = preset_weights(self.identity.role) or {}
             self.role_weights = RoleWeights(**preset)
+        freshness, memory = profile(self.identity.role)
+        if self.mesh.freshness_seconds is None:
+            self.mesh.freshness_seconds = freshness
+        if self.mesh.memory_days is None:
+            self.mesh.memory_days = memory
         return self
 
     @property

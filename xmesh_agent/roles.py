@@ -17,6 +17,11 @@ _PRESETS: dict[str, tuple[float, ...]] = {
     "generic": (1.0,) * 7,
 }
 
+# §19.2 profiles: (freshness in seconds: SVAF's τ for temporal drift; memory in days: how long a stored
+# CMB keeps anchoring admission). Every preset is a coding role: the spec's coding profile, 2 h / 7 d.
+CODING_PROFILE = (7200.0, 7.0)
+_PROFILES: dict[str, tuple[float, float]] = {role: CODING_PROFILE for role in _PRESETS}
+
 HIGH_WEIGHT = 1.5
 """Fields weighted at or above this are the role's priorities (named in the model's preamble)."""
 
@@ -32,3 +37,8 @@ def preset_weights(role: str) -> dict[str, float] | None:
 
 def priority_fields(weights: dict[str, float]) -> list[str]:
     return [f for f in CAT7 if weights.get(f, 0.0) >= HIGH_WEIGHT]
+
+
+def profile(role: str) -> tuple[float, float]:
+    """(freshness_seconds, memory_days) of a role; roles without a preset get the coding profile."""
+    return _PROFILES.get(role.lower(), CODING_PROFILE)

@@ -21,6 +21,7 @@ from xmesh_agent.cli.app import app
 from xmesh_agent.config import to_toml
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
+from xmesh_agent.mmp.dialects.stock_keys import stock_key_for
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
@@ -87,6 +88,9 @@ async def test_read_commands_against_two_running_peers(temporal_env):
         lines = r.stdout.splitlines()
         assert lines[0].startswith(result.emitted_key) and "ops-r" in lines[0]
         assert lines[1].startswith(f"  └─ {seed.key}") and "rate limiter" in lines[1]
+        for typed in (result.emitted_key[:16] + "…", stock_key_for(reviewer.store.get(result.emitted_key))):
+            r = await cli("trace", "ops-r", typed)  # a prefix as the demo prints it, a stock key
+            assert r.exit_code == 0 and r.stdout.splitlines() == lines, (typed, r.output)
         orphan = mint(
             {"focus": "follow-up"},
             identity=writer.identity,

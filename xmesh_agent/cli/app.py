@@ -11,6 +11,7 @@ from xmesh_agent.cli import (
     demo_cmd,
     identity_cmds,
     mcp_cmd,
+    mesh_cmds,
     ops_cmds,
     peer_cmds,
     relay_cmd,
@@ -61,8 +62,13 @@ app.command("relay", rich_help_panel=START)(relay_cmd.relay)
 for _name in ("status", "peers", "cost", "trace", "logs", "stop"):
     app.command(_name, rich_help_panel=OPERATE)(getattr(ops_cmds, _name))
 app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
-app.command("tail", rich_help_panel=OPERATE)(tail_cmd.tail)
-app.command("mcp", rich_help_panel=OPERATE)(mcp_cmd.mcp)
+
+TALK = "Talk to a running mesh"
+app.command("publish", rich_help_panel=TALK)(mesh_cmds.publish)
+app.command("recall", rich_help_panel=TALK)(mesh_cmds.recall)
+app.command("show", rich_help_panel=TALK)(mesh_cmds.show)
+app.command("tail", rich_help_panel=TALK)(tail_cmd.tail)
+app.command("mcp", rich_help_panel=TALK)(mcp_cmd.mcp)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)

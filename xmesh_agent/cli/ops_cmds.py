@@ -171,7 +171,9 @@ def cost(
 
 def trace(
     peer: str = typer.Argument(..., help="Name of the running peer whose store to read."),
-    key: str = typer.Argument(..., help="The CMB key (cmb1-...) to trace back."),
+    key: str = typer.Argument(
+        ..., help="The CMB key to trace back: full, a unique prefix (cmb1-3f2a9c…), or a stock cmb- key."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Show where a CMB came from: its parents, their parents, ... as an indented tree (depth <= 20).
@@ -179,13 +181,30 @@ def trace(
     Parents this peer never received are shown as (missing). Use it to follow a reply back to the
     seed that started a conversation.
 
-    Example: xmesh-agent trace reviewer-01 cmb1-3f2a...
+    Example: xmesh-agent trace reviewer-01 cmb1-3f2a9c01
     """
-    r = _ask(peer, "trace", key=key)
+    r = _ask(peer, "trace", key=_full_key(peer, key))
     if as_json:
         print_json(r)
         return
     typer.echo("\n".join(render_tree(r)))
+
+
+def _full_key(peer: str, key: str) -> str:
+    """A prefix or stock key as the full key the peer's store holds (read-only); exit 2 when it is
+    malformed or names several. A key the store does not hold goes as typed (the peer says so)."""
+    from xmesh_agent.cli.common import EXIT_USAGE
+    from xmesh_agent.lookup import KeyLookupError, open_reader, resolve_key, store_path
+
+    if not store_path(peer).is_file():
+        return key
+    try:
+        with open_reader(peer) as reader:
+            return resolve_key(key, [reader])
+    except KeyLookupError as exc:
+        if str(exc).startswith("no CMB with key"):
+            return key
+        fail(str(exc), EXIT_USAGE)
 
 
 def render_tree(reply: dict[str, Any]) -> list[str]:

@@ -22,10 +22,19 @@ class Outcome(StrEnum):
 
 
 class AdmitResult(BaseModel):
+    """Whether the CMB surfaces (wakes the peer), and SVAF's verdict on it.
+
+    A broadcast surfaces when SVAF admits it. A CMB directed to this peer (MMP §9.2.2) always
+    surfaces; SVAF's `decision` then only says whether it joins memory: `remixed` (the spec's
+    ingestion indicator) is True when SVAF admitted it, False for delivery without admission.
+    """
+
     admitted: bool
     decision: str
     drift: float = 0.0
     reason: str = ""
+    directed: bool = False
+    remixed: bool | None = None
 
 
 class WakeInput(BaseModel):
@@ -142,6 +151,10 @@ class WakeResult(BaseModel):
     model: str = Field(default="", description="adapter/model of the model that answered.")
     model_errors: list[str] = Field(
         default_factory=list, description="Why each model before it in the chain did not answer."
+    )
+    directed: bool = Field(default=False, description="The trigger was directed to this peer (§9.2.2).")
+    remixed: bool | None = Field(
+        default=None, description="SVAF admitted the trigger to memory (False: delivered only)."
     )
 
 

@@ -13,8 +13,9 @@ from typing import Protocol
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.logs import EventLog, no_log, wake_events
-from xmesh_agent.mmp.admission.encoder import admit_stored
+from xmesh_agent.mmp.admission.encoder import admit_stored, config_for
 from xmesh_agent.mmp.admission.semantic import encoder_named
+from xmesh_agent.mmp.admission.svaf import SvafConfig
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL, content_key, mint, minted_texts
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, PermanentModelError
@@ -50,28 +51,55 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def admission(store: CMBStore, config: AgentConfig, cmb_key: str) -> AdmitResult:
+async def admission(
+    store: CMBStore, config: AgentConfig, cmb_key: str, node_id: str | None = None
+) -> AdmitResult:
     """SVAF per-field drift with the peer's α weights, against what it held when the CMB arrived.
 
     The anchors are the group's CMBs stored before this one (store order), judged at its arrival
     time: the same decision however late it is asked, so the listener may decide at arrival (a
     rejected CMB's wake then only records it) and a wake's admit step, or a replay, decides the same.
+    Anchors stored more than the profile's `memory_days` before the CMB arrived no longer count
+    (§19.2). A CMB directed to `node_id` (this peer) is admitted whatever SVAF says (§9.2.2); SVAF's
+    verdict is kept beside it as the memory decision.
     """
     view = store.admission_view(cmb_key, config.group, ANCHOR_WINDOW)
     if view is None:
         raise LookupError(f"CMB {cmb_key} is not in {config.name}'s store")
     trigger, anchors = view
+    if config.mesh.memory_days:
+        oldest = trigger.received_at - int(config.mesh.memory_days * 86_400_000)
+        anchors = [a for a in anchors if a.received_at >= oldest]
+    svaf = SvafConfig(**{**vars(config_for(config.weights)), "freshness_seconds": _freshness(config)})
     if config.mesh.encoder == "lexical":
-        result = admit_stored(trigger, anchors, config.weights)
+        result = admit_stored(trigger, anchors, config.weights, config=svaf)
     else:  # a model call (and its first load): off the event loop the mesh node shares
         encoder = encoder_named(config.mesh.encoder)
-        result = await asyncio.to_thread(admit_stored, trigger, anchors, config.weights, encoder=encoder)
+        semantic = config_for(config.weights, encoder)
+        svaf = SvafConfig(**{**vars(semantic), "freshness_seconds": _freshness(config)})
+        result = await asyncio.to_thread(
+            admit_stored, trigger, anchors, config.weights, encoder=encoder, config=svaf
+        )
+    to = trigger.cmb.to
+    directed = bool(to) and to in (node_id, config.name)
+    verdict = f"SVAF {result.decision} (drift {result.total_drift:.3f})"
+    if directed:
+        memory = "kept in memory" if result.accepted else "delivered only, not kept in memory"
+        reason = f"directed to this peer; {verdict}: {memory}"
+    else:
+        reason = "" if result.accepted else verdict
     return AdmitResult(
-        admitted=result.accepted,
+        admitted=result.accepted or directed,
         decision=result.decision,
         drift=round(result.total_drift, 4),
-        reason="" if result.accepted else f"SVAF {result.decision} (drift {result.total_drift:.3f})",
+        reason=reason,
+        directed=directed,
+        remixed=result.accepted,
     )
+
+
+def _freshness(config: AgentConfig) -> float:
+    return float(config.mesh.freshness_seconds or SvafConfig().freshness_seconds)
 
 
 @dataclass
@@ -101,7 +129,7 @@ class WakeSteps:
         return cmb
 
     async def _admit(self, cmb_key: str) -> AdmitResult:
-        return await admission(self.store, self.config, cmb_key)
+        return await admission(self.store, self.config, cmb_key, self.identity.node_id)
 
     async def _reserve(self, wake_id: str, at_ms: int | None = None, chain: bool = False) -> ReserveResult:
         """Cost caps, then the wake budget, then the breaker: a wake that may not run says why.
