@@ -8,14 +8,11 @@ Every method returns plain JSON-able data or raises `BridgeError` with a one-lin
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xmesh_agent.clock import now_ms
-from xmesh_agent.conversation import Said, local_peers, spoken
+from xmesh_agent.conversation import Said, spoken
 from xmesh_agent.mmp.cmb import CAT7, CMB, mint
 from xmesh_agent.mmp.node import PeerInfo
 from xmesh_agent.observer import Join, ObserverNode
@@ -23,9 +20,6 @@ from xmesh_agent.observer import Join, ObserverNode
 INBOX_LIMIT = 1000
 MAX_TEXT = 4000
 """A field longer than this is refused: a CMB is a projection of state, not a document."""
-
-Recall = Callable[..., list[dict[str, Any]]]
-"""recall(store_path, query, *, author, since_ms, limit) -> hits, each {key, author, created_at, parents, fields}."""
 
 
 class BridgeError(Exception):
@@ -46,42 +40,12 @@ def hit(cmb: CMB, **extra: Any) -> dict[str, Any]:
     return out
 
 
-def recall_in_store(
-    store_path: Any, query: str, *, author: str | None = None, since_ms: int | None = None, limit: int = 10
-) -> list[dict[str, Any]]:
-    """Newest CMBs of a store that carry the query's words (all of them first), read-only."""
-    import json
-
-    words = [w for w in query.lower().split() if w]
-    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
-    try:
-        sql, args = "SELECT body FROM cmbs WHERE 1=1", []
-        if author:
-            sql, args = sql + " AND created_by = ?", [*args, author]
-        if since_ms is not None:
-            sql, args = sql + " AND received_at >= ?", [*args, since_ms]
-        rows = db.execute(sql + " ORDER BY rowid DESC LIMIT 5000", args).fetchall()
-    finally:
-        db.close()
-    scored = []
-    for n, (body,) in enumerate(rows):
-        cmb = CMB.from_wire(json.loads(body))
-        text = " ".join(cmb.texts().values()).lower()
-        score = sum(w in text for w in words)
-        if words and not score:
-            continue
-        scored.append((-score, n, cmb))
-    scored.sort(key=lambda t: (t[0], t[1]))
-    return [hit(c) for _, _, c in scored[:limit]]
-
-
 class MeshSession:
-    def __init__(self, join: Join, *, recall: Recall | None = None, **node_options: float):
+    def __init__(self, join: Join, **node_options: float):
         self.join = join
         self.inbox: deque[Said] = deque(maxlen=INBOX_LIMIT)
         self.dropped = 0
         self.observer = ObserverNode(join, self._arrived, **node_options)
-        self._recall = recall or recall_in_store
         self._temporal: Any = None
 
     @property
@@ -151,7 +115,7 @@ class MeshSession:
         long = [f for f, t in texts.items() if len(t) > MAX_TEXT]
         if long:
             raise BridgeError(f"{', '.join(long)} longer than {MAX_TEXT} characters")
-        parent_cmbs = [self._parent(k) for k in parents or []]
+        parent_cmbs = self._parents(parents or [])
         target = await self._target(to, wait) if to else None
         if target is None and not await self.observer.wait_for_peers(1, wait):
             raise BridgeError(
@@ -187,28 +151,39 @@ class MeshSession:
             await asyncio.sleep(0.05)
         return found
 
-    def _parent(self, key: str) -> CMB:
-        """A parent by key or unique prefix, from this node's store or a local peer's."""
-        from xmesh_agent import paths
+    def _parents(self, keys: list[str]) -> list[CMB]:
+        """Keys as typed (unique prefixes, stock `cmb-` keys) -> the CMBs local stores hold; a full key
+        none holds stands for itself in the lineage."""
+        from xmesh_agent.operator import DirectiveError, resolve_parents
 
-        stores = [self.observer.store.path] + [
-            paths.peer_dir(p) / "cmbs.db" for p in local_peers(self.join.group)
-        ]
-        found: dict[str, CMB] = {}
-        for path in stores:
-            with contextlib.suppress(sqlite3.Error):
-                found.update({c.key: c for c in _by_prefix(path, key)})
-        if not found:
-            raise BridgeError(f"parent {key!r} is not a CMB this node or a local peer holds")
-        if len(found) > 1:
-            raise BridgeError(f"parent {key!r} is ambiguous ({len(found)} CMBs start so); give more of it")
-        return next(iter(found.values()))
+        self.observer.store.flush()
+        try:
+            found = resolve_parents(keys)
+        except DirectiveError as exc:
+            raise BridgeError(f"parents: {exc}") from None
+        out = []
+        for parent in found:
+            if isinstance(parent, str):
+                out.append(CMB(key=parent, created_by="", created_at=0, fields={}))
+            else:
+                self.observer.store.put(parent, source="recall")  # a stock peer's frame carries it
+                out.append(parent)
+        return out
 
     def recall(
         self, query: str = "", *, author: str | None = None, since_ms: int | None = None, limit: int = 10
     ) -> list[dict[str, Any]]:
+        """What this node and the local peers of its group hold, ranked as `xmesh-agent recall` ranks."""
+        from xmesh_agent.lookup import close_all, open_readers
+        from xmesh_agent.recall import Query, recall
+
         self.observer.store.flush()
-        return self._recall(self.observer.store.path, query, author=author, since_ms=since_ms, limit=limit)
+        readers = open_readers()
+        try:
+            q = Query(text=query, group=self.join.group, author=author, since_ms=since_ms, limit=limit)
+            return [h.to_json() for h in recall(readers, q)]
+        finally:
+            close_all(readers)
 
     # -- operators: wakes through Temporal ------------------------------------------------------
 
@@ -263,27 +238,3 @@ class MeshSession:
             return await decide(await self._client(temporal_address), workflow_id, decision)
         except InspectError as exc:
             raise BridgeError(str(exc)) from None
-
-
-def _by_prefix(path: Any, key: str) -> list[CMB]:
-    import json
-
-    if not key or "%" in key or "_" in key.replace("cmb1-", "").replace("cmb-", ""):
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT body FROM cmbs WHERE key >= ? AND key < ? LIMIT 3", (key, key + "\uffff")
-        ).fetchall()
-    finally:
-        db.close()
-    return [CMB.from_wire(json.loads(b)) for (b,) in rows]
-
-
-async def serve_forever(session: MeshSession, run: Callable[[], Awaitable[None]]) -> None:
-    """Start the session, run the transport, and leave the mesh however the transport ends."""
-    await session.start()
-    try:
-        await run()
-    finally:
-        await session.stop()

@@ -95,13 +95,18 @@ def build_server(session: MeshSession, *, operator: bool = False, temporal_addre
     def recall(
         query: Annotated[str, Field(description="Words to look for; empty lists the newest.")] = "",
         author: Annotated[str | None, Field(description="Only CMBs of this author.")] = None,
+        since: Annotated[str | None, Field(description="Only CMBs since: 30m, 1h, 2d, 1w or a date.")] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 10,
     ) -> list[dict[str, Any]]:
-        """Search what this node holds from the mesh (everything it heard and published), best match
-        first: key, author, created_at, parents, fields. Does what the stock bridge's sym_recall does."""
+        """Search what the mesh said in this group, as this node and the peers on this machine hold it,
+        best match first: key, author, created_at, parents, the seven fields, who holds it. Does what
+        the stock bridge's sym_recall does."""
+        from xmesh_agent.recall import RecallError, parse_since
+
         try:
-            return session.recall(query, author=author, limit=limit)
-        except BridgeError as exc:
+            since_ms = parse_since(since) if since else None
+            return session.recall(query, author=author, since_ms=since_ms, limit=limit)
+        except (BridgeError, RecallError) as exc:
             raise ToolError(str(exc)) from None
 
     @server.tool()

@@ -91,8 +91,21 @@ async def test_a_copilot_publishes_and_receives_the_peers_answer(temporal_env, t
             assert answer["author"] == "reviewer-m" and answer["fields"]
             assert (await _call(session, "receive"))["cmbs"] == []  # drained: the next call is empty
 
-            hits = await _call(session, "recall", query="rate limiter")
+            hits = await _call(session, "recall", query="rate limiter", since="1h")
             assert {sent["key"], answer["key"]} <= {h["key"] for h in hits}
+            followup = await _call(
+                session,
+                "publish",
+                focus="rate limiter",
+                commitment="add a burst test",
+                parents=[answer["key"][:17]],
+            )
+            [mine] = [
+                h
+                for h in await _call(session, "recall", author="claude-test", limit=5)
+                if h["key"] == followup["key"]
+            ]
+            assert mine["parents"] == [answer["key"]] and mine["fields"]["commitment"] == "add a burst test"
             woke = await _call(session, "wakes", peer="reviewer-m")
             assert any(w["workflow_id"].endswith(sent["key"]) and w["outcome"] == "emitted" for w in woke)
 
