@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from xmesh_agent.mcp_bridge import MeshSession
-from xmesh_agent.mcp_server import build_server
+from xmesh_agent.cli.mcp_server import build_server
+from xmesh_agent.cli.mcp_session import MeshSession
 from xmesh_agent.observer import Join
 
 SKILL = Path(__file__).resolve().parents[2] / "skills" / "xmesh" / "SKILL.md"

@@ -38,8 +38,8 @@ def mcp(
 
     Claude Code: `claude mcp add xmesh -- xmesh-agent mcp --group demo`. Cursor and other clients: docs/mcp.md.
     """
-    from xmesh_agent.mcp_bridge import MeshSession
-    from xmesh_agent.mcp_server import run_stdio
+    from xmesh_agent.cli.mcp_server import run_stdio
+    from xmesh_agent.cli.mcp_session import MeshSession
     from xmesh_agent.observer import Join, ObserverError, default_name
 
     mesh = load_or_exit(config).mesh if config is not None else None

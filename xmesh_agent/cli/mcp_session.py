@@ -1,7 +1,7 @@
 """What an MCP client does on the mesh, without the MCP SDK: publish, receive, recall, peers, wakes.
 
 `MeshSession` is one node of a group (an observer identity, `mcp-<user>` unless named) that keeps
-what arrives in an inbox until the client asks for it. `mcp_server.py` exposes it as MCP tools.
+what arrives in an inbox until the client asks for it. `mcp_server.py` beside it exposes it as MCP tools.
 Every method returns plain JSON-able data or raises `BridgeError` with a one-line reason.
 """
 

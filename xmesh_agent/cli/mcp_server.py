@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from xmesh_agent.mcp_bridge import BridgeError, MeshSession
+from xmesh_agent.cli.mcp_session import BridgeError, MeshSession
 
 INSTRUCTIONS = (
     "You are a node of an MMP mesh group: other agents (xmesh-agent peers, stock MMP nodes) read what you "
