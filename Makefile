@@ -6,11 +6,14 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-fast lint bench clean
 
+# setuptools prints an "Editable installation" notice for every editable install of a package whose
+# folders are mapped (workflows/ -> xmesh_agent.workflows); it is filtered, real warnings still show.
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "installing xmesh-agent into $(VENV) (first run, about a minute)…"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
 
 demo: $(BIN)/.installed
 	$(BIN)/xmesh-agent demo

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, isolated_home, median, pct
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.admission.encoder import admit_stored
 from xmesh_agent.mmp.cmb import CMB, mint
@@ -166,7 +167,7 @@ class OurPair(Pair):
 
     async def send(self, batch: list[dict[str, str]]) -> float:
         t0 = time.monotonic()
-        now = int(time.time() * 1000)
+        now = now_ms()
         for fields in batch:
             await self.node.publish(mint(fields, identity=self.node.identity, group=GROUP, created_at=now))
         return t0
@@ -274,7 +275,7 @@ def inprocess_rows(n: int) -> list[Row]:
     who = NodeIdentity.generate("inproc")
     with tempfile.TemporaryDirectory(prefix="admit-inproc-") as tmp:
         store = CMBStore(Path(tmp) / "s.db", group_commit=False)
-        now = int(time.time() * 1000)
+        now = now_ms()
         for i in range(300):
             store.put(
                 mint(texts(i), identity=who, group=GROUP, created_at=now - 1000 * (300 - i)), source="x"

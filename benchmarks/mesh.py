@@ -26,6 +26,7 @@ from pathlib import Path
 
 from _common import ROOT, Row, cpu_seconds, finish, fmt_ms, median, pct, rss_mb
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.connection import PeerInfo
@@ -70,7 +71,7 @@ async def broadcasts(nodes: list[tuple[MeshNode, Arrivals]], n: int, offset: int
     lat = []
     for r in range(offset, offset + rounds):
         sender, _ = nodes[r % n]
-        now = int(time.time() * 1000)
+        now = now_ms()
         cmb = mint(
             {"focus": f"broadcast {r} in a mesh of {n}"},
             identity=sender.identity,

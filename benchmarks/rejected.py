@@ -24,6 +24,8 @@ from pathlib import Path
 
 from temporalio import workflow
 
+from xmesh_agent.clock import now_ms
+
 with workflow.unsafe.imports_passed_through():
     from _common import (
         Row,
@@ -67,7 +69,7 @@ def nonsense(rng: random.Random, words: int) -> str:
 def off_topic(observer: Observer, rng: random.Random) -> CMB:
     """Words nothing in the store shares: SVAF rejects it."""
     fields = {"focus": nonsense(rng, 4), "intent": nonsense(rng, 5)}
-    return mint(fields, identity=observer.identity, group=observer.group, created_at=int(time.time() * 1000))
+    return mint(fields, identity=observer.identity, group=observer.group, created_at=now_ms())
 
 
 async def completed_at(client: Client, workflow_id: str, timeout: float = 60.0) -> tuple[float, list]:

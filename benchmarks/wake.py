@@ -25,6 +25,8 @@ from pathlib import Path
 
 from temporalio import activity, workflow
 
+from xmesh_agent.clock import now_ms
+
 # The sandbox re-imports this module to run the floor workflows: everything else passes through.
 with workflow.unsafe.imports_passed_through():
     from _common import (
@@ -171,7 +173,7 @@ class Observer:
 
     def next_trigger(self) -> CMB:
         self.seq += 1
-        now = int(time.time() * 1000)
+        now = now_ms()
         return mint(trigger_texts(self.seq), identity=self.identity, group=self.group, created_at=now)
 
     async def fire(self, cmb: CMB) -> tuple[float, asyncio.Future[float]]:

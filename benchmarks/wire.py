@@ -25,6 +25,7 @@ from pathlib import Path
 
 from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, median, pct, time_per_call
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp import framing
 from xmesh_agent.mmp.cmb import (
@@ -101,7 +102,7 @@ async def pair(tmp: Path, transport: str, relay_url: str | None) -> tuple[MeshNo
 
 async def latency(a: MeshNode, recv: Receiver, n: int, offset: int) -> list[float]:
     """One CMB at a time: seconds from publish() to B surfacing it."""
-    now = int(time.time() * 1000)
+    now = now_ms()
     cmbs = [mint(texts(offset + i), identity=a.identity, group=GROUP, created_at=now) for i in range(n)]
     out = []
     for cmb in cmbs:
@@ -120,7 +121,7 @@ async def throughput(a: MeshNode, recv: Receiver, n: int, offset: int, window: i
     """
     base = recv.count
     start = time.monotonic()
-    now = int(time.time() * 1000)
+    now = now_ms()
     for i in range(n):
         if window and i - (recv.count - base) >= window:
             recv.expect(base + i - window // 2)

@@ -13,10 +13,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from xmesh_agent.workers.peer import Peer
+from xmesh_agent.clock import now_ms
+from xmesh_agent.workers.control import ControlServer
 
 POLL_SECONDS = 0.5
 
@@ -29,12 +29,9 @@ class RunBounds:
     config_path: str = ""
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-async def enforce(peer: Peer, bounds: RunBounds) -> None:
+async def enforce(control: ControlServer, bounds: RunBounds) -> None:
     """Begin a graceful stop at the deadline or when the run's spend reaches the cap; then return."""
+    peer = control.peer
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bounds.duration_s if bounds.duration_s else None
     while True:
@@ -42,24 +39,24 @@ async def enforce(peer: Peer, bounds: RunBounds) -> None:
             reason = "duration"
             break
         if bounds.max_cost_usd is not None:
-            spent = peer.envelope.cost.totals(_now_ms()).run_usd
+            spent = peer.safety.cost.totals(now_ms()).run_usd
             if spent >= bounds.max_cost_usd:
                 reason = "cost cap"
                 break
         await asyncio.sleep(POLL_SECONDS)
     peer.events.event("run-bound-reached", {"reason": reason})
-    peer.control.begin_stop(reason)
+    control.begin_stop(reason)
 
 
-def summary(peer: Peer, started: float, bounds: RunBounds) -> dict[str, Any]:
+def summary(control: ControlServer, started: float, bounds: RunBounds) -> dict[str, Any]:
     """This run's totals: wakes by outcome (their workflow results), CMBs emitted, USD from the ledger."""
-    seen = dict(peer.control.seen)
-    totals = peer.envelope.cost.totals(_now_ms())
+    peer, seen = control.peer, dict(control.seen)
+    totals = peer.safety.cost.totals(now_ms())
     return {
         "peer": peer.config.name,
         "group": peer.config.group,
         "configPath": bounds.config_path,
-        "stopReason": peer.control.stop_reason or "stopped",
+        "stopReason": control.stop_reason or "stopped",
         "durationSeconds": round(time.monotonic() - started, 1),
         "wakes": sum(seen.values()),
         "wakesByOutcome": seen,

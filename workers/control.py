@@ -20,18 +20,16 @@ import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from temporalio.client import WorkflowFailureError
 
 from xmesh_agent import paths
 from xmesh_agent.wake.payloads import Outcome
+from xmesh_agent.workers.controlled_peer import ControlledPeer
 from xmesh_agent.workflows.wake import WakeWorkflow
-
-if TYPE_CHECKING:
-    from xmesh_agent.workers.peer import Peer
 
 MAX_REQUEST = 64 * 1024
 DRAIN_TIMEOUT = 30.0
@@ -127,11 +125,21 @@ def call(peer: str, cmd: str, timeout: float = 10.0, **args: Any) -> dict[str, A
     return reply if isinstance(reply, dict) else {"ok": False, "error": "malformed reply"}
 
 
+Handler = Callable[["ControlServer", dict[str, Any]], Awaitable[dict[str, Any]]]
+"""One control command: (server, request) -> the reply's fields; the peer wires them in (control_cmds)."""
+
+
 class ControlServer:
     """Serves one peer's control socket and keeps the little state the read commands show."""
 
-    def __init__(self, peer: Peer, on_stop: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        peer: ControlledPeer,
+        handlers: Mapping[str, Handler] | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self.peer = peer
+        self.handlers: Mapping[str, Handler] = handlers or {}
         self.on_stop = on_stop
         self.path = control_path(peer.config.name)
         self.state = "starting"
@@ -224,11 +232,10 @@ class ControlServer:
         if not isinstance(request, dict):
             return {"ok": False, "error": 'request must be a JSON object like {"cmd": "status"}'}
         cmd = request.get("cmd")
-        from xmesh_agent.workers.control_cmds import HANDLERS
-
-        handler = HANDLERS.get(cmd) if isinstance(cmd, str) else None
+        handler = self.handlers.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
-            return {"ok": False, "error": f"unknown command {str(cmd)[:40]!r}; known: {', '.join(HANDLERS)}"}
+            known = ", ".join(self.handlers)
+            return {"ok": False, "error": f"unknown command {str(cmd)[:40]!r}; known: {known}"}
         try:
             return {"ok": True, **await handler(self, request)}
         except LookupError as exc:
@@ -265,9 +272,7 @@ class ControlServer:
         A wake parked awaiting approval is not waited for: it survives the restart in Temporal.
         """
         self.state = "draining"
-        for task in self.peer._tasks:
-            if task.get_name() == "listener":
-                task.cancel()
+        self.peer.stop_listening()
         with contextlib.suppress(Exception):
             query = f"{peer_query(self.peer)} AND ExecutionStatus = 'Running'"
             async for wf in self.peer.client.list_workflows(query):
@@ -311,5 +316,5 @@ def _read_status(path: Path) -> dict[str, Any]:
     return {}
 
 
-def peer_query(peer: Peer) -> str:
+def peer_query(peer: ControlledPeer) -> str:
     return f"XmPeer = '{peer.config.name}' AND XmGroup = '{peer.config.group}'"

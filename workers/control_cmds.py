@@ -1,6 +1,7 @@
 """What a running peer answers on its control socket: status, cost, trace, peers, stop.
 
-One fixed dict maps command names to handlers; `ControlServer.handle` looks names up nowhere else.
+One fixed dict maps command names to handlers; the peer hands it to its `ControlServer`, which looks
+names up nowhere else.
 """
 
 from __future__ import annotations
@@ -8,20 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.wake.payloads import Outcome
-from xmesh_agent.workers.control import ControlServer, peer_query
+from xmesh_agent.workers.control import ControlServer, Handler, peer_query
 
 TRACE_MAX_DEPTH = 20
 TRACE_MAX_NODES = 500
-
-Handler = Callable[[ControlServer, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _peers(server: ControlServer) -> list[dict[str, str]]:
@@ -32,10 +27,10 @@ def _peers(server: ControlServer) -> list[dict[str, str]]:
 
 
 def _cost(server: ControlServer) -> dict[str, Any]:
-    env = server.peer.envelope
+    env = server.peer.safety
     budget = env.cost.config
     return {
-        **env.cost.totals(_now_ms()).model_dump(),
+        **env.cost.totals(now_ms()).model_dump(),
         "caps": {
             "hour_usd": budget.max_cost_usd_per_hour,
             "day_usd": budget.max_cost_usd_per_day,
@@ -63,7 +58,7 @@ async def _visibility_outcomes(server: ControlServer) -> dict[str, int] | None:
 
 async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, Any]:
     """The peer at a glance; `brief` skips the Temporal visibility counts (for `watch`, every 2 s)."""
-    peer, now = server.peer, _now_ms()
+    peer, now = server.peer, now_ms()
     cfg = peer.config
     return {
         "peer": cfg.name,
@@ -76,13 +71,13 @@ async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, An
         "model": {"adapter": cfg.model.adapter, "name": cfg.model.model_name},
         "peers": _peers(server),
         "budget": {
-            "counts": peer.envelope.budget.counts(now).model_dump(),
-            "limits": peer.envelope.budget.limits.model_dump(),
+            "counts": peer.safety.budget.counts(now).model_dump(),
+            "limits": peer.safety.budget.limits.model_dump(),
         },
-        "breaker": peer.envelope.breaker.snapshot(now).model_dump(),
+        "breaker": peer.safety.breaker.snapshot(now).model_dump(),
         "fallback": [
             {"model": m.label, "breaker": b.snapshot(now).model_dump()}
-            for m, b in zip(cfg.model.chain()[1:], peer.envelope.fallback_breakers, strict=False)
+            for m, b in zip(cfg.model.chain()[1:], peer.safety.fallback_breakers, strict=False)
         ],
         "cost": _cost(server),
         "wakes": {

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
@@ -28,11 +27,12 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
-from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.observability import span
+from xmesh_agent.wake.events import EventLog, no_log, wake_events
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import AdmitResult, Outcome, WakeInput, rejected_result
 from xmesh_agent.wake.steps import admission
@@ -108,7 +108,7 @@ class WakeStarter:
     def reconcile(self, window_ms: int = RECONCILE_WINDOW_MS) -> int:
         """Spool every stored inbound CMB that has no wake yet: a crash between the node storing a CMB
         and the listener spooling it must not lose the wake. Returns how many were spooled."""
-        since = int(time.time() * 1000) - window_ms
+        since = now_ms() - window_ms
         spooled = sum(self.ledger.enqueue(key, author) for key, author in self.store.inbound_since(since))
         if spooled:
             self._kick.set()

@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from xmesh_agent import paths
 from xmesh_agent.activities.wake import WakeActivities
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity, load_or_create_e2e_keypair, load_or_create_identity
 from xmesh_agent.logs import PeerLog
@@ -32,13 +33,14 @@ from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.factory import build_adapter
 from xmesh_agent.observability import PeerMetrics
 from xmesh_agent.recall import save_profile
-from xmesh_agent.wake.envelope import Envelope
 from xmesh_agent.wake.ledger import WakeLedger
+from xmesh_agent.wake.safety_state import SafetyState
 from xmesh_agent.wake.steps import WakeSteps
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summary
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
+from xmesh_agent.workers.control_cmds import HANDLERS
 from xmesh_agent.workers.listener import WakeStarter
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
 from xmesh_agent.workflows.wake import WakeWorkflow
@@ -73,6 +75,10 @@ class Peer:
     node: MeshNode = field(init=False)
     starter: WakeStarter = field(init=False)
     worker: Worker = field(init=False)
+    events: PeerLog = field(init=False)
+    safety: SafetyState = field(init=False)
+    steps: WakeSteps = field(init=False)
+    control: ControlServer = field(init=False)
     _tasks: list[asyncio.Task] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -100,9 +106,9 @@ class Peer:
             e2e_keypair=load_or_create_e2e_keypair(cfg.name),
             on_event=self.events.node_event,
         )
-        self.envelope = Envelope.open(home / "safety.db", cfg)
+        self.safety = SafetyState.open(home / "safety.db", cfg)
         steps = WakeSteps(
-            cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.envelope
+            cfg, self.identity, self.store, self.ledger, self.node, build_adapter(cfg.model), self.safety
         )
         steps.log = self.events
         steps.fallbacks = [build_adapter(m) for m in cfg.model.chain()[1:]]
@@ -110,7 +116,7 @@ class Peer:
         if self.metrics.enabled:
             self._count_frames()
         self.steps = steps
-        self.control = ControlServer(self)
+        self.control = ControlServer(self, HANDLERS)
         self.worker = Worker(
             self.client,
             task_queue=task_queue(cfg.group, cfg.name),
@@ -142,11 +148,17 @@ class Peer:
                     "nodeId": self.identity.node_id,
                     "port": self.node.port,
                     "taskQueue": self.worker.task_queue,
-                    "startedAt": int(time.time() * 1000),
+                    "startedAt": now_ms(),
                 },
                 indent=2,
             )
         )
+
+    def stop_listening(self) -> None:
+        """Stop starting wakes: CMBs that arrive from now on are spooled for the next start."""
+        for task in self._tasks:
+            if task.get_name() == "listener":
+                task.cancel()
 
     def _count_frames(self) -> None:
         """Frames in/out from the node, rejected CMB frames from its audit events."""
@@ -167,11 +179,11 @@ class Peer:
         """Gauges that change with time (breaker timers, peers coming and going, cost windows)."""
         chain = self.config.model.chain()
         while True:
-            now = int(time.time() * 1000)
+            now = now_ms()
             self.metrics.mesh_peers(len(self.node.peers()))
-            for model, breaker in zip(chain, self.envelope.breakers, strict=False):
+            for model, breaker in zip(chain, self.safety.breakers, strict=False):
                 self.metrics.breaker(model.label, breaker.snapshot(now).state)
-            t = self.envelope.cost.totals(now)
+            t = self.safety.cost.totals(now)
             self.metrics.spent(t.run_usd, t.hour_usd, t.day_usd)
             await asyncio.sleep(METRICS_SAMPLE_SECONDS)
 
@@ -203,7 +215,7 @@ class Peer:
                 await adapter.aclose()
         self.store.close()
         self.ledger.close()
-        self.envelope.close()
+        self.safety.close()
         self.events.close()
         if owned:
             status_file(self.config.name).unlink(missing_ok=True)
@@ -260,12 +272,12 @@ async def run_peer(
         if ready:
             ready.set()
         if bounds.duration_s or bounds.max_cost_usd is not None:
-            peer._tasks.append(asyncio.create_task(enforce(peer, bounds), name="bounds"))
+            peer._tasks.append(asyncio.create_task(enforce(peer.control, bounds), name="bounds"))
         await stop.wait()
     finally:
         if bounds.summary_path is not None:
             with contextlib.suppress(Exception):  # a summary must never hide the stop itself
-                write_summary(bounds.summary_path, summary(peer, started, bounds))
+                write_summary(bounds.summary_path, summary(peer.control, started, bounds))
         await peer.stop()
         telemetry.shutdown()
         if embedded:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from xmesh_agent import paths
+from xmesh_agent.clock import now_ms
 
 if TYPE_CHECKING:
     from xmesh_agent.mmp.e2e import X25519KeyPair
@@ -34,7 +34,7 @@ def b64url_decode(text: str) -> bytes:
 
 def uuid7() -> str:
     """A time-ordered UUID v7 (RFC 9562): 48-bit ms timestamp, version 7, random tail."""
-    ms = time.time_ns() // 1_000_000
+    ms = now_ms()
     value = (ms & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
     value = (value & ~(0xF << 76)) | (0x7 << 76)
     value = (value & ~(0x3 << 62)) | (0x2 << 62)

@@ -30,8 +30,6 @@ MAX_STRING = 2000
 KEY_ENV_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "TEMPORAL_API_KEY")
 
 Listener = Callable[[str, dict[str, Any]], None]
-EventLog = Callable[..., None]
-"""What the runtime's parts log through: (evt, data=None, level="info"); a PeerLog or `no_log`."""
 
 
 def default_log_path(peer: str) -> Path:
@@ -175,10 +173,6 @@ class PeerLog:
                 self._file = None
 
 
-def no_log(evt: str, data: dict[str, Any] | None = None, level: str = "info") -> None:
-    """The default hook of WakeSteps / WakeStarter: logging is optional for them."""
-
-
 def tail(path: Path, lines: int) -> list[str]:
     """The last `lines` lines of a log file (reads from the end; fine for files of any size)."""
     if lines <= 0 or not path.exists():
@@ -220,82 +214,3 @@ def follow(path: Path, poll: float = 0.25, stop: Callable[[], bool] | None = Non
         time.sleep(poll)
     if handle is not None:
         handle.close()
-
-
-class wake_events:  # noqa: N801 - a namespace of the wake steps' log events
-    """The wake steps' events, built from the step results (never from field text: gate verdicts
-    carry only the gates' masked excerpt, and that is all a suppressed event shows)."""
-
-    @staticmethod
-    def admit(log: EventLog, cmb_key: str, result: Any) -> Any:
-        data = {"cmbKey": cmb_key, "decision": result.decision, "drift": result.drift}
-        if result.admitted:
-            log("admitted", data)
-        else:
-            log("rejected", {**data, "reason": result.reason})
-        return result
-
-    @staticmethod
-    def reserve(log: EventLog, wake_id: str, result: Any) -> Any:
-        if not result.allowed:
-            outcome = getattr(result.outcome, "value", result.outcome)
-            log("suppressed", {"wakeId": wake_id, "outcome": outcome, "reason": result.reason}, "warn")
-        elif result.warning:
-            log("budget-warning", {"wakeId": wake_id, "warning": result.warning}, "warn")
-        return result
-
-    @staticmethod
-    @contextlib.contextmanager
-    def model_errors(log: EventLog, wake_id: str, attempt: int) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            transient = getattr(exc, "transient", None)
-            log(
-                "model-error",
-                {"wakeId": wake_id, "attempt": attempt, "error": str(exc)[:300], "transient": transient},
-                "error",
-            )
-            raise
-
-    @staticmethod
-    def model_call(log: EventLog, wake_id: str, reply: Any) -> Any:
-        log(
-            "model-call",
-            {
-                "wakeId": wake_id,
-                "model": reply.model,
-                "adapter": reply.adapter,
-                "fallback": reply.model_index,
-                "inputTokens": reply.input_tokens,
-                "outputTokens": reply.output_tokens,
-                "costUsd": reply.cost_usd,
-                "stopReason": reply.stop_reason,
-                "fields": sorted(reply.fields) if reply.fields else [],
-            },
-        )
-        return reply
-
-    @staticmethod
-    def safety(log: EventLog, wake_id: str, verdict: Any) -> Any:
-        data = {"wakeId": wake_id, "rule": verdict.rule, "reason": verdict.reason}
-        if verdict.action == "block":
-            outcome = getattr(verdict.outcome, "value", verdict.outcome)
-            log("suppressed", {**data, "outcome": outcome}, "warn")
-        elif verdict.action == "approve":
-            log("approval-requested", data, "warn")
-        return verdict
-
-    @staticmethod
-    def emitted(log: EventLog, wake_id: str, result: Any) -> Any:
-        log(
-            "emitted",
-            {
-                "wakeId": wake_id,
-                "key": result.key,
-                "route": result.route,
-                "to": result.to,
-                "deliveredTo": result.delivered_to,
-            },
-        )
-        return result

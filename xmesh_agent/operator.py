@@ -152,13 +152,20 @@ def _checked(texts: dict[str, str], mood: tuple[float, float] | None) -> Directi
 # -- identity ------------------------------------------------------------------------------------
 
 
-def default_operator_name() -> str:
+def default_operator_name(suffix: str = "") -> str:
+    """`operator-<user>`, or `operator-<user>-<suffix>`.
+
+    One identity can be on a mesh only once at a time (a peer keeps the first session of a node
+    id, §5.2), so a long-lived operator node (the MCP server) takes a suffix of its own, or every
+    `publish` would be refused while it runs.
+    """
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "user"
     user = re.sub(r"[^A-Za-z0-9_.-]", "-", user).strip("-") or "user"
-    return f"operator-{user}"[:64]
+    tail = f"-{suffix}" if suffix else ""
+    return f"operator-{user}"[: 64 - len(tail)] + tail
 
 
 def operator_identity(name: str | None = None) -> NodeIdentity:

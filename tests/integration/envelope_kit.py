@@ -3,7 +3,6 @@ counts what peers emit, peers whose model is the loopback OpenAI fake, and histo
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +13,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 
 from tests.integration.peer_kit import eventually, peer_config
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
@@ -62,7 +62,7 @@ def topic_fields(i: int) -> dict[str, str]:
 
 def trigger(author: NodeIdentity, group: str, i: int, **extra: Any) -> CMB:
     fields = {**topic_fields(i), **extra}
-    return mint(fields, identity=author, group=group, created_at=int(time.time() * 1000) + i)
+    return mint(fields, identity=author, group=group, created_at=now_ms() + i)
 
 
 def openai_config(name: str, group: str, base_url: str, **sections: dict) -> AgentConfig:

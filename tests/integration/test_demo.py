@@ -18,10 +18,10 @@ import uuid
 import pytest
 
 from xmesh_agent.config import parse_config
+from xmesh_agent.demo.runner import DemoOptions, lineage_lines, run_demo
 from xmesh_agent.scenario import load_scenario, resolve, with_overrides
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.client import TemporalTarget
-from xmesh_agent.workers.demo import DemoOptions, lineage_lines, run_demo
 
 pytestmark = pytest.mark.slow
 

@@ -4,13 +4,13 @@ its own start returned (real peer, real Temporal; only the start call is wrapped
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from tests.integration.peer_kit import peer_config, start_peer
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.workers import listener
@@ -26,7 +26,7 @@ def spool(peer: Peer, n: int) -> list[str]:
             {"focus": f"backlog item {i}: {uuid.uuid4().hex[:6]}", "issue": f"case {i}"},
             identity=author,
             group=peer.config.group,
-            created_at=int(time.time() * 1000) + i,
+            created_at=now_ms() + i,
         )
         peer.store.put(cmb, source="author-l")
         assert peer.ledger.enqueue(cmb.key, "author-l")

@@ -28,6 +28,7 @@ from tests.integration.envelope_kit import (
     trigger,
 )
 from tests.integration.peer_kit import peer_config, start_peer
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.wake.payloads import Outcome
 from xmesh_agent.workers.control_cmds import HANDLERS
@@ -87,9 +88,9 @@ async def test_a_retired_model_falls_back_and_the_result_names_the_answering_mod
             text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
             (FIXTURES / "wake-fallback.json").write_text(text)
         # the ledger charged the answering call once, under the fallback's model
-        totals = peer.envelope.cost.totals(int(time.time() * 1000))
+        totals = peer.safety.cost.totals(now_ms())
         assert totals.calls == 1 and totals.run_usd == pytest.approx(ONE_CALL_USD)
-        assert peer.envelope.breakers[0].snapshot(int(time.time() * 1000)).consecutive_failures == 1
+        assert peer.safety.breakers[0].snapshot(now_ms()).consecutive_failures == 1
     finally:
         await peer.stop()
 
@@ -100,10 +101,10 @@ async def test_an_open_breaker_skips_its_model_without_a_request(temporal_env, f
         temporal_env.client, chain_config("fb-open", group, fake.base_url, ["gpt-4o-mini"])
     )
     try:
-        now = int(time.time() * 1000)
+        now = now_ms()
         for _ in range(5):
-            peer.envelope.breaker.record_failure(now, transient=True)
-        assert peer.envelope.breaker.snapshot(now).state == "open"
+            peer.safety.breaker.record_failure(now, transient=True)
+        assert peer.safety.breaker.snapshot(now).state == "open"
         fake.script(fake.tool_call(REPLY))
         wid = await deliver(peer, trigger(author, group, 0))
         result = await result_of(temporal_env.client, wid)
@@ -130,8 +131,8 @@ async def test_every_breaker_open_ends_the_wake_circuit_open(temporal_env, fake,
         temporal_env.client, chain_config("fb-all", group, fake.base_url, ["gpt-4o-mini"])
     )
     try:
-        now = int(time.time() * 1000)
-        for breaker in peer.envelope.breakers:
+        now = now_ms()
+        for breaker in peer.safety.breakers:
             for _ in range(5):
                 breaker.record_failure(now)
         result = await result_of(temporal_env.client, await deliver(peer, trigger(author, group, 0)))

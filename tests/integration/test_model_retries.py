@@ -8,8 +8,6 @@ completed; a non-retryable failure shows as attempt=1, then ActivityTaskFailed.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
@@ -27,6 +25,7 @@ from tests.integration.envelope_kit import (
     trigger,
 )
 from tests.integration.peer_kit import start_peer
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.wake.payloads import Outcome
 
@@ -60,7 +59,7 @@ async def test_a_503_is_retried_and_the_wake_ends_emitted(temporal_env, fake, au
         assert of_type(events, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED) == []
         # one reply emitted; the failed attempt cost nothing, the successful one is charged once
         assert [c.key for c in peer.store.recent_by_author("retry-p", 5)] == [result.emitted_key]
-        assert peer.envelope.cost.totals(int(time.time() * 1000)).calls == 1
+        assert peer.safety.cost.totals(now_ms()).calls == 1
     finally:
         await peer.stop()
 

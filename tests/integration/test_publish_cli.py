@@ -93,6 +93,11 @@ async def test_publish_reaches_a_running_peer_broadcast_is_gated_directed_wakes_
         assert woken.admission == "rejected"  # SVAF's memory verdict, recorded beside the delivery
         wakes = await all_wakes(client, f"WorkflowId = '{wake_id('pub-r', directed['key'])}'")
         assert len(wakes) == 1
+        desc = await client.get_workflow_handle(wake_id("pub-r", directed["key"])).describe()
+        assert "(directed)" in (await desc.static_summary() or "")  # what the Web UI lists
+        details = await desc.static_details() or ""
+        assert "**directed**" in details and "not kept in memory" in details
+        assert (await desc.memo())["result"]["directed"] is True
 
         with open_reader("pub-r") as store:  # the peer holds it as sent: signed, directed, operator
             held = store.get(directed["key"])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from tests.integration.peer_kit import eventually, peer_config, start_peer
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.workers.client import wake_id
@@ -51,7 +51,7 @@ async def test_new_wake_upserts_only_the_stages_anyone_can_see(temporal_env) -> 
             {"focus": "rename the wake ledger table", "issue": "old name is misleading"},
             identity=author,
             group=group,
-            created_at=int(time.time() * 1000),
+            created_at=now_ms(),
         )
         peer.store.put(cmb, source="author-x")
         await peer.starter.on_cmb(cmb)
@@ -83,7 +83,7 @@ async def test_rejected_at_arrival_is_one_workflow_task_shown_in_the_web_ui(temp
     peer = await start_peer(client, peer_config("lean-r", "reviewer", group))
     try:
         author, other = NodeIdentity.generate("author-x"), NodeIdentity.generate("author-y")
-        now = int(time.time() * 1000)
+        now = now_ms()
         held = mint({"focus": "tidy the docs index"}, identity=author, group=group, created_at=now)
         peer.store.put(held, source="author-x")
         repeat = mint(held.texts(), identity=other, group=group, created_at=now + 5, parents=[held])

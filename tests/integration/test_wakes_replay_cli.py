@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 from tests.fakes.model_servers import FakeOllamaServer
 from tests.integration.peer_kit import eventually, peer_config, start_peer
 from xmesh_agent.cli.app import app
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.wake.payloads import WakeInput, WakeResult
@@ -58,7 +58,7 @@ async def deliver(peer: Peer, focus: str) -> CMB:
         {"focus": focus, "issue": "needs a second pair of eyes"},
         identity=author,
         group=peer.config.group,
-        created_at=int(time.time() * 1000),
+        created_at=now_ms(),
     )
     peer.store.put(cmb, source="author-x")
     await peer.starter.on_cmb(cmb)

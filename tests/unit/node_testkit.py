@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp import framing
 from xmesh_agent.mmp.cmb import CMB, mint
@@ -96,7 +97,7 @@ def note(identity: NodeIdentity, group: str, text: str, to: str | None = None) -
         {"focus": text, "intent": "share"},
         identity=identity,
         group=group,
-        created_at=int(time.time() * 1000),
+        created_at=now_ms(),
         to=to,
     )
 
@@ -164,7 +165,7 @@ class RawPeer:
 
     async def send_cmb(self, cmb: CMB | dict[str, Any]) -> None:
         body = cmb.to_wire() if isinstance(cmb, CMB) else cmb
-        await self.send({"type": "cmb", "timestamp": int(time.time() * 1000), "cmb": body})
+        await self.send({"type": "cmb", "timestamp": now_ms(), "cmb": body})
 
     async def close(self) -> None:
         if self.writer is not None:

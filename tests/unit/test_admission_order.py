@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from pathlib import Path
 
 import pytest
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import parse_config
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.admission.encoder import DEFAULT_ENCODER, admit_stored, config_for
@@ -23,7 +23,7 @@ from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.steps import ANCHOR_WINDOW, WakeSteps
 
-NOW = int(time.time() * 1000)  # admission judges ages at arrival, which is now
+NOW = now_ms()  # admission judges ages at arrival, which is now
 GROUP = "g"
 WORDS = [
     "relay",

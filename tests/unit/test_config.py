@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import tomllib
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xmesh_agent.cli.app import app
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import ConfigError, load_config, parse_config, to_toml
 
 MINIMAL = '[identity]\nname = "rev-01"\nrole = "reviewer"\n[mesh]\n[model]\nadapter = "offline"\n'
@@ -140,7 +140,7 @@ def test_store_retention_drops_old_cmbs_only(tmp_path: Path) -> None:
     store.put(old, source="a")
     store.flush()
     day = 86_400_000
-    now = int(time.time() * 1000)
+    now = now_ms()
     assert store.prune(now_ms=now + day - 60_000) == 0
     assert store.prune(now_ms=now + day + 60_000) == 1
     assert not store.has(old.key)

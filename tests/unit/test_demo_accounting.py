@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 from xmesh_agent import paths
+from xmesh_agent.clock import now_ms
+from xmesh_agent.demo.soak import account
+from xmesh_agent.demo.watch import Tally, WakeRow, lineage_lines, ui_link
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.demo_soak import account
-from xmesh_agent.workers.demo_watch import Tally, WakeRow, lineage_lines, ui_link
 
 GROUP = "g-acct"
 SEEDER = NodeIdentity.generate("demo-seed")
@@ -57,7 +56,7 @@ def _row(wid: str, outcome: str, cost: float = 0.0) -> WakeRow:
 
 
 def _since() -> int:
-    return int(time.time() * 1000) - 1000
+    return now_ms() - 1000
 
 
 def test_clean_run_passes_every_check():

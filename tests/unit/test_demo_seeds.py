@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from xmesh_agent.demo_seeds import ANGLES, PeerView, candidates, choose_seed, tagged_seed
+from xmesh_agent.demo.seeds import ANGLES, PeerView, candidates, choose_seed, tagged_seed
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.admission.encoder import admit
 from xmesh_agent.mmp.cmb import mint

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 # Where each installed package lives in the checkout (pyproject's package-dir).
 FOLDERS = {
@@ -146,10 +144,57 @@ def test_no_import_circle_outside_workers() -> None:
     assert outside == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="workers/peer.py -> control.py -> control_cmds.py -> control.py: removed by the demo/control "
-    "split of issue 20, merged separately",
-)
 def test_no_import_circle_in_workers() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_workers_hold_no_demo() -> None:
+    assert sorted(p.name for p in (ROOT / "workers").glob("demo*")) == []
+    assert "xmesh_agent.demo.runner" in import_graph()
+
+
+# What each folder may import (docs/architecture.md keeps the same table). A layer names the
+# layers below it; the domain (everything under xmesh_agent/ but cli/) never reaches the Temporal
+# side, and the wire never reaches the wake.
+MAY_IMPORT: dict[str, set[str]] = {
+    "mmp": {"mmp", "core"},
+    "models": {"models", "core"},
+    "safety": {"safety", "core"},
+    "core": {"core", "mmp", "safety"},
+    "wake": {"wake", "core", "mmp", "models", "safety"},
+    "activities": {"activities", "wake", "core", "mmp", "models", "safety"},
+    "workflows": {"workflows", "activities", "wake", "core", "mmp", "models", "safety"},
+    "workers": {"workers", "workflows", "activities", "wake", "core", "mmp", "models", "safety"},
+    "demo": {"demo", "workers", "workflows", "activities", "wake", "core", "mmp", "models", "safety"},
+    "cli": {"cli", "demo", "workers", "workflows", "activities", "wake", "core", "mmp", "models", "safety"},
+}
+
+
+def layer(module: str) -> str:
+    part = module.split(".")[1] if "." in module else "core"
+    return part if part in MAY_IMPORT else "core"
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    wrong = sorted(
+        (module, dep)
+        for module, deps in import_graph().items()
+        for dep in deps
+        if layer(dep) not in MAY_IMPORT[layer(module)]
+    )
+    assert wrong == []
+
+
+def test_the_domain_never_imports_temporal() -> None:
+    domain = {"core", "mmp", "models", "safety", "wake"}
+    importers = []
+    for name, path in _modules().items():
+        if layer(name) not in domain:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(n == "temporalio" or n.startswith("temporalio.") for n in names):
+                importers.append(name)
+    assert importers == []

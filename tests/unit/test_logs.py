@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from xmesh_agent.config import LoggingConfig, SafetyConfig, parse_config
-from xmesh_agent.logs import PeerLog, follow, log_path, tail, wake_events
+from xmesh_agent.logs import PeerLog, follow, log_path, tail
 from xmesh_agent.safety import Gates
+from xmesh_agent.wake.events import wake_events
 from xmesh_agent.wake.payloads import AdmitResult, Outcome, ReserveResult, SafetyVerdict
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.node_testkit import make_node, note, ordered_identities, poll
+from xmesh_agent.clock import now_ms
 
 
 @pytest.fixture(autouse=True)
@@ -141,11 +142,10 @@ async def test_simultaneous_static_dials_settle_on_one_connection(tmp_path: Path
 
 async def test_wait_for_peers_times_out_and_registry_skips_foreign_entries(tmp_path: Path) -> None:
     import json
-    import time
 
     loop_dir = tmp_path / "loopback"
     loop_dir.mkdir()
-    now = int(time.time() * 1000)
+    now = now_ms()
     # A foreign room, a stale entry, a dead pid and garbage: none of them may be dialed.
     (loop_dir / "f1.json").write_text(
         json.dumps(

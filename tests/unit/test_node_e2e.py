@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.stock_peer import stock_handshake
 from tests.unit.node_testkit import RawPeer, make_node
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity, e2e_key_path, load_or_create_e2e_keypair
 from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.dialects.stock import encode_stock_cmb
@@ -72,7 +72,7 @@ async def test_encrypted_both_ways_with_a_stock_peer(tmp_path: Path) -> None:
             {"focus": "rate limiter on /login", "issue": "logins spike"},
             identity=raw.identity,
             group=ROOM,
-            created_at=int(time.time() * 1000),
+            created_at=now_ms(),
         )
         frame = encode_stock_cmb(bob_cmb, raw.identity, ROOM)
         frame["cmb"] = encrypt_record(frame["cmb"], secret)
@@ -88,7 +88,7 @@ async def test_encrypted_both_ways_with_a_stock_peer(tmp_path: Path) -> None:
             {"focus": "token bucket per key", "perspective": "reviewer"},
             identity=node.identity,
             group=ROOM,
-            created_at=int(time.time() * 1000),
+            created_at=now_ms(),
             parents=[got],
         )
         assert await node.publish(answer) == 1
@@ -110,7 +110,7 @@ async def test_undecryptable_records_are_dropped(tmp_path: Path) -> None:
     node, inbox, raw, bob_e2e, theirs = await _session(tmp_path)
     try:
         secret = bob_e2e.shared_secret(theirs["e2ePublicKey"])
-        cmb = mint({"focus": "sealed"}, identity=raw.identity, group=ROOM, created_at=int(time.time() * 1000))
+        cmb = mint({"focus": "sealed"}, identity=raw.identity, group=ROOM, created_at=now_ms())
         good = encode_stock_cmb(cmb, raw.identity, ROOM)
         good["cmb"] = encrypt_record(good["cmb"], secret)
         flipped = copy.deepcopy(good)
@@ -135,9 +135,7 @@ async def test_without_a_key_we_announce_none_and_send_plaintext(tmp_path: Path)
     node, inbox, raw, _, theirs = await _session(tmp_path, node_e2e=False)
     try:
         assert "e2ePublicKey" not in theirs
-        ours = mint(
-            {"focus": "in the clear"}, identity=node.identity, group=ROOM, created_at=int(time.time() * 1000)
-        )
+        ours = mint({"focus": "in the clear"}, identity=node.identity, group=ROOM, created_at=now_ms())
         assert await node.publish(ours) == 1
         sent = await _next_cmb(raw)
         assert sent["cmb"]["categories"]["focus"]["text"] == "in the clear"
@@ -158,9 +156,7 @@ async def test_a_bad_announced_key_means_plaintext_not_a_crash(tmp_path: Path) -
         await raw.send(hs)
         assert (await raw.recv())["type"] == "handshake"
         assert await node.wait_for_peers(1, 2.0)
-        ours = mint(
-            {"focus": "still talking"}, identity=node.identity, group=ROOM, created_at=int(time.time() * 1000)
-        )
+        ours = mint({"focus": "still talking"}, identity=node.identity, group=ROOM, created_at=now_ms())
         assert await node.publish(ours) == 1
         assert (await _next_cmb(raw))["cmb"]["categories"]["focus"]["text"] == "still talking"
     finally:

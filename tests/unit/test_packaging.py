@@ -37,7 +37,7 @@ def test_wheel_has_one_top_level_import_name(wheel: Path):
         f"xmesh_agent/{p.relative_to(ROOT / 'xmesh_agent').as_posix()}"
         for p in (ROOT / "xmesh_agent").rglob("*.py")
     }
-    for top in ("workflows", "activities", "workers"):
+    for top in ("workflows", "activities", "workers", "demo"):
         source |= {f"xmesh_agent/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / top).rglob("*.py")}
     assert source - installed == set(), "modules of the checkout missing from the wheel"
     assert "xmesh_agent/workflows/wake.py" in installed

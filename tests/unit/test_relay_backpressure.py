@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.unit.node_testkit import make_node, ordered_identities
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import uuid7
 from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.connection import RelayLink
@@ -81,7 +82,7 @@ async def test_a_burst_of_cmbs_through_the_relay_arrives_complete_and_in_order(t
         await a.start()
         try:
             assert await a.wait_for_peers(1, WAIT) and await b.wait_for_peers(1, WAIT)
-            now = int(time.time() * 1000)
+            now = now_ms()
             cmbs = [
                 mint({"focus": f"burst #{i}"}, identity=a.identity, group="team", created_at=now)
                 for i in range(total)
@@ -180,7 +181,7 @@ async def test_two_nodes_bursting_at_each_other_through_the_relay_both_get_every
         await a.start()
         try:
             assert await a.wait_for_peers(1, WAIT) and await b.wait_for_peers(1, WAIT)
-            now = int(time.time() * 1000)
+            now = now_ms()
 
             async def burst(node, tag: str) -> None:
                 for i in range(total):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xmesh_agent.cli.app import app
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import ConfigError, load_config
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.admission import semantic
@@ -231,7 +231,7 @@ async def test_wake_admit_step_runs_the_configured_encoder(
     path.write_text(SEMANTIC_TOML.replace("[mesh]\n", '[mesh]\ngroup = "g"\n'))
     cfg = load_config(path)
     store = CMBStore(tmp_path / "cmbs.db", group_commit=False)
-    now = int(time.time() * 1000)
+    now = now_ms()
     store.put(mint(TOPIC, identity=bob, group="g", created_at=now - MIN), source="bob")
     # the admit step reads only the config and the store
     steps = WakeSteps(cfg, bob, store, None, None, None, None)  # type: ignore[arg-type]
@@ -260,7 +260,7 @@ async def test_peer_wakes_admit_with_the_semantic_encoder(
     peer = await start_peer(client, peer_config("sem-peer", "reviewer", group, mesh={"encoder": "semantic"}))
     try:
         author = NodeIdentity.generate("author-s")
-        now = int(time.time() * 1000)
+        now = now_ms()
         peer.store.put(mint(TOPIC, identity=author, group=group, created_at=now - MIN), source="author-s")
         paraphrase = mint(
             {"focus": "login deadline on the relay", "issue": "connections that never log in stay open"},

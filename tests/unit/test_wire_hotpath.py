@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.unit.node_testkit import make_node, note, poll
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import CMB, CMBField, mint
 from xmesh_agent.mmp.connection import PeerInfo
@@ -147,7 +147,7 @@ def test_the_body_column_is_the_spec_json_and_odd_vectors_read_back(tmp_path: Pa
         {"focus": 'héllo "quoted" \u2028 ✓', "mood": "calm"},
         identity=alice,
         group="team",
-        created_at=int(time.time() * 1000),
+        created_at=now_ms(),
         parents=[parent],
         to="bob",
         mood=(0.25, -1.0),

@@ -86,9 +86,9 @@ def demo(
     use the offline adapter (deterministic, no network, no cost) and the demo says so. Running it
     again resumes the same mesh (state lives under ~/.xmesh) with a fresh seed.
     """
+    from xmesh_agent.demo.runner import DemoOptions, lineage_lines, run_demo
     from xmesh_agent.scenario import load_scenario, resolve, with_overrides
     from xmesh_agent.workers.client import external_target
-    from xmesh_agent.workers.demo import DemoOptions, lineage_lines, run_demo
 
     if model and model not in MODELS:
         fail(f"--model must be one of {', '.join(MODELS)}", EXIT_USAGE)

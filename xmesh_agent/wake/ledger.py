@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
+
+from xmesh_agent.clock import now_ms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -54,7 +55,7 @@ class WakeLedger:
                 return False
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO pending (cmb_key, author, received_at) VALUES (?, ?, ?)",
-                (cmb_key, author, int(time.time() * 1000)),
+                (cmb_key, author, now_ms()),
             )
             return cur.rowcount == 1
 
@@ -75,7 +76,7 @@ class WakeLedger:
             self._db.execute("DELETE FROM pending WHERE cmb_key = ?", (cmb_key,))
             self._db.execute(
                 "INSERT OR IGNORE INTO woken (cmb_key, workflow_id, started_at) VALUES (?, ?, ?)",
-                (cmb_key, workflow_id, int(time.time() * 1000)),
+                (cmb_key, workflow_id, now_ms()),
             )
             self._db.execute("COMMIT")
 
@@ -89,7 +90,7 @@ class WakeLedger:
     def record_emission(self, wake_id: str, cmb_key: str) -> None:
         self._exec(
             "INSERT OR IGNORE INTO emissions (wake_id, cmb_key, emitted_at) VALUES (?, ?, ?)",
-            (wake_id, cmb_key, int(time.time() * 1000)),
+            (wake_id, cmb_key, now_ms()),
         )
 
     def counts(self) -> dict[str, int]:

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.logs import EventLog, no_log, wake_events
 from xmesh_agent.mmp.admission.encoder import admit_stored, config_for
 from xmesh_agent.mmp.admission.semantic import encoder_named
 from xmesh_agent.mmp.admission.svaf import SvafConfig
@@ -22,7 +22,7 @@ from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, 
 from xmesh_agent.observability import NO_METRICS, PeerMetrics, span
 from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
 from xmesh_agent.wake.context import plan_context, render_request
-from xmesh_agent.wake.envelope import Envelope
+from xmesh_agent.wake.events import EventLog, no_log, wake_events
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.payloads import (
     AdmitResult,
@@ -33,6 +33,7 @@ from xmesh_agent.wake.payloads import (
     ReserveResult,
     SafetyVerdict,
 )
+from xmesh_agent.wake.safety_state import SafetyState
 
 
 class Mesh(Protocol):
@@ -45,10 +46,6 @@ class Mesh(Protocol):
 
 ANCHOR_WINDOW = 50
 """How many of the peer's CMBs stored just before an inbound one SVAF compares it against."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def admission(
@@ -110,7 +107,7 @@ class WakeSteps:
     ledger: WakeLedger
     mesh: Mesh
     adapter: ModelAdapter
-    envelope: Envelope
+    safety: SafetyState
     log: EventLog = field(default=no_log)
     """Where the steps report what they decided (the peer's structured log); a no-op by default."""
     fallbacks: list[ModelAdapter] = field(default_factory=list)
@@ -138,7 +135,7 @@ class WakeSteps:
         `chain`: the wake has fallback models; it is refused only when every model's breaker is open, and
         each model call claims its own breaker (a half-open probe) when it runs.
         """
-        env, now = self.envelope, at_ms or now_ms()
+        env, now = self.safety, at_ms or now_ms()
         cost = env.check_cost(now)
         if not cost.allowed:
             return ReserveResult(allowed=False, outcome=Outcome.COST_CAP, reason=cost.reason or "cost cap")
@@ -191,7 +188,7 @@ class WakeSteps:
         index = model_index or 0
         if index >= len(self.adapters):
             raise PermanentModelError(f"model {index} is not in this peer's chain of {len(self.adapters)}")
-        adapter, breaker = self.adapters[index], self.envelope.breakers[index]
+        adapter, breaker = self.adapters[index], self.safety.breakers[index]
         label = f"{adapter.name}/{adapter.model}"
         if model_index is not None:
             permit = breaker.allow(at)
@@ -225,7 +222,7 @@ class WakeSteps:
             response.usage.output_tokens,
             response.cost_usd,
         )
-        self.envelope.cost.record(
+        self.safety.cost.record(
             wake_id,
             attempt if index == 0 else f"m{index}-{attempt}",
             response.cost_usd,
@@ -234,7 +231,7 @@ class WakeSteps:
             output_tokens=response.usage.output_tokens,
             model=response.model,
         )
-        self.envelope.check_cost(at)  # says so now if this call reached a cost cap
+        self.safety.check_cost(at)  # says so now if this call reached a cost cap
         fields = None
         if response.fields is not None:
             fields = {
@@ -273,7 +270,7 @@ class WakeSteps:
                 rule="self-ancestor",
                 reason=f"own CMB {cycle.hit_key} at depth {cycle.hit_depth}",
             )
-        gate = self.envelope.gates.check(fields)
+        gate = self.safety.gates.check(fields)
         if gate.action == "pass":
             return SafetyVerdict(action="pass")
         reason = f"rule {gate.rule} on {gate.field}: {gate.excerpt}"

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmesh_agent import paths
+from xmesh_agent.demo.watch import Tally
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.wake.payloads import Outcome
 from xmesh_agent.workers.client import wake_id
-from xmesh_agent.workers.demo_watch import Tally
 
 SHOWN = 5
 

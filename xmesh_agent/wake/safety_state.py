@@ -1,20 +1,23 @@
-"""A peer's safety envelope state: budget, cost ledger, breaker (one SQLite file) and its gates."""
+"""A peer's safety state: wake budget, cost ledger, model breakers (one SQLite file) and its gates.
+
+What the safety envelope remembers between wakes; the policies themselves are in xmesh_agent.safety.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xmesh_agent.clock import now_ms
 from xmesh_agent.config import AgentConfig
 from xmesh_agent.safety import CircuitBreaker, CostDecision, CostLedger, Gates, WakeBudget
 
-log = logging.getLogger("xmesh.envelope")
+log = logging.getLogger("xmesh.safety")
 
 
 @dataclass
-class Envelope:
+class SafetyState:
     budget: WakeBudget
     cost: CostLedger
     breaker: CircuitBreaker
@@ -31,8 +34,8 @@ class Envelope:
         return [self.breaker, *self.fallback_breakers]
 
     @classmethod
-    def open(cls, path: Path, config: AgentConfig, run_id: str | None = None) -> Envelope:
-        started = int(time.time() * 1000)
+    def open(cls, path: Path, config: AgentConfig, run_id: str | None = None) -> SafetyState:
+        started = now_ms()
         run_id = run_id or f"run-{started}"
         return cls(
             budget=WakeBudget(path, config.budget),

@@ -23,18 +23,10 @@ from temporalio.client import Client
 
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig
-from xmesh_agent.demo_seeds import PeerView, candidates, choose_seed
-from xmesh_agent.identity import load_or_create_identity
-from xmesh_agent.mmp.cmb import CMB
-from xmesh_agent.mmp.node import MeshNode
-from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.scenario import Scenario
-from xmesh_agent.wake.steps import ANCHOR_WINDOW
-from xmesh_agent.workers import devserver
-from xmesh_agent.workers.client import TemporalTarget, connect
-from xmesh_agent.workers.demo_procs import STOP_TIMEOUT, PeerProcs
-from xmesh_agent.workers.demo_soak import Check, account
-from xmesh_agent.workers.demo_watch import (
+from xmesh_agent.demo.procs import STOP_TIMEOUT, PeerProcs
+from xmesh_agent.demo.seeds import PeerView, candidates, choose_seed
+from xmesh_agent.demo.soak import Check, account
+from xmesh_agent.demo.watch import (
     Tally,
     WakeRow,
     group_query,
@@ -43,6 +35,14 @@ from xmesh_agent.workers.demo_watch import (
     ui_link,
     wake_line,
 )
+from xmesh_agent.identity import load_or_create_identity
+from xmesh_agent.mmp.cmb import CMB
+from xmesh_agent.mmp.node import MeshNode
+from xmesh_agent.mmp.store import CMBStore
+from xmesh_agent.scenario import Scenario
+from xmesh_agent.wake.steps import ANCHOR_WINDOW
+from xmesh_agent.workers import devserver
+from xmesh_agent.workers.client import TemporalTarget, connect
 
 __all__ = ["DemoOptions", "DemoReport", "DemoRun", "lineage_lines", "run_demo"]
 
