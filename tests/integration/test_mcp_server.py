@@ -22,8 +22,12 @@ pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "xmesh_agent.cli.app"]
 
 
-def _env(temporal: str) -> dict[str, str]:
-    return child_env(Path(os.environ["XMESH_HOME"]), Path(os.environ["XMESH_SYM_LOOPBACK_DIR"]), temporal)
+def _env() -> dict[str, str]:
+    """The test's home and registry, and no TEMPORAL_ADDRESS: the peer starts the embedded server
+    under that home and the MCP server finds it there, as on a user's machine."""
+    env = child_env(Path(os.environ["XMESH_HOME"]), Path(os.environ["XMESH_SYM_LOOPBACK_DIR"]), "")
+    env.pop("TEMPORAL_ADDRESS")
+    return env
 
 
 async def _call(session: ClientSession, tool: str, **args: Any) -> Any:
@@ -48,9 +52,8 @@ async def _until(probe, timeout: float, what: str) -> Any:  # noqa: ANN001
         await asyncio.sleep(0.2)
 
 
-async def test_a_copilot_publishes_and_receives_the_peers_answer(temporal_env, tmp_path: Path):
-    temporal = temporal_env.client.service_client.config.target_host
-    env = _env(temporal)
+async def test_a_copilot_publishes_and_receives_the_peers_answer(tmp_path: Path):
+    env = _env()
     group = f"t-{uuid.uuid4().hex[:8]}"
     peer = PeerProcess(peer_config("reviewer-m", "reviewer", group), tmp_path, env).start()
     params = StdioServerParameters(
