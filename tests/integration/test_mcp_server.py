@@ -118,6 +118,52 @@ async def test_a_copilot_publishes_and_receives_the_peers_answer(tmp_path: Path)
         peer.stop()
 
 
+async def test_an_operator_copilot_approves_and_denies_held_wakes(tmp_path: Path):
+    env = _env()
+    group = f"t-{uuid.uuid4().hex[:8]}"
+    gates = [{"name": "rocket", "pattern": "launch the rocket", "action": "approve"}]
+    peer = PeerProcess(
+        peer_config("gated-m", "writer", group, safety={"gates": gates}), tmp_path, env
+    ).start()
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "xmesh_agent.cli.app", "mcp", "--group", group, "--name", "ops-test", "--operator"],
+        env=env,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    try:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+
+            async def held(key: str) -> str | None:
+                rows = await _call(session, "wakes", peer="gated-m", stage="awaiting-approval")
+                return next((r["workflow_id"] for r in rows if r["workflow_id"].endswith(key)), None)
+
+            go = await _call(session, "publish", focus="launch the rocket on friday", intent="go for launch")
+            wid = await _until(lambda: held(go["key"]), 60, "the gated wake in `wakes`")
+            assert "approved" in await _call(session, "approve", workflow_id=wid)
+
+            async def answered() -> list[dict]:
+                return [c for c in (await _call(session, "receive"))["cmbs"] if go["key"] in c["parents"]]
+
+            reply = (await _until(answered, 60, "the approved reply"))[0]
+            assert reply["author"] == "gated-m" and "launch the rocket" in json.dumps(reply["fields"])
+
+            stop = await _call(session, "publish", focus="launch the rocket tonight", intent="go now")
+            wid = await _until(lambda: held(stop["key"]), 60, "the second gated wake")
+            await _call(session, "deny", workflow_id=wid, reason="not before the review")
+
+            async def denied() -> bool:
+                rows = await _call(session, "wakes", peer="gated-m", outcome="denied")
+                return any(r["workflow_id"] == wid for r in rows)
+
+            await _until(denied, 60, "the denied wake")
+            again = await session.call_tool("approve", {"workflow_id": wid})
+            assert again.isError
+    finally:
+        peer.stop()
+
+
 async def test_stdout_carries_only_mcp_messages(tmp_path: Path):
     """stdio is the transport: one stray print would corrupt it. Every stdout line must be JSON-RPC."""
     proc = await asyncio.create_subprocess_exec(
