@@ -232,3 +232,20 @@ async def test_two_tails_never_share_one_identity():
             if t.proc.returncode is None:
                 t.proc.kill()
                 await t.proc.wait()
+
+
+async def test_config_gives_the_group_and_a_broken_config_is_reported(tmp_path: Path):
+    good = tmp_path / "peer.toml"
+    good.write_text(
+        '[identity]\nname = "cfg-peer"\n[mesh]\ngroup = "cfg-group"\n[model]\nadapter = "offline"\n'
+    )
+    observer = await TailProcess.start("--config", str(good), "--name", "obs-cfg")
+    code, _ = await observer.interrupt()
+    assert observer.ready.startswith("tail: obs-cfg joined group cfg-group") and code == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[identity]\nname = "cfg-peer"\n[mesh]\ngroup = "Not A Group"\n')
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "tail", "--config", str(bad), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and "mesh.group" in err.decode() and "Traceback" not in err.decode()
