@@ -188,7 +188,14 @@ async def _follow_peer(
         printer.said(_history(store, lines, since_ms), outcomes.known)
         outcomes.history = False
         if follow:
-            typer.echo(f"tail: following {peer}'s store; Ctrl-C stops", err=True)
+            from xmesh_agent.workers.control import control_path, is_live
+
+            idle = (
+                ""
+                if is_live(control_path(peer))
+                else f" ({peer} is not running: nothing new until it starts)"
+            )
+            typer.echo(f"tail: following {peer}'s store{idle}; Ctrl-C stops", err=True)
         while follow:
             printer.said(await asyncio.to_thread(store.poll))
             printer.woke(outcomes.poll())
