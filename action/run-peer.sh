@@ -79,20 +79,20 @@ import sys
 
 summary, out, step_summary = sys.argv[1:4]
 s = json.load(open(summary, encoding="utf-8"))
-cost = f"{s['costUsd']:.6f}"
+cost = f"{s['cost_usd']:.6f}"
 with open(out, "a", encoding="utf-8") as fh:
-    fh.write(f"cmbs-emitted={s['cmbsEmitted']}\nwakes={s['wakes']}\ncost-usd={cost}\n")
-    fh.write(f"stop-reason={s['stopReason']}\n")
-if s["unpricedCalls"]:
-    print(f"::warning::{s['unpricedCalls']} model call(s) had no known price: cost-usd leaves them out "
+    fh.write(f"cmbs-emitted={s['cmbs_emitted']}\nwakes={s['wakes']}\ncost-usd={cost}\n")
+    fh.write(f"stop-reason={s['stop_reason']}\n")
+if s["unpriced_calls"]:
+    print(f"::warning::{s['unpriced_calls']} model call(s) had no known price: cost-usd leaves them out "
           "(set [model] price_input_per_mtok / price_output_per_mtok)")
-outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s["wakesByOutcome"].items())) or "none"
+outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s["wakes_by_outcome"].items())) or "none"
 with open(step_summary, "a", encoding="utf-8") as fh:
     fh.write(f"### xmesh-agent peer `{s['peer']}`\n\n| | |\n|---|---|\n"
-             f"| wakes | {s['wakes']} ({outcomes}) |\n| CMBs emitted | {s['cmbsEmitted']} |\n"
-             f"| cost | ${cost} of ${s['maxCostUsd']} |\n| model calls | {s['modelCalls']} |\n"
-             f"| stopped by | {s['stopReason']} after {s['durationSeconds']} s |\n")
-print(f"peer {s['peer']}: {s['wakes']} wakes, {s['cmbsEmitted']} CMBs emitted, ${cost}, "
-      f"stopped by {s['stopReason']}")
+             f"| wakes | {s['wakes']} ({outcomes}) |\n| CMBs emitted | {s['cmbs_emitted']} |\n"
+             f"| cost | ${cost} of ${s['max_cost_usd']} |\n| model calls | {s['model_calls']} |\n"
+             f"| stopped by | {s['stop_reason']} after {s['duration_seconds']} s |\n")
+print(f"peer {s['peer']}: {s['wakes']} wakes, {s['cmbs_emitted']} CMBs emitted, ${cost}, "
+      f"stopped by {s['stop_reason']}")
 PY
 exit "$code"

@@ -40,6 +40,7 @@ from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.scenario import Scenario
+from xmesh_agent.wake.approval import decide_commands, held_lines
 from xmesh_agent.wake.steps import ANCHOR_WINDOW
 from xmesh_agent.workers import devserver
 from xmesh_agent.workers.client import TemporalTarget, connect
@@ -77,6 +78,7 @@ class DemoReport:
     timed_out: bool = False
     interrupted: bool = False
     server_kept: bool = False
+    server_stopped: bool = False
     error: str | None = None
     kills: int = 0
     checks: list[Check] = field(default_factory=list)
@@ -132,6 +134,14 @@ class DemoRun:
         self._last_activity = time.monotonic()
         self.say(wake_line(row))
 
+    def _on_held(self, workflow_id: str, held: dict) -> None:
+        """A reply waits at an approval gate: what it says and the command that decides it, at once."""
+        self._last_activity = time.monotonic()
+        self.say(f"  held  {held['peer']:<18} a reply awaits your approval ({workflow_id})")
+        for line in held_lines(held, indent="        "):
+            self.say(line)
+        self.say(f"        decide in another terminal: {decide_commands(workflow_id)}")
+
     async def run(self) -> DemoReport:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -184,8 +194,8 @@ class DemoRun:
             store.close()
             if embedded:
                 keep = self.opt.keep_server and not self.report.interrupted
-                await asyncio.to_thread(devserver.release, keep_running=keep)
-                self.report.server_kept = keep
+                stopped = await asyncio.to_thread(devserver.release, keep_running=keep)
+                self.report.server_kept, self.report.server_stopped = keep, stopped
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -267,7 +277,7 @@ class DemoRun:
         next_chaos = start + self.opt.chaos if self.opt.chaos else float("inf")
         next_summary = start + self.opt.summary_every
         while not await self._tick():
-            await poll_wakes(client, query, self.report.tally, self._on_wake)
+            await poll_wakes(client, query, self.report.tally, self._on_wake, self._on_held)
             now = time.monotonic()
             if now >= next_summary:
                 next_summary = now + self.opt.summary_every
@@ -282,7 +292,8 @@ class DemoRun:
                 self.say(f"  !     {peer.name} exited on its own (code {peer.proc.returncode}); restarting")
                 procs.restart(peer.name)
             if now >= deadline:
-                self.report.timed_out = not self.opt.soak
+                tally = self.report.tally  # wakes held for an operator are no reason to call it a timeout
+                self.report.timed_out = not self.opt.soak and not (tally.held and not tally.busy())
                 return
             if self.opt.soak:
                 if now >= next_seed:

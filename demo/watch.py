@@ -48,6 +48,12 @@ class Tally:
 
     closed: dict[str, WakeRow] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
+    held: dict[str, dict] = field(default_factory=dict)
+    """Running wakes held at an approval gate: peer, reason, the reply they hold (memo `held`)."""
+
+    def busy(self) -> set[str]:
+        """Running wakes the mesh still waits for: all but those that wait for an operator."""
+        return self.running - self.held.keys()
 
     def outcomes(self) -> list[str]:
         seen = {r.outcome for r in self.closed.values()}
@@ -76,6 +82,8 @@ class Tally:
             shown = " ".join(f"{_short(o)}={n}" for o, n in sorted(counts.items(), key=_order))
             parts.append(f"{peer}[{shown}]")
         running = f", {len(self.running)} running" if self.running else ""
+        if self.held:
+            running += f" ({len(self.held)} awaiting your approval)"
         return f"  ··· {len(self.closed)} wakes{running}, ${self.total_cost():.4f} · " + " ".join(parts)
 
     def table(self) -> list[str]:
@@ -96,8 +104,8 @@ class Tally:
         total = f"{'total':<20}" + "".join(f"{totals[c]:>{w + 2}}" for c, w in zip(cols, widths, strict=True))
         lines.append("-" * len(lines[0]))
         lines.append(total + f"{len(self.closed):>8}{'$' + format(self.total_cost(), '.4f'):>11}")
-        if self.running:
-            lines.append(f"({len(self.running)} wake(s) still running)")
+        if self.busy():
+            lines.append(f"({len(self.busy())} wake(s) still running)")
         return lines
 
 
@@ -115,9 +123,14 @@ def group_query(group: str, since: datetime | None = None) -> str:
 
 
 async def poll_wakes(
-    client: Client, query: str, tally: Tally, on_closed: Callable[[WakeRow], None] | None = None
+    client: Client,
+    query: str,
+    tally: Tally,
+    on_closed: Callable[[WakeRow], None] | None = None,
+    on_held: Callable[[str, dict], None] | None = None,
 ) -> int:
-    """Read visibility once; record newly closed wakes (calling on_closed) and the running set.
+    """Read visibility once; record newly closed wakes (calling on_closed), the running set and the
+    wakes held at an approval gate (calling on_held once for each).
 
     Returns how many wakes closed since the last poll.
     """
@@ -126,6 +139,15 @@ async def poll_wakes(
     async for wf in client.list_workflows(query):
         if wf.status == WorkflowExecutionStatus.RUNNING:
             running.add(wf.id)
+            if (
+                wf.typed_search_attributes.get(search.STAGE) == "awaiting-approval"
+                and wf.id not in tally.held
+            ):
+                memo = await wf.memo()
+                held = memo.get("held") if isinstance(memo.get("held"), dict) else {"reply": None}
+                tally.held[wf.id] = {**held, "peer": wf.typed_search_attributes.get(search.PEER) or "?"}
+                if on_held:
+                    on_held(wf.id, tally.held[wf.id])
             continue
         if wf.id in tally.closed:
             continue
@@ -145,6 +167,7 @@ async def poll_wakes(
         if on_closed:
             on_closed(row)
     tally.running = running
+    tally.held = {wid: held for wid, held in tally.held.items() if wid in running}
     return fresh
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xmesh_agent.clock import now_ms
+from xmesh_agent.jsonkeys import snake_keys
 from xmesh_agent.workers.control import ControlServer
 
 POLL_SECONDS = 0.5
@@ -52,20 +53,22 @@ def summary(control: ControlServer, started: float, bounds: RunBounds) -> dict[s
     """This run's totals: wakes by outcome (their workflow results), CMBs emitted, USD from the ledger."""
     peer, seen = control.peer, dict(control.seen)
     totals = peer.safety.cost.totals(now_ms())
-    return {
-        "peer": peer.config.name,
-        "group": peer.config.group,
-        "configPath": bounds.config_path,
-        "stopReason": control.stop_reason or "stopped",
-        "durationSeconds": round(time.monotonic() - started, 1),
-        "wakes": sum(seen.values()),
-        "wakesByOutcome": seen,
-        "cmbsEmitted": seen.get("emitted", 0),
-        "costUsd": round(totals.run_usd, 9),
-        "modelCalls": totals.run_calls,
-        "unpricedCalls": totals.run_unknown_calls,
-        "maxCostUsd": bounds.max_cost_usd,
-    }
+    return snake_keys(
+        {
+            "peer": peer.config.name,
+            "group": peer.config.group,
+            "config_path": bounds.config_path,
+            "stop_reason": control.stop_reason or "stopped",
+            "duration_seconds": round(time.monotonic() - started, 1),
+            "wakes": sum(seen.values()),
+            "wakes_by_outcome": seen,
+            "cmbs_emitted": seen.get("emitted", 0),
+            "cost_usd": round(totals.run_usd, 9),
+            "model_calls": totals.run_calls,
+            "unpriced_calls": totals.run_unknown_calls,
+            "max_cost_usd": bounds.max_cost_usd,
+        }
+    )
 
 
 def write_summary(path: Path, data: dict[str, Any]) -> None:

@@ -52,14 +52,16 @@ def control_path(peer: str) -> Path:
 def _connect_address(path: Path) -> str:
     """The address to bind/connect: the path itself, or its symlink target when the path is too long."""
     if path.is_symlink():
-        return os.readlink(path)
+        target = os.readlink(path)
+        with contextlib.suppress(FileNotFoundError):  # gone: nothing listens there, connect says so
+            paths.private_dir(Path(target).parent, create=False)
+        return target
     return str(path)
 
 
 def _short_address(path: Path) -> str:
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    base = Path(tempfile.gettempdir()) / f"xmesh-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
+    base = paths.private_dir(Path(tempfile.gettempdir()) / f"xmesh-{os.getuid()}")
     return str(base / f"{digest}.sock")
 
 
@@ -72,7 +74,7 @@ def is_live(path: Path, timeout: float = 1.0) -> bool:
     try:
         sock.connect(_connect_address(path))
         return True
-    except OSError:
+    except (OSError, paths.UnsafeDirectory):
         return False
     finally:
         sock.close()

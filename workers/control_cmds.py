@@ -56,6 +56,17 @@ async def _visibility_outcomes(server: ControlServer) -> dict[str, int] | None:
     return {k: v for k, v in pairs if v}
 
 
+async def _awaiting_approval(server: ControlServer) -> list[dict[str, Any]] | None:
+    """The peer's wakes held at an approval gate now, with what they hold; None when Temporal is slow."""
+    from xmesh_agent.workers.approvals import waiting
+
+    try:
+        held = await asyncio.wait_for(waiting(server.peer.client, server.peer.config.name), 3.0)
+    except Exception:
+        return None
+    return [w.as_json() for w in held]
+
+
 async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, Any]:
     """The peer at a glance; `brief` skips the Temporal visibility counts (for `watch`, every 2 s)."""
     peer, now = server.peer, now_ms()
@@ -85,6 +96,7 @@ async def cmd_status(server: ControlServer, req: dict[str, Any]) -> dict[str, An
             "inFlight": len(server.in_flight()),
             "visibility": None if req.get("brief") else await _visibility_outcomes(server),
         },
+        "awaiting_approval": await _awaiting_approval(server),
         "log": str(peer.events.path),
     }
 

@@ -6,14 +6,14 @@ process to see what happened: visibility answers "which wakes, why did they end 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from xmesh_agent.wake.payloads import ApprovalDecision
 from xmesh_agent.workflows import search
 
 WORKFLOW_TYPE = "WakeWorkflow"
@@ -43,7 +43,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 def _quoted(name: str, value: str) -> str:
-    if not _QUOTE_SAFE.match(value):
+    if not _QUOTE_SAFE.fullmatch(value):
         raise InspectError(f"{name} {value!r}: only letters, digits and . _ - : + are allowed")
     return f"'{value}'"
 
@@ -92,12 +92,24 @@ class WakeRow:
     cost_usd: float | None
     start_time: str | None
     replay_of: str | None
+    summary: str | None = None
+    reason: str | None = None
+    held: dict | None = None
+    """A wake held at an approval gate: rule, reason and the reply it would emit (secret shapes masked)."""
 
     def as_json(self) -> dict:
         return asdict(self)
 
 
-async def _row(wf: WorkflowExecution) -> WakeRow:
+async def _summary(client: Client, workflow_id: str) -> str | None:
+    """The wake's one-line summary ("peer <- author: topic"); visibility lists do not carry it."""
+    try:
+        return await (await client.get_workflow_handle(workflow_id).describe()).static_summary()
+    except (RPCError, ValueError):
+        return None
+
+
+async def _row(wf: WorkflowExecution, client: Client | None = None) -> WakeRow:
     attrs = wf.typed_search_attributes
     try:
         memo = await wf.memo()
@@ -120,42 +132,34 @@ async def _row(wf: WorkflowExecution) -> WakeRow:
         cost_usd=cost,
         start_time=wf.start_time.astimezone(UTC).isoformat(timespec="seconds") if wf.start_time else None,
         replay_of=memo.get("replay_of") or None,
+        summary=await _summary(client, wf.id) if client else None,
+        reason=result.get("reason") or None,
+        held=memo.get("held") if isinstance(memo.get("held"), dict) else None,
     )
 
 
 async def list_wakes(client: Client, query: str, limit: int | None = 50) -> list[WakeRow]:
     """Wakes matching a visibility query, newest first."""
     try:
-        return [await _row(wf) async for wf in client.list_workflows(query, limit=limit)]
+        found = [wf async for wf in client.list_workflows(query, limit=limit)]
+        return list(await asyncio.gather(*(_row(wf, client) for wf in found)))
     except RPCError as exc:
         raise InspectError(f"Temporal rejected the wake query ({exc.message})") from None
 
 
-async def export_history(client: Client, workflow_id: str) -> str:
-    """The wake's full event history as Temporal's JSON (what `replay --history` reads back)."""
+async def export_history(client: Client, workflow_id: str, decoded: bool = False) -> str:
+    """The wake's full event history as Temporal's JSON (what `replay --history` reads back); `decoded`:
+    every JSON payload decoded in place (workers/history_json.py), which `replay --history` reads too."""
+    from xmesh_agent.workers.history_json import readable
+
     try:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
     except RPCError as exc:
         raise rpc_error(workflow_id, exc) from None
-    return history.to_json()
+    return readable(history.to_json()) if decoded else history.to_json()
 
 
 def rpc_error(workflow_id: str, exc: RPCError) -> InspectError:
     if exc.status == RPCStatusCode.NOT_FOUND:
         return InspectError(f"no wake {workflow_id!r} (see `xmesh-agent wakes` for ids)")
     return InspectError(f"Temporal: {exc.message}")
-
-
-async def decide(client: Client, workflow_id: str, decision: ApprovalDecision) -> str:
-    """Send the operator's approve/deny to a wake waiting at an approval gate; returns the wake's answer."""
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        return await handle.execute_update("decide", decision, result_type=str)
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        message = getattr(cause, "message", None) or str(cause or exc)
-        raise InspectError(f"{workflow_id}: {message}") from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND and "completed" in exc.message.lower():
-            raise InspectError(f"{workflow_id}: this wake has already finished") from None
-        raise rpc_error(workflow_id, exc) from None

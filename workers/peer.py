@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -43,6 +44,7 @@ from xmesh_agent.workers.control import ControlServer, ensure_not_running
 from xmesh_agent.workers.control_cmds import HANDLERS
 from xmesh_agent.workers.listener import WakeStarter
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
+from xmesh_agent.workflows import search
 from xmesh_agent.workflows.wake import WakeWorkflow
 
 log = logging.getLogger("xmesh.peer")
@@ -235,7 +237,7 @@ async def open_client(
         try:
             return await connect(target, telemetry.runtime, telemetry.interceptors), embedded
         except RuntimeError:
-            if time.monotonic() > deadline:
+            if not embedded or time.monotonic() > deadline:  # a given address: say at once what is wrong
                 raise
             await asyncio.sleep(0.5)
 
@@ -269,6 +271,8 @@ async def run_peer(
     try:
         await peer.start()
         log.info("peer %s up: node %s port %d", config.name, peer.identity.node_id, peer.node.port)
+        if embedded:
+            _announce_web_ui(config.name)
         if ready:
             ready.set()
         if bounds.duration_s or bounds.max_cost_usd is not None:
@@ -291,6 +295,14 @@ async def run_peer(
         )
         return EXIT_IDENTITY_COLLISION
     return 0
+
+
+def _announce_web_ui(peer: str) -> None:
+    info = devserver.running_server()
+    if info is not None:
+        query = quote(f"{search.PEER.name} = '{peer}'")
+        log.info("Web UI of the embedded Temporal server: %s", info.ui_url)
+        log.info("this peer's wakes: %s/namespaces/default/workflows?query=%s", info.ui_url, query)
 
 
 def watch_identity_collision(peer: Peer, stop: asyncio.Event) -> dict:

@@ -154,9 +154,12 @@ def _quiet_runtime() -> Runtime:
 
 
 def load_history(text: str, workflow_id: str = "recorded-wake") -> WorkflowHistory:
-    """A history from Temporal's JSON (`wakes export`, `replay --save`, `temporal workflow show -o json`)."""
+    """A history from Temporal's JSON (`replay --save`, `temporal workflow show -o json`) or the readable
+    JSON of `wakes export` (its decoded payloads are encoded back first)."""
+    from xmesh_agent.workers.history_json import replayable
+
     try:
-        return WorkflowHistory.from_json(workflow_id, text)
+        return WorkflowHistory.from_json(workflow_id, replayable(text))
     except Exception as exc:  # noqa: BLE001 - protobuf/json raise many kinds; all mean "not a history"
         raise InspectError(f"not a Temporal workflow history in JSON: {exc}") from None
 

@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
         WakeActivities,
     )
     from xmesh_agent.observability import WAKES_METRIC
+    from xmesh_agent.secret_shapes import mask_secrets
+    from xmesh_agent.wake import approval
     from xmesh_agent.wake.payloads import (
         AdmitInput,
         ApprovalDecision,
@@ -31,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Outcome,
         ReserveInput,
         SafetyInput,
+        SafetyVerdict,
         WakeInput,
         WakeResult,
         rejected_result,
@@ -45,6 +48,9 @@ before it replay with an upsert per stage, as they ran."""
 VISIBLE_STAGES = frozenset({"model", "awaiting-approval"})
 """The stages a wake can wait in for long (the model call, an operator); the rest pass within one
 workflow task and would be overwritten before any visibility query saw them. "done" is set at the end."""
+HELD_MEMO_PATCH = "held-reply-memo"
+"""Wakes held at an approval gate by code with this patch put what they hold in their memo (`held`: rule,
+reason, the reply with secret shapes masked), where `wakes`, `status` and the Web UI read it."""
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -70,6 +76,8 @@ class WakeWorkflow:
         self._stage = "received"
         self._decision: ApprovalDecision | None = None
         self._awaiting_approval = False
+        self._approver_key = ""
+        self._peer = ""
         self._lean_stages = False
         self._model_errors: list[str] = []
         self._directed = False
@@ -147,7 +155,7 @@ class WakeWorkflow:
             outcome = verdict.outcome or Outcome.SUPPRESSED_GATE
             return self._finish(outcome, verdict.reason, admission.decision, reply)
         if verdict.action == "approve":
-            decision = await self._await_approval(verdict.rule, verdict.reason, wake.approval_timeout_seconds)
+            decision = await self._await_approval(verdict, wake, reply.fields)
             if not decision.approved:
                 return self._finish(Outcome.DENIED, decision.reason or "denied", admission.decision, reply)
 
@@ -194,16 +202,31 @@ class WakeWorkflow:
             "every model of the chain failed: " + "; ".join(self._model_errors), type="ModelCallFailed"
         )
 
-    async def _await_approval(self, rule: str, reason: str, timeout_s: int) -> ApprovalDecision:
+    async def _await_approval(
+        self, verdict: SafetyVerdict, wake: WakeInput, fields: dict[str, str]
+    ) -> ApprovalDecision:
         self._enter("awaiting-approval")
         self._awaiting_approval = True
+        self._approver_key, self._peer = verdict.approver_key, wake.peer
+        timeout_s = wake.approval_timeout_seconds
+        reply = {name: mask_secrets(text) for name, text in fields.items() if text}
+        if workflow.patched(HELD_MEMO_PATCH):
+            workflow.upsert_memo({"held": {"rule": verdict.rule, "reason": verdict.reason, "reply": reply}})
+        ref = approval.short_ref(workflow.info().workflow_id)
         workflow.set_current_details(
-            f"**Awaiting approval** — gate `{rule}` matched: {reason}\n\n"
-            f"`xmesh-agent approve {workflow.info().workflow_id}` or `xmesh-agent deny … --reason …`"
+            f"**Awaiting approval** — {verdict.reason}\n\n"
+            "**The reply it would emit:**\n\n"
+            + "".join(f"- **{name}**: {text}\n" for name, text in reply.items())
+            + f"\nApprove: `xmesh-agent approve {ref}` (or `xmesh-agent approve --peer {wake.peer}`)\n\n"
+            f'Deny: `xmesh-agent deny {ref} --reason "…"`\n\n'
+            f"Only the operator of {wake.peer} decides: the decision is signed with its key."
         )
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None, timeout=timedelta(seconds=timeout_s)
+                lambda: self._decision is not None,
+                timeout=timedelta(seconds=timeout_s),
+                timeout_summary=f"awaiting approval ({verdict.rule}): xmesh-agent approve {ref}; "
+                f"denied after {timeout_s} s",
             )
         except TimeoutError:
             self._decision = ApprovalDecision(approved=False, by="timeout", reason="approval timed out")
@@ -220,6 +243,13 @@ class WakeWorkflow:
     def _validate_decision(self, decision: ApprovalDecision) -> None:
         if not self._awaiting_approval or self._decision is not None:
             raise ValueError("this wake is not awaiting approval")
+        info = workflow.info()
+        now_ms = int(workflow.now().timestamp() * 1000)
+        refused = approval.refusal(
+            decision, info.workflow_id, info.run_id, self._approver_key, self._peer, now_ms
+        )
+        if refused:
+            raise ValueError(f"refused: {refused}")
 
     @workflow.query(name="stage")
     def stage(self) -> str:

@@ -335,7 +335,8 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
-def _describe(error: dict[str, Any]) -> str:
+def describe_error(error: dict[str, Any]) -> str:
+    """One pydantic error as `toml.path: what is wrong (got value)`."""
     loc = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     value = error.get("input")
@@ -356,7 +357,7 @@ def parse_config(data: dict[str, Any], source: str = "agent.toml") -> AgentConfi
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        problems = [describe_error(e) for e in exc.errors(include_url=False)]
         raise ConfigError(source, problems) from None
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from pathlib import Path
 
 LEGACY_HOME = Path.home() / ".xmesh-agent"
@@ -45,4 +47,25 @@ def sym_loopback_dir() -> Path:
 
 def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=mode)
+    return path
+
+
+class UnsafeDirectory(RuntimeError):
+    """A directory in a shared place (/tmp) that another user owns or may write: a socket in it could be swapped."""
+
+
+def private_dir(path: Path, create: bool = True) -> Path:
+    """`path` as a directory only this uid can enter: made 0700 if absent, refused if another uid owns it,
+    group or others have any permission on it, or it is not a real directory (a symlink)."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+    st = path.lstat()
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or mode & 0o077:
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a directory"
+        raise UnsafeDirectory(
+            f"{path} is not private ({kind}, owner uid {st.st_uid}, mode {mode:o}); it must be a directory "
+            f"of uid {os.getuid()} with mode 700: remove it, or set XMESH_HOME to a shorter path"
+        )
     return path

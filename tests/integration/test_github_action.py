@@ -12,6 +12,7 @@ from a real mesh node in the test, and its model is the loopback OpenAI fake, pr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ import yaml
 
 from tests.integration.envelope_kit import ONE_CALL_USD, Observer, group_name, trigger
 from tests.integration.peer_kit import eventually
+from tests.json_kit import non_snake_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
@@ -164,6 +166,9 @@ async def test_scaffolded_peer_stops_at_its_cost_cap_and_reports_the_run_total(
     summary = (tmp_path / "step-summary.md").read_text()
     assert "| CMBs emitted | 2 |" in summary and "stopped by | cost cap" in summary
     assert "PASS" in text  # the dry-run gate ran
+    run_summary = json.loads((config.parent / "summary.json").read_text())
+    assert run_summary["cmbs_emitted"] == 2 and run_summary["stop_reason"] == "cost cap"
+    assert non_snake_keys(run_summary) == []
 
 
 async def test_given_config_runs_until_the_deadline(temporal_env, fake, tmp_path: Path) -> None:

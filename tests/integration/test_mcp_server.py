@@ -141,7 +141,13 @@ async def test_an_operator_copilot_approves_and_denies_held_wakes(tmp_path: Path
 
             go = await _call(session, "publish", focus="launch the rocket on friday", intent="go for launch")
             wid = await _until(lambda: held(go["key"]), 60, "the gated wake in `wakes`")
-            assert "approved" in await _call(session, "approve", workflow_id=wid)
+            [row] = [
+                r for r in await _call(session, "wakes", stage="awaiting-approval") if r["workflow_id"] == wid
+            ]
+            assert "launch the rocket" in json.dumps(row["held"])  # the reply it would emit, to judge it by
+            assert "approved" in await _call(
+                session, "approve", workflow_id=go["key"][:17]
+            )  # a prefix names it
 
             async def answered() -> list[dict]:
                 return [c for c in (await _call(session, "receive"))["cmbs"] if go["key"] in c["parents"]]

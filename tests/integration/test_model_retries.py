@@ -115,3 +115,34 @@ async def test_a_429_with_retry_after_waits_that_long(temporal_env, fake, author
         assert waited.total_seconds() >= 3.0
     finally:
         await peer.stop()
+
+
+# A key the server echoes in part, as OpenAI does; its visible pieces use letters no hex id contains.
+KEY = "sk-proj-Qr7u" + "N" * 40 + "Wm3z"
+ECHOED = (
+    "Incorrect API key provided: sk-proj-Qr7u********************Wm3z. "
+    "You can find your API key at https://platform.openai.com/account/api-keys."
+)
+
+
+async def test_a_key_echoed_in_part_reaches_neither_history_nor_stderr(
+    temporal_env, fake, author, capfd, caplog
+):
+    # issue 22: only exact matches of the configured key were masked; a partial echo went through
+    group = group_name()
+    fake.script(Reply.error(401, ECHOED))
+    config = openai_config("echo-p", group, fake.base_url, model={"api_key": KEY})
+    peer = await start_peer(temporal_env.client, config)
+    try:
+        wid = await deliver(peer, trigger(author, group, 0))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await result_of(temporal_env.client, wid)
+        history = (await temporal_env.client.get_workflow_handle(wid).fetch_history()).to_json()
+    finally:
+        await peer.stop()
+    inner = failed.value.cause.cause.cause
+    assert "HTTP 401" in inner.message and "Incorrect API key provided: sk-" in inner.message
+    said = history + str(failed.value) + capfd.readouterr().err + caplog.text
+    assert "HTTP 401" in history
+    for piece in ("Qr7u", "Wm3z", KEY):
+        assert piece not in said, piece

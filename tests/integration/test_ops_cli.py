@@ -65,12 +65,12 @@ async def test_read_commands_against_two_running_peers(temporal_env):
         assert r.exit_code == 0, r.output
         st = json.loads(r.stdout)
         assert st["ok"] and st["state"] == "running" and st["group"] == grp
-        assert st["nodeId"] == reviewer.identity.node_id and st["port"] == reviewer.node.port
+        assert st["node_id"] == reviewer.identity.node_id and st["port"] == reviewer.node.port
         assert [(p["name"], p["transport"]) for p in st["peers"]] == [("ops-w", "tcp")]
         assert st["model"] == {"adapter": "offline", "name": "offline-echo"}
         assert st["budget"]["counts"]["day"] >= 1 and st["budget"]["limits"]["minute"] == 10
         assert st["breaker"]["state"] == "closed" and st["cost"]["run_calls"] >= 1
-        assert st["wakes"]["seenThisRun"]["emitted"] >= 1
+        assert st["wakes"]["seen_this_run"]["emitted"] >= 1
         assert st["wakes"]["visibility"].get("emitted", 0) >= 1
 
         r = await cli("status", "ops-r")

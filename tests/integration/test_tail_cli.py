@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.peer_kit import FAST_NODE, eventually, peer_config, start_peer
+from tests.json_kit import non_snake_keys
 from xmesh_agent import paths
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
@@ -139,6 +140,7 @@ async def test_attached_to_a_peer_shows_its_store_and_its_wake_outcomes(temporal
         )
         assert await node.publish(seed) == 1
         seen = await tail.json_until(lambda x: x.get("kind") == "wake" and x["cmb"] == seed.key, timeout=60)
+        assert [non_snake_keys(x) for x in seen] == [[] for _ in seen]
         woke = next(x for x in seen if x.get("kind") == "wake")
         assert woke["peer"] == "reviewer-t" and woke["outcome"] == "emitted"
         keys = [x["key"] for x in seen if x["kind"] == "cmb"]

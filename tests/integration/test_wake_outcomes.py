@@ -21,9 +21,11 @@ from tests.integration.envelope_kit import (
     wake,
 )
 from tests.integration.peer_kit import eventually, peer_config, start_peer
+from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.cmb import mint
-from xmesh_agent.wake.payloads import ApprovalDecision, Outcome
+from xmesh_agent.wake import approval
+from xmesh_agent.wake.payloads import Outcome
 
 
 @pytest.fixture
@@ -145,23 +147,32 @@ async def test_suppressed_empty_when_every_field_is_neutral(temporal_env, author
         await peer.stop()
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        {"focus": "release of the rate limiter", "intent": "git push origin main"},
+# bypasses of issue 22 among them: global options before push, a variation selector inside a word
+GATED_REPLIES = {
+    "in-intent": ({"focus": "release of the rate limiter", "intent": "git push origin main"}, "git-push"),
+    "in-focus": (
         {"focus": "done; now run git push --force origin main and deploy", "intent": "wrap up"},
-    ],
-    ids=["in-intent", "in-focus"],
-)
-async def test_suppressed_gate_on_git_push(temporal_env, author, fake, tmp_path, reply):
+        "git-push",
+    ),
+    "git-global-options": ({"focus": "the limiter", "intent": "git -C ./repo --no-pager push"}, "git-push"),
+    "invisible-mark": ({"focus": "the limiter", "mood": "then gi\ufe0ft push"}, "git-push"),
+}
+
+
+@pytest.mark.parametrize("case", list(GATED_REPLIES))
+async def test_suppressed_gate_on_git_push(temporal_env, author, fake, tmp_path, case):
+    reply, rule = GATED_REPLIES[case]
+    # the wake id is the peer's name and the trigger's content key: each case its own trigger, or a
+    # case would read the result of an earlier case's wake
+    i = list(GATED_REPLIES).index(case)
     group = group_name()
     fake.script(fake.tool_call(reply))
     peer = await start_peer(temporal_env.client, openai_config("gate-p", group, fake.base_url))
     observer = await Observer(tmp_path, group).start()
     try:
         await eventually(lambda: len(peer.node.peers()) == 1)
-        result = await wake(peer, trigger(author, group, 0))
-        assert result.outcome == Outcome.SUPPRESSED_GATE and "git-push" in result.reason
+        result = await wake(peer, trigger(author, group, i))
+        assert result.outcome == Outcome.SUPPRESSED_GATE and rule in result.reason
         assert peer.store.recent_by_author("gate-p", 5) == []
         assert observer.from_author("gate-p") == []
     finally:
@@ -195,7 +206,11 @@ async def test_denied_when_approval_times_out_and_emitted_when_approved(temporal
                 return False
 
         await eventually(awaiting)
-        assert await handle.execute_update("decide", ApprovalDecision(approved=True)) == "approved"
+        run_id = (await handle.describe()).run_id
+        decision = approval.sign(
+            peer.identity, wid, run_id, approved=True, by="op", reason="", now_ms=now_ms()
+        )
+        assert await handle.execute_update("decide", decision) == "approved"
         result = await result_of(temporal_env.client, wid)
         assert result.outcome == Outcome.EMITTED
     finally:

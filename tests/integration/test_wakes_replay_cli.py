@@ -100,7 +100,17 @@ async def test_list_replay_and_replayer_checks(temporal_env, tmp_path: Path):
         none = await cli(temporal_env, "wakes", "--peer", "gate-a", "--outcome", "emitted", "--json")
         assert none.exit_code == 0 and json.loads(none.stdout) == []
         table = await cli(temporal_env, "wakes", "--peer", "gate-a", "--since", "1h")
-        assert table.exit_code == 0 and old_id in table.stdout and "suppressed-gate" in table.stdout
+        assert table.exit_code == 0 and cmb.key[5:17] in table.stdout and "suppressed-gate" in table.stdout
+        assert "banana bread" in table.stdout and max(map(len, table.stdout.splitlines())) <= 100
+        wide = await cli(temporal_env, "wakes", "--peer", "gate-a", "--wide")
+        assert wide.exit_code == 0 and old_id in wide.stdout
+        assert row["summary"].endswith("banana bread recipe review")
+        typo = await cli(temporal_env, "wakes", "--outcome", "emited")
+        assert (
+            typo.exit_code == 2 and "did you mean emitted" in typo.output and "suppressed-gate" in typo.output
+        )
+        stage = await cli(temporal_env, "wakes", "--stage", "awaiting-aproval")
+        assert stage.exit_code == 2 and "did you mean awaiting-approval" in stage.output
         future = await cli(temporal_env, "wakes", "--peer", "gate-a", "--since", "2999-01-01")
         assert "no wakes match" in future.stdout
         assert (await cli(temporal_env, "wakes", "--since", "yesterday-ish")).exit_code == 2

@@ -31,7 +31,7 @@ async def test_watch_once_shows_each_running_peer(temporal_env):
         rows = {line.split()[0]: line.split() for line in lines[3:]}
         assert set(rows) == {"watch-a", "watch-b"}
         assert rows["watch-a"][1:4] == ["running", "offline/offline-echo", group]
-        assert rows["watch-a"][-1] == "closed" and rows["watch-a"][-2] == "0/0/0"
+        assert rows["watch-a"][-1] == "closed" and rows["watch-a"][-4:-1] == ["0/10", "0/100", "0/1000"]
         assert "\x1b[" not in result.output
 
         as_json = await cli("watch", "--once", "--json")

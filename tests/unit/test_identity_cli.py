@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
+import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from xmesh_agent import paths
@@ -74,7 +77,7 @@ def test_trust_add_list_remove_round_trip():
     listed = invoke("trust", "list", "--group", "team", "--json")
     assert listed.exit_code == 0
     rows = json.loads(listed.output)
-    assert rows == [{"peer": "w-01", "keyprint": load_identity("w-01").keyprint, "publicKey": pub}]
+    assert rows == [{"peer": "w-01", "keyprint": load_identity("w-01").keyprint, "public_key": pub}]
     text = invoke("trust", "list", "--group", "team")
     assert "w-01" in text.output and load_identity("w-01").keyprint in text.output
 
@@ -97,3 +100,35 @@ def test_trust_usage_errors_exit_2():
     assert invoke("trust", "list").exit_code == 2  # --group missing
     assert invoke("trust", "list", "--group", "Bad Group").exit_code == 2
     assert invoke("trust", "bogus").exit_code == 2
+
+
+BAD_NAMES = ["rev-01\n", "rev-01\r\n", " rev-01", "rev-01 ", "rev\t01", "rev-01\x00", "rev-01\u2028"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_keygen_refuses_control_characters_and_surrounding_whitespace(name: str):
+    # issue 22: a `$` pattern matched before a trailing newline, so "rev-01\n" got a key file
+    result = invoke("keygen", name)
+    assert result.exit_code == 2, result.output
+    assert "invalid peer name" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not paths.keys_dir().exists() or list(paths.keys_dir().iterdir()) == []
+
+
+def test_keygen_refuses_a_trailing_newline_in_a_real_process():
+    done = subprocess.run(
+        [sys.executable, "-m", "xmesh_agent.cli.app", "keygen", "rev-01\n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "invalid peer name 'rev-01\\n'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not paths.keys_dir().exists() or list(paths.keys_dir().iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["w-01\n", " w-01"])
+def test_trust_add_refuses_the_same_names(name: str):
+    pub = b64url_encode(bytes(32))
+    result = invoke("trust", "add", "--group", "team", "--peer", name, "--public-key", pub)
+    assert result.exit_code != 0 and "invalid peer name" in result.output
+    assert invoke("trust", "list", "--group", "team", "--json").output.strip() in ("[]", "")

@@ -97,7 +97,7 @@ def test_api_keys_never_reach_the_file(tmp_path: Path, monkeypatch) -> None:
     assert "sk-ant-****" in data["text"]
 
 
-def test_gate_blocked_text_is_logged_only_as_the_gates_excerpt(tmp_path: Path) -> None:
+def test_gate_blocked_text_is_logged_only_as_what_the_rule_matched(tmp_path: Path) -> None:
     gates = Gates.from_config(SafetyConfig())
     field_text = "now git push --force origin main and deploy the build to every region"
     verdict = gates.check({"intent": field_text})
@@ -112,7 +112,7 @@ def test_gate_blocked_text_is_logged_only_as_the_gates_excerpt(tmp_path: Path) -
     log.close()
     event = lines(tmp_path / "peer.log")[0]
     assert event["evt"] == "suppressed" and event["level"] == "warn"
-    assert event["data"]["outcome"] == "suppressed-gate" and "****" in event["data"]["reason"]
+    assert event["data"]["outcome"] == "suppressed-gate" and '"git push"' in event["data"]["reason"]
     assert field_text not in (tmp_path / "peer.log").read_text()
 
 

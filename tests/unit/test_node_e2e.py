@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import os
 import stat
 from pathlib import Path
 
@@ -16,8 +18,11 @@ from xmesh_agent.mmp.cmb import mint
 from xmesh_agent.mmp.dialects.stock import encode_stock_cmb
 from xmesh_agent.mmp.dialects.stock_keys import stock_key_for, verify_stock_record
 from xmesh_agent.mmp.e2e import (
+    E2EError,
     X25519KeyPair,
+    _aes_gcm,
     aes_gcm_available,
+    decrypt_categories,
     decrypt_record,
     encrypt_record,
     is_encrypted_record,
@@ -179,3 +184,12 @@ def test_unavailable_aes_means_no_announcement(tmp_path: Path, monkeypatch: pyte
     node, _ = make_node(tmp_path, "alice", group=ROOM, discovery=[], e2e_keypair=X25519KeyPair.generate())
     assert isinstance(node, MeshNode) and node.e2e_keypair is None
     node.verifier.close()
+
+
+def test_deeply_nested_plaintext_is_an_e2e_error_not_a_recursion_error() -> None:
+    # a peer holding the shared secret can seal anything; 100000 nested `[` once escaped as RecursionError
+    secret, nonce = os.urandom(32), os.urandom(12)
+    encrypt, _ = _aes_gcm()
+    sealed = encrypt(("[" * 100_000).encode(), None, nonce, secret)
+    with pytest.raises(E2EError):
+        decrypt_categories(base64.b64encode(sealed).decode(), base64.b64encode(nonce).decode(), secret)

@@ -176,6 +176,10 @@ async def test_node_survives_a_flood_of_malformed_input_and_keeps_serving(tmp_pa
             assert intact or host.verifier.resolve(c.created_by) is None, c.to_wire()
             assert host.store.source_of(c.key).startswith("attacker")
         assert host.store.count() == 21 + len(others)
+        # The attackers' sockets are closed on their side; the host notices within its read loop.
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while {p.name for p in host.peers()} != {"good"} and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         assert {p.name for p in host.peers()} == {"good"}
         reasons = set(inbox.rejects())
         assert {"malformed", "bad-signature", "key-mismatch", "wrong-group", "not-for-us"} <= reasons

@@ -117,3 +117,56 @@ def test_relay_bad_port_and_busy_port():
             timeout=30,
         )
     assert busy.returncode == 1 and "cannot listen" in busy.stderr
+
+
+async def test_relay_token_from_environment_is_taken_whole():
+    # issue 22: the variable was split on whitespace, so one word of a token got in and the whole
+    # token was refused. A token keeps its inner spaces; commas or newlines separate tokens.
+    port = _free_port()
+    proc = _relay(port, env={"XMESH_RELAY_TOKEN": "correct horse battery, second token\nthird"})
+    try:
+        await _listening(port, proc)
+        for token in ("correct horse battery", "second token", "third"):
+            ws, first = await _auth(port, "a", token)
+            assert first["type"] == "relay-peers", token
+            await ws.close()
+        for word in ("correct", "horse", "second"):
+            ws = await connect(f"ws://127.0.0.1:{port}")
+            await ws.send(json.dumps({"type": "relay-auth", "nodeId": "x", "name": "x", "token": word}))
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003, word
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 15)
+    assert "3 token channel(s)" in (proc.stdout.read() if proc.stdout else "")
+
+
+async def test_deeply_nested_json_is_dropped_without_a_traceback():
+    # issue 22: 100000 nested `[` raised RecursionError in the relay's parser, logged as a traceback
+    port = _free_port()
+    proc = _relay(port, "--token", "t")
+    nested = ["[" * 100_000, '{"a":' * 100_000, '{"payload":' + "[" * 100_000]
+    try:
+        await _listening(port, proc)
+        unauthenticated = await connect(f"ws://127.0.0.1:{port}")
+        await unauthenticated.send(nested[0])
+        a, _ = await _auth(port, "a", "t")
+        b, _ = await _auth(port, "b", "t")
+        for text in nested:
+            await b.send(text)
+        await b.send(json.dumps({"payload": {"type": "ping"}}))
+        got = json.loads(await asyncio.wait_for(a.recv(), 5))
+        while got.get("type") == "relay-peer-joined":
+            got = json.loads(await asyncio.wait_for(a.recv(), 5))
+        assert got["fromName"] == "b" and got["payload"] == {"type": "ping"}, "the relay kept serving b"
+        c, joined = await _auth(port, "c", "t")
+        assert sorted(p["name"] for p in joined["peers"]) == ["a", "b"]
+        for ws in (a, b, c, unauthenticated):
+            await ws.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 15)
+    log = proc.stdout.read() if proc.stdout else ""
+    assert "Traceback" not in log and "RecursionError" not in log, log[-2000:]

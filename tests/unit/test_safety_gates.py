@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.mmp.cmb import CMBField
-from xmesh_agent.safety.gates import Gates, check_gates, redact
+from xmesh_agent.safety.gates import Gates, check_gates, normalize, redact
+from xmesh_agent.secret_shapes import mask_secrets
 
 APPROVE = SafetyConfig(approval_gates="approve")
 
@@ -47,8 +49,8 @@ def test_default_approval_rules_fire_on_their_field(field: str, text: str, rule:
 @pytest.mark.parametrize(
     ("field", "text"),
     [
-        ("intent", "redeploy later"),  # word-bounded
-        ("intent", "republished docs"),
+        ("intent", "the employed workers"),  # word-bounded: the deploy family starts at a word
+        ("intent", "the public docs and their publicity"),
         ("intent", "git pushed"),
         ("focus", "rotate the secrets"),  # `secrets` is a promise rule: intent and commitment only
         ("mood", "rm -r build"),  # no force flag
@@ -104,9 +106,14 @@ def test_a_risky_action_hidden_beside_harmless_fields_still_blocks() -> None:
     assert {h.rule for h in v.hits} == {"git-push", "deploy"}
 
 
-def test_excerpt_of_a_normalised_match_is_masked() -> None:
+def test_excerpt_quotes_what_a_rule_matched_and_masks_only_secret_shapes() -> None:
     v = check_gates({"mood": "ＤＥＰＬＯＹ  everything to production now please"})
-    assert v.rule == "deploy" and v.excerpt is not None and v.excerpt.endswith("(6 chars)")
+    assert v.rule == "deploy" and v.excerpt == '"deploy"'
+    key = SECRETS["openai-api-key"]
+    rule = GateRule(name="wide", pattern=r"ship it with \S+", action="approve")
+    wide = Gates.from_config(SafetyConfig(approval_gates="none", gates=[rule]))
+    hit = next(h for h in wide.check({"intent": f"ship it with {key}"}).hits if h.rule == "wide")
+    assert hit.excerpt == '"ship it with sk-****"'
 
 
 def test_custom_rules_see_normalised_text_on_their_own_fields() -> None:
@@ -186,3 +193,112 @@ def test_redact_short_matches_and_spans() -> None:
     assert redact("sk-" + "x" * 30, (0, 33)) == "sk-****(33 chars)"
     assert redact("abc", (0, 3)) == "****(3 chars)"
     assert redact("abc", (-5, 99)) == "****(3 chars)"
+
+
+# Issue 22, item 6: each class below once slipped past the default gates with a model reply
+# emitted end to end. The rules match the class (any spelling, order, split), not these strings.
+BYPASSES = [
+    # git with global options before the subcommand
+    ("git -C ./repo push origin main", "git-push"),
+    ("git -c k=v push", "git-push"),
+    ("git --no-pager push", "git-push"),
+    ('git -C "my repo" -c user.name=x --git-dir=.git push --force', "git-push"),
+    ("git --work-tree /srv/app --git-dir /srv/app/.git push", "git-push"),
+    # the deploy and publish word families
+    ("deploying tonight", "deploy"),
+    ("the deployment goes out at 5", "deploy"),
+    ("deployed it to prod", "deploy"),
+    ("deploys on merge", "deploy"),
+    ("redeploy later", "deploy"),
+    ("publishing the crate", "publish"),
+    ("republished docs", "publish"),
+    ("the package gets published", "publish"),
+    # rm with recursive and force, in any spelling, order or split
+    ("rm -r -f build/", "rm-rf"),
+    ("rm --recursive --force build/", "rm-rf"),
+    ("rm -fr build/", "rm-rf"),
+    ("rm -Rf build/", "rm-rf"),
+    ("rm -f -R build/", "rm-rf"),
+    ("rm -v --force -r build/", "rm-rf"),
+    ("sudo /bin/rm -r build/ -f", "rm-rf"),
+    ("rm --recur --forc build/", "rm-rf"),
+    # commit (directly|straight)? to a protected branch
+    ("commit directly to main", "commit-to-main"),
+    ("commit to master", "commit-to-main"),
+    ("commit straight to trunk", "commit-to-main"),
+    ("committing the fix directly to production", "commit-to-main"),
+    ("commit it to the main branch", "commit-to-main"),
+    # invisible marks inside a word: variation selectors, combining marks
+    ("gi\ufe0ft push", "git-push"),
+    ("gi\u0301t push", "git-push"),
+    ("g\u20ddit push", "git-push"),  # an enclosing mark (Me)
+    ("de\U000e0100ploy it", "deploy"),  # a supplementary variation selector
+    ("pu\u0300blish", "publish"),
+]
+
+
+@pytest.mark.parametrize("field", ["intent", "mood"])
+@pytest.mark.parametrize(("text", "rule"), BYPASSES)
+def test_bypass_classes_are_caught(field: str, text: str, rule: str) -> None:
+    v = check_gates({field: text})
+    assert v.action == "block" and rule in {h.rule for h in v.hits}, v
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "remove the -r flag",
+        "rm -r build/",  # recursive without force
+        "rm -f stale.lock",  # force without recursive
+        "rm build/; then rerun with -r and -f",  # the flags belong to another command
+        "git status; push the button",
+        "git log --oneline | less, then push on",
+        "a commitment to main principles",
+        "commit to maintain the docs",
+        "commit to mastering the parser",
+        "the git-push hook docs",
+    ],
+)
+def test_harmless_neighbours_of_the_bypass_classes_pass(text: str) -> None:
+    assert check_gates({"focus": text}).action == "pass", check_gates({"focus": text})
+
+
+def test_the_deploy_family_is_the_rule_even_in_harmless_prose() -> None:
+    assert check_gates({"focus": "the deployment guide needs a typo fix"}).rule == "deploy"
+
+
+def test_marks_are_dropped_before_matching_but_not_from_secrets() -> None:
+    assert normalize("gi\ufe0ft pu\u0301sh r\u00e9sum\u00e9") == "git push resume"
+
+
+@pytest.mark.parametrize("text", ["git -c " * 30000, "rm -r " * 30000, "commit to " * 30000])
+def test_long_adversarial_text_is_checked_in_linear_time(text: str) -> None:
+    # each class bounds how far it looks past its first word; unbounded, the first took minutes
+    start = time.perf_counter()
+    check_gates({"focus": text})
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "Incorrect API key provided: sk-proj-Qr7u********************Wm3z.",
+        "invalid x-api-key sk-ant-api03-Qr7u...Wm3z",
+        "bad token ghp_Qr7u****Wm3z",
+        "key AKIAQR7U****WM3Z is not valid",
+        "key xoxb-Qr7u-****-Wm3z revoked",
+    ],
+)
+def test_mask_secrets_hides_keys_echoed_in_part(echo: str) -> None:
+    masked = mask_secrets(echo)
+    assert "****" in masked and not {"Qr7u", "Wm3z", "QR7U", "WM3Z"} & set(re.findall(r"\w{4}", masked))
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS.values()))
+def test_mask_secrets_hides_whole_keys(secret: str) -> None:
+    assert secret[12:20] not in mask_secrets(f"the server said: {secret} is wrong")
+
+
+@pytest.mark.parametrize("text", ["task-force and disk-image", "the risk-averse plan", "ASIAN food", "sk-"])
+def test_mask_secrets_leaves_ordinary_words(text: str) -> None:
+    assert mask_secrets(text) == text

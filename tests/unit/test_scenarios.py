@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from xmesh_agent.cli.app import app
-from xmesh_agent.cli.demo_cmd import parse_duration
 from xmesh_agent.config import ConfigError, load_config
+from xmesh_agent.durations import parse_duration
 from xmesh_agent.roles import preset_weights
 from xmesh_agent.scenario import DEFAULT_SCENARIO, SCENARIOS_DIR, load_scenario, resolve
 
@@ -40,7 +43,7 @@ def test_peer_weights_match_role_and_demo_budget(path):
     assert cfg.weights == preset_weights(cfg.identity.role or ""), (
         f"{path}: weights differ from the role preset"
     )
-    assert cfg.budget.max_cost_usd_per_run == 2.0 and cfg.budget.max_wakes_per_minute == 5
+    assert cfg.budget.max_cost_usd_per_run == 2.0 and cfg.budget.max_wakes_per_minute == 10
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda p: p.stem)
@@ -89,3 +92,43 @@ def test_demo_cli_usage_errors_exit_2():
     assert runner.invoke(app, ["demo", "--chaos", "10s"]).exit_code == 2
     assert runner.invoke(app, ["demo", "--model", "gpt"]).exit_code == 2
     assert runner.invoke(app, ["demo", "--duration", "soon"]).exit_code == 2
+
+
+def _demo(scenario: Path) -> subprocess.CompletedProcess[str]:
+    cli = str(Path(sys.executable).parent / "xmesh-agent")
+    return subprocess.run([cli, "demo", str(scenario)], capture_output=True, text=True, timeout=60)
+
+
+def test_a_scenario_file_reports_every_problem_with_its_toml_path(tmp_path):
+    """As `demo <file>` meets it: an unknown key in [seed] is refused, and no problem hides another."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        "[scenario]\n"
+        'name = "bad"\n'
+        f'peers = ["{SCENARIOS_DIR / "peers" / "reviewer.toml"}"]\n'
+        'duration = "5 minutes"\n'
+        'colour = "red"\n'
+        "[seed]\n"
+        'focus = "rate limiter"\n'
+        'focsu = "typo"\n'
+        "[[tasks]]\n"
+        "focus = 3\n"
+    )
+    result = _demo(bad)
+    assert result.returncode == 2, result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith(f"{bad}: ")]
+    paths = sorted(line.split(": ")[1] for line in problems)
+    assert paths == ["scenario.colour", "scenario.duration", "seed.focsu", "tasks.0.focus"], result.stderr
+    assert "unknown key" in next(line for line in problems if "seed.focsu" in line)
+    assert "Traceback" not in result.stderr and "4 problem(s)" in result.stderr
+
+
+def test_every_bad_peer_file_of_a_scenario_is_reported(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.toml").write_text(f'[identity]\nname = "{name}"\n[mesh]\ngroup = "g"\n')
+    scenario = tmp_path / "two.toml"
+    scenario.write_text('[scenario]\nname = "two"\npeers = ["a.toml", "b.toml"]\n[seed]\nfocus = "x"\n')
+    result = _demo(scenario)
+    assert result.returncode == 2, result.stderr
+    assert "scenario.peers.0 (a.toml): [model]: missing required section" in result.stderr
+    assert "scenario.peers.1 (b.toml): [model]: missing required section" in result.stderr

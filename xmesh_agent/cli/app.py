@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import typer
 
 from xmesh_agent import __version__
 from xmesh_agent.cli import (
+    approval_cmds,
+    common,
     demo_cmd,
     identity_cmds,
     mcp_cmd,
@@ -72,8 +76,8 @@ app.command("mcp", rich_help_panel=TALK)(mcp_cmd.mcp)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)
-app.command("approve", rich_help_panel=WAKES)(wakes_cmds.approve)
-app.command("deny", rich_help_panel=WAKES)(wakes_cmds.deny)
+app.command("approve", rich_help_panel=WAKES)(approval_cmds.approve)
+app.command("deny", rich_help_panel=WAKES)(approval_cmds.deny)
 
 
 @app.command(rich_help_panel=SETUP)
@@ -93,7 +97,16 @@ app.command("migrate", rich_help_panel=SETUP)(setup_cmds.migrate)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if not common.skip_finalization:
+            raise
+        # temporalio's Rust client threads can call into Python while a short-lived process finalizes
+        # and abort it (SIGABRT after the command succeeded: sdk-python issue 300); skip finalization.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from xmesh_agent.config import AgentConfig, ConfigError, load_config
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+skip_finalization = False
+"""Set by commands that opened a Temporal client: `main` then exits without interpreter finalization."""
 
 
 def fail(message: str, code: int = EXIT_FAIL) -> NoReturn:
@@ -26,16 +28,22 @@ def load_or_exit(path: Path) -> AgentConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        for line in str(exc).splitlines():
-            typer.echo(line, err=True)
-        typer.echo(
-            f"{len(exc.problems)} problem(s) in {path}; `xmesh-agent schema` lists every key.", err=True
-        )
-        raise typer.Exit(EXIT_USAGE) from None
+        config_problems(exc, "`xmesh-agent schema` lists every key.")
+
+
+def config_problems(exc: ConfigError, hint: str) -> NoReturn:
+    """One line per problem (each with its file and TOML path), a count with `hint`, exit 2."""
+    for line in str(exc).splitlines():
+        typer.echo(line, err=True)
+    typer.echo(f"{len(exc.problems)} problem(s) in {exc.source}; {hint}", err=True)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
+    """Every read command's --json: keys snake_case at every depth (xmesh_agent.jsonkeys)."""
+    from xmesh_agent.jsonkeys import snake_keys
+
+    json.dump(snake_keys(data), sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
 
 

@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 
 import typer
 
-from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail
+from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, config_problems, fail
 from xmesh_agent.config import AgentConfig, ConfigError
+from xmesh_agent.durations import parse_duration
 from xmesh_agent.models.factory import KEY_ENV
 
 MODELS = ("offline", "openai", "anthropic", "mistral", "ollama")
 DEFAULT_DURATION = "5m"
-
-
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match:
-        raise typer.BadParameter("use a number with s, m or h, e.g. 90s, 10m, 1h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 def _ollama_up(cfg: AgentConfig) -> bool:
@@ -76,7 +68,8 @@ def demo(
         True,
         "--keep-server/--stop-server",
         help="Leave the embedded Temporal server running when the demo ends, to browse the wakes in its "
-        "Web UI (`xmesh-agent server stop` stops it). Ctrl-C always stops it.",
+        "Web UI (`xmesh-agent server stop` stops it). Ctrl-C stops it, unless other peers of this "
+        "machine still use it.",
     ),
     temporal_address: str | None = TemporalOption,
 ) -> None:
@@ -96,12 +89,13 @@ def demo(
         fail("--chaos needs --soak", EXIT_USAGE)
     try:
         spec, configs = load_scenario(resolve(scenario))
+    except ConfigError as exc:
+        config_problems(exc, "scenarios/trio.toml shows every key of a scenario.")
+    try:
         seconds = parse_duration(duration or spec.scenario.duration or DEFAULT_DURATION)
         chaos_s = parse_duration(chaos) if chaos else None
         seed_s = parse_duration(seed_every)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except typer.BadParameter as exc:
+    except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     if (chaos_s is not None and chaos_s < 1) or seed_s < 1:
         fail("--chaos and --seed-every must be at least 1s", EXIT_USAGE)
@@ -116,9 +110,8 @@ def demo(
     options = DemoOptions(
         duration=seconds, soak=soak, chaos=chaos_s, seed_every=seed_s, keep_server=keep_server
     )
-    report = asyncio.run(
-        run_demo(spec, adapted, target=external_target(temporal_address), options=options, say=_say)
-    )
+    target = external_target(temporal_address)
+    report = asyncio.run(run_demo(spec, adapted, target=target, options=options, say=_say))
     if report.error:
         fail(report.error)
     if not soak and report.seed_key:
@@ -135,8 +128,21 @@ def demo(
     if report.ui_url and report.server_kept:
         typer.echo(f"\nbrowse the wakes: {report.ui_url} (filter XmGroup = '{spec.scenario.group}')")
         typer.echo("the embedded Temporal server keeps running for that; `xmesh-agent server stop` stops it")
-    elif report.ui_url:
+    elif report.ui_url and report.server_stopped:
         typer.echo("\nthe embedded server stopped; `xmesh-agent server` brings it and its Web UI back")
+    elif report.ui_url and target is None:
+        typer.echo(
+            f"\nthe embedded server keeps running: other peers on this machine still use it "
+            f"(`xmesh-agent watch` lists them); its Web UI: {report.ui_url}"
+        )
+    if report.tally.held:
+        peers = sorted({h["peer"] for h in report.tally.held.values()})
+        typer.echo(
+            f"\n{len(report.tally.held)} wake(s) still await your approval. They stay held in Temporal (until "
+            "[safety] approval_timeout_seconds); only a running peer takes a decision, so decide while the "
+            "demo runs again, or its peer runs: "
+            + ", ".join(f"xmesh-agent approve --peer {p} --all" for p in peers)
+        )
     if report.timed_out:
         typer.echo("stopped at --duration before the mesh went quiet", err=True)
     if report.interrupted:

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from xmesh_agent import paths
 from xmesh_agent.process import pid_alive
@@ -32,13 +33,14 @@ OLLAMA_TIMEOUT = 2.0
 _ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
 
 Echo = Callable[[str], object]
+Report = dict[str, Any]
 
 
 def _section(echo: Echo, title: str) -> None:
     echo(f"\n{title}")
 
 
-def check_runtime(echo: Echo, issues: list[str]) -> None:
+def check_runtime(echo: Echo, issues: list[str], report: Report) -> None:
     _section(echo, "runtime")
     version = ".".join(map(str, sys.version_info[:3]))
     ok = sys.version_info[:2] >= MIN_PYTHON
@@ -52,9 +54,16 @@ def check_runtime(echo: Echo, issues: list[str]) -> None:
     legacy = paths.LEGACY_HOME
     if legacy.exists():
         echo(f"  legacy {legacy} exists: `xmesh-agent migrate` shows how to move it")
+    report["runtime"] = {
+        "python": version,
+        "python_ok": ok,
+        "home": str(home),
+        "home_exists": home.is_dir(),
+        "legacy_home": str(legacy) if legacy.exists() else None,
+    }
 
 
-def check_temporal(echo: Echo, issues: list[str]) -> None:
+def check_temporal(echo: Echo, issues: list[str], report: Report) -> None:
     from xmesh_agent.workers.devserver import (
         DEFAULT_PORT,
         DEFAULT_UI_PORT,
@@ -65,12 +74,19 @@ def check_temporal(echo: Echo, issues: list[str]) -> None:
     )
 
     _section(echo, "temporal")
+    facts: Report = report.setdefault("temporal", {})
     try:
-        echo(f"  binary {temporal_binary()}")
+        facts["binary"] = str(temporal_binary())
+        echo(f"  binary {facts['binary']}")
     except ServerError as exc:
+        facts["binary"] = None
         echo("  binary ⚠ not found")
         issues.append(str(exc))
     info = running_server()
+    facts["embedded_server"] = (
+        {"pid": info.pid, "address": info.address, "ui_url": info.ui_url} if info else None
+    )
+    facts["ports"] = []
     if info:
         echo(f"  embedded server running: pid {info.pid}, {info.address}, Web UI {info.ui_url}")
     else:
@@ -84,18 +100,23 @@ def check_temporal(echo: Echo, issues: list[str]) -> None:
         else:
             state = "free"
         echo(f"  port {port} ({what}): {state}")
+        facts["ports"].append({"port": port, "use": what, "state": state})
     external = os.environ.get("TEMPORAL_ADDRESS")
     if external:
-        host, _, port_text = external.rpartition(":")
-        reachable = port_text.isdigit() and port_open(int(port_text), host or "127.0.0.1")
-        echo(f"  TEMPORAL_ADDRESS {external}: {'reachable' if reachable else '⚠ not reachable'}")
-        if not reachable:
-            issues.append(f"TEMPORAL_ADDRESS {external} is not reachable: start it or unset the variable")
+        from xmesh_agent.workers.client import probe_problem
+
+        tls = bool(os.environ.get("TEMPORAL_TLS") or os.environ.get("TEMPORAL_API_KEY"))
+        problem = probe_problem(external, tls=tls)
+        echo(f"  TEMPORAL_ADDRESS {external}: {'reachable' if problem is None else '⚠ ' + problem}")
+        facts["temporal_address"] = {"address": external, "reachable": problem is None, "problem": problem}
+        if problem:
+            issues.append(f"TEMPORAL_ADDRESS: {problem}; start it, fix it or unset the variable")
 
 
-def check_keys(echo: Echo, issues: list[str]) -> None:
+def check_keys(echo: Echo, issues: list[str], report: Report) -> None:
     _section(echo, "identity keys")
     keys = sorted(paths.keys_dir().glob("*.key")) if paths.keys_dir().is_dir() else []
+    rows: list[Report] = report.setdefault("keys", [])
     if not keys:
         echo("  no keys (a peer creates its key on first run; `xmesh-agent keygen <peer>` makes one now)")
     for key in keys:
@@ -107,22 +128,25 @@ def check_keys(echo: Echo, issues: list[str]) -> None:
             shown = "?"
         flag = "" if mode == 0o600 else "  ⚠"
         echo(f"  {key.stem} keyprint={shown} mode={mode:o}{flag}")
+        rows.append({"peer": key.stem, "keyprint": shown, "mode": f"{mode:o}", "path": str(key)})
         if mode != 0o600:
             issues.append(f"private key {key} has mode {mode:o}: chmod 600 {key}")
     trusted = paths.xmesh_home() / "trusted-keys"
     groups = sorted(p for p in trusted.iterdir() if p.is_dir()) if trusted.is_dir() else []
     _section(echo, "trusted keys")
+    report["trusted_keys"] = [{"group": g.name, "pinned": len(list(g.glob("*.json")))} for g in groups]
     if not groups:
         echo("  none pinned (`xmesh-agent trust add` pins a peer's key for strict admission)")
     for group in groups:
         echo(f"  group {group.name}: {len(list(group.glob('*.json')))} pinned")
 
 
-def check_environment(echo: Echo, issues: list[str]) -> None:
+def check_environment(echo: Echo, issues: list[str], report: Report) -> None:
     _section(echo, "environment")
     for name in ENV_VARS:
         value = os.environ.get(name)
         echo(f"  {name}: {'set (' + str(len(value)) + ' chars)' if value else 'not set'}")
+        report.setdefault("environment", {})[name.lower()] = bool(value)
 
 
 def ollama_url() -> str:
@@ -130,7 +154,7 @@ def ollama_url() -> str:
     return host if "://" in host else f"http://{host}"
 
 
-def check_ollama(echo: Echo, issues: list[str]) -> None:
+def check_ollama(echo: Echo, issues: list[str], report: Report) -> None:
     import httpx
 
     _section(echo, "ollama")
@@ -146,12 +170,14 @@ def check_ollama(echo: Echo, issues: list[str]) -> None:
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
         state = f'not reachable ({type(exc).__name__}); only peers with adapter = "ollama" need it'
     echo(f"  {url}: {state}")
+    report["ollama"] = {"url": url, "state": state}
 
 
-def check_peers(echo: Echo, issues: list[str]) -> None:
+def check_peers(echo: Echo, issues: list[str], report: Report) -> None:
     _section(echo, "running peers")
     root = paths.xmesh_home() / "peers"
     files = sorted(root.glob("*/peer.json")) if root.is_dir() else []
+    rows: list[Report] = report.setdefault("peers", [])
     if not files:
         echo("  none (start one with `xmesh-agent run --config <peer>.toml`)")
     for status in files:
@@ -160,8 +186,10 @@ def check_peers(echo: Echo, issues: list[str]) -> None:
             pid = int(data["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             echo(f"  {status.parent.name}: ⚠ unreadable {status}")
+            rows.append({"peer": status.parent.name, "state": "unreadable"})
             issues.append(f"unreadable peer status {status}: remove it if the peer is not running")
             continue
+        rows.append({"peer": status.parent.name, "state": "alive" if pid_alive(pid) else "stale", "pid": pid})
         if pid_alive(pid):
             echo(
                 f"  {status.parent.name}: ALIVE pid {pid} group={data.get('group')} port={data.get('port')} "
@@ -175,11 +203,12 @@ def check_peers(echo: Echo, issues: list[str]) -> None:
 CHECKS = (check_runtime, check_temporal, check_keys, check_environment, check_ollama, check_peers)
 
 
-def run_doctor(echo: Echo) -> list[str]:
-    """Print every section; return the issues (empty = healthy)."""
+def run_doctor(echo: Echo, report: Report | None = None) -> list[str]:
+    """Print every section (and fill `report` with the same facts); return the issues (empty = healthy)."""
     issues: list[str] = []
+    report = {} if report is None else report
     for check in CHECKS:
-        check(echo, issues)
+        check(echo, issues, report)
     echo("")
     return issues
 

@@ -18,6 +18,22 @@ trust_app = typer.Typer(
 )
 
 
+def _facts(identity) -> dict[str, str | None]:  # noqa: ANN001 - xmesh_agent.identity.NodeIdentity
+    from xmesh_agent.identity import fingerprint as full_fingerprint
+    from xmesh_agent.identity import key_paths
+
+    return {
+        "peer": identity.name,
+        "algorithm": "ed25519",
+        "node_id": identity.node_id,
+        "keyprint": identity.keyprint,
+        "fingerprint": full_fingerprint(identity.public_key),
+        "public_key": identity.public_key_b64url,
+        "created_at": identity.created_at or None,
+        "key_file": str(key_paths(identity.name)[0]),
+    }
+
+
 def _show(identity, header: str) -> None:  # noqa: ANN001 - xmesh_agent.identity.NodeIdentity
     from xmesh_agent.identity import fingerprint as full_fingerprint
     from xmesh_agent.identity import key_paths
@@ -39,7 +55,7 @@ def _check_peer(peer: str) -> None:
 
     from xmesh_agent.config import NAME_PATTERN
 
-    if not re.match(NAME_PATTERN, peer):
+    if not re.fullmatch(NAME_PATTERN, peer):
         fail(f"invalid peer name {peer!r}: letters, digits, '.', '_' and '-', at most 64", EXIT_USAGE)
 
 
@@ -72,7 +88,12 @@ def keygen(
     )
 
 
-def fingerprint(peer: str = typer.Argument(..., help="The peer whose key to show.")) -> None:
+def fingerprint(
+    peer: str = typer.Argument(..., help="The peer whose key to show."),
+    as_json: bool = typer.Option(
+        False, "--json", help="{peer, algorithm, node_id, keyprint, fingerprint, public_key, …}."
+    ),
+) -> None:
     """Show a peer's keyprint (16 hex), full fingerprint (64 hex SHA-256) and public key.
 
     Compare the keyprint with the other operator before `trust add`.
@@ -87,8 +108,13 @@ def fingerprint(peer: str = typer.Argument(..., help="The peer whose key to show
     except (OSError, ValueError) as exc:
         fail(f"the key of {peer} is unreadable: {exc}")
     if identity is None:
+        if as_json:
+            fail(f"no key for {peer} (create one with `xmesh-agent keygen {peer}`)")
         typer.echo(f"no key for {peer} (create one with `xmesh-agent keygen {peer}`)")
         raise typer.Exit(EXIT_FAIL)
+    if as_json:
+        print_json(_facts(identity))
+        return
     _show(identity, f"identity of {peer}")
 
 
@@ -125,7 +151,7 @@ def trust_add(
 @trust_app.command("list")
 def trust_list(
     group: str = GroupOption,
-    as_json: bool = typer.Option(False, "--json", help="A JSON list of {peer, keyprint, publicKey}."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON list of {peer, keyprint, public_key}."),
 ) -> None:
     """List the pinned keys of a group. Example: `xmesh-agent trust list --group team`."""
     from xmesh_agent.identity import b64url_decode, keyprint
@@ -135,14 +161,14 @@ def trust_list(
         pins = trust.list(group)
     except trust.TrustError as exc:
         fail(str(exc), EXIT_USAGE)
-    rows = [{"peer": p, "keyprint": keyprint(b64url_decode(k)), "publicKey": k} for p, k in pins.items()]
+    rows = [{"peer": p, "keyprint": keyprint(b64url_decode(k)), "public_key": k} for p, k in pins.items()]
     if as_json:
         print_json(rows)
     elif not rows:
         typer.echo(f"no trusted keys in group {group}")
     else:
         for row in rows:
-            typer.echo(f"{row['keyprint']}  {row['peer']}  {row['publicKey']}")
+            typer.echo(f"{row['keyprint']}  {row['peer']}  {row['public_key']}")
     raise typer.Exit(EXIT_OK)
 
 

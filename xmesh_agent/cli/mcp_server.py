@@ -128,7 +128,8 @@ def build_server(session: MeshSession, *, operator: bool = False, temporal_addre
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> list[dict[str, Any]]:
         """The group's wakes from Temporal, newest first: workflow id, peer, trigger author and key,
-        outcome, stage, tokens, cost. No counterpart in the stock bridge."""
+        outcome and its reason, stage, tokens, cost, and for a wake held at an approval gate the rule
+        and the reply it would emit (`held`). No counterpart in the stock bridge."""
         try:
             return await session.wakes(
                 peer=peer,
@@ -145,7 +146,12 @@ def build_server(session: MeshSession, *, operator: bool = False, temporal_addre
 
         @server.tool()
         async def approve(
-            workflow_id: Annotated[str, Field(description="A wake at stage awaiting-approval (see wakes).")],
+            workflow_id: Annotated[
+                str,
+                Field(
+                    description="A wake held at stage awaiting-approval (see wakes): its id, or a unique prefix of it or of its trigger key."
+                ),
+            ],
         ) -> str:
             """Let a wake held at an approval gate emit its reply. Only when the human you work for has
             decided so: the gate exists so that a person approves."""
@@ -153,7 +159,12 @@ def build_server(session: MeshSession, *, operator: bool = False, temporal_addre
 
         @server.tool()
         async def deny(
-            workflow_id: Annotated[str, Field(description="A wake at stage awaiting-approval (see wakes).")],
+            workflow_id: Annotated[
+                str,
+                Field(
+                    description="A wake held at stage awaiting-approval (see wakes): its id, or a unique prefix of it or of its trigger key."
+                ),
+            ],
             reason: Annotated[str, Field(description="Why; recorded as the wake's outcome reason.")],
         ) -> str:
             """Stop a wake held at an approval gate: it ends `denied` and emits nothing."""

@@ -230,11 +230,13 @@ class MeshSession:
     async def decide(
         self, workflow_id: str, approved: bool, by: str, reason: str = "", temporal_address: str | None = None
     ) -> str:
-        from xmesh_agent.wake.payloads import ApprovalDecision
-        from xmesh_agent.workers.inspect import InspectError, decide
+        """Sign the decision with the held wake's peer key (readable only by its operator) and send it."""
+        from xmesh_agent.workers import approvals
+        from xmesh_agent.workers.inspect import InspectError
 
         try:
-            decision = ApprovalDecision(approved=approved, by=by, reason=reason)
-            return await decide(await self._client(temporal_address), workflow_id, decision)
+            client = await self._client(temporal_address)
+            [wake] = await approvals.resolve(client, workflow_id, None, False)
+            return await approvals.decide(client, wake, approved=approved, by=by, reason=reason)
         except InspectError as exc:
             raise BridgeError(str(exc)) from None

@@ -6,6 +6,7 @@ it answers from the live process: its mesh view, its budget windows, its cost le
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,15 @@ def _not_running(peer: str) -> str:
 
 def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     """One control request; a dead peer or an error reply becomes a message and exit 1."""
+    from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers.control import PeerNotRunning, call
 
     try:
         reply = call(peer, cmd, **args)
     except PeerNotRunning:
         fail(_not_running(peer))
+    except UnsafeDirectory as exc:
+        fail(f"{peer}: refusing its control socket: {exc}")
     if not reply.get("ok"):
         fail(f"{peer}: {reply.get('error', 'request failed')}")
     return reply
@@ -119,7 +123,11 @@ def status(
                     f"run {_usd(c['run_usd'])}  lifetime {_usd(c['lifetime_usd'])}  "
                     f"({c['calls']} calls, {c['unknown_calls']} of unknown price)",
                 ],
-                ["wakes", _outcomes(wakes.get("seenThisRun") or {}) + f"  (in flight {wakes['inFlight']})"],
+                [
+                    "wakes",
+                    _outcomes(wakes.get("seenThisRun") or {})
+                    + f"  (in flight {wakes['inFlight']}{_held_count(r.get('awaiting_approval'))})",
+                ],
                 [
                     "wakes ever",
                     "temporal not reachable"
@@ -135,6 +143,20 @@ def status(
         typer.echo(table(_peer_rows(r["peers"]), ["MESH PEER", "NODE ID", "TRANSPORT", "ADDRESS"]))
     else:
         typer.echo("no mesh peers connected")
+    held = r.get("awaiting_approval")
+    if held:
+        from xmesh_agent.wake.approval import inbox_lines
+
+        typer.echo(
+            f"\n{len(held)} wake(s) await your approval (approve all: xmesh-agent approve --peer {peer} --all):"
+        )
+        typer.echo("\n".join(inbox_lines(held)))
+
+
+def _held_count(held: list | None) -> str:
+    if held is None:
+        return ", approvals unknown: temporal not reachable"
+    return f", {len(held)} awaiting approval" if held else ""
 
 
 def _outcomes(counts: dict[str, int]) -> str:
@@ -262,6 +284,16 @@ def peers(
         typer.echo(f"{name}: no mesh peers connected")
 
 
+def _snake_line(line: str) -> str:
+    """A log event as scripts read it: keys in snake_case like every --json (the file keeps its own)."""
+    from xmesh_agent.jsonkeys import snake_keys
+
+    try:
+        return json.dumps(snake_keys(json.loads(line)), ensure_ascii=False)
+    except ValueError:
+        return line
+
+
 def logs(
     peer: str = typer.Argument(..., help="Peer name (running or not: the log file outlives the process)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
@@ -270,7 +302,7 @@ def logs(
         None, "--config", "-c", help="The peer's agent.toml, if [logging] file_path moves its log."
     ),
 ) -> None:
-    """Print a peer's structured log: one JSON event per line {ts, level, evt, peer, data}.
+    """Print a peer's structured log: one JSON event per line {ts, level, evt, peer, data}, keys snake_case.
 
     Events: wake-started, admitted/rejected, model-call, suppressed, emitted, budget-warning,
     peer-connected/disconnected, cmb-rejected. Pipe it to `jq` to filter, e.g. only suppressions:
@@ -289,10 +321,10 @@ def logs(
     if not path.exists() and not follow:
         fail(f"no log for peer {peer} at {path} (has it ever run? logs start with `xmesh-agent run`)")
     for line in tail(path, lines):
-        typer.echo(line)
+        typer.echo(_snake_line(line))
     if follow:
         try:
             for line in follow_file(path):
-                typer.echo(line)
+                typer.echo(_snake_line(line))
         except KeyboardInterrupt:
             return

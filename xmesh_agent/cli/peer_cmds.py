@@ -16,16 +16,20 @@ from xmesh_agent.cli.common import (
     TemporalOption,
     fail,
     load_or_exit,
+    print_json,
 )
 from xmesh_agent.config import AgentConfig
+from xmesh_agent.durations import parse_duration
 from xmesh_agent.roles import preset_weights
 
 
 def run(
     config: Path = ConfigOption,
     temporal_address: str | None = TemporalOption,
-    duration: float | None = typer.Option(
-        None, "--duration", min=0.1, help="Stop gracefully after this many seconds (in-flight wakes finish)."
+    duration: str | None = typer.Option(
+        None,
+        "--duration",
+        help="Stop gracefully after this long: 300 (seconds), 90s, 5m, 1h (in-flight wakes finish).",
     ),
     max_cost: float | None = typer.Option(
         None,
@@ -44,6 +48,12 @@ def run(
 
     Example (a bounded CI run): `xmesh-agent run --config p.toml --duration 300 --max-cost 1 --summary s.json`.
     """
+    try:
+        seconds = parse_duration(duration) if duration is not None else None
+    except ValueError as exc:
+        fail(f"--duration {exc}", EXIT_USAGE)
+    if seconds is not None and seconds < 0.1:
+        fail(f"--duration must be at least 0.1 s (got {duration})", EXIT_USAGE)
     cfg = load_or_exit(config)
     if max_cost is not None:
         if not max_cost > 0:
@@ -56,8 +66,9 @@ def run(
     encoder_ok, encoder_detail = _encoder_check(cfg)
     if not encoder_ok:
         fail(f"[mesh] encoder = {cfg.mesh.encoder!r}: {encoder_detail}")
+    from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers.bounds import RunBounds
-    from xmesh_agent.workers.client import external_target
+    from xmesh_agent.workers.client import TemporalUnreachable, external_target
     from xmesh_agent.workers.control import PeerAlreadyRunning
     from xmesh_agent.workers.devserver import ServerError
     from xmesh_agent.workers.peer import run_peer
@@ -75,9 +86,9 @@ def run(
             f"{cfg.name}: using the OFFLINE model adapter (deterministic, no network, no cost)", err=True
         )
     try:
-        bounds = RunBounds(duration, max_cost, summary, str(config))
+        bounds = RunBounds(seconds, max_cost, summary, str(config))
         code = asyncio.run(run_peer(cfg, target, bounds=bounds))
-    except (ServerError, PeerAlreadyRunning, TelemetryError) as exc:
+    except (ServerError, PeerAlreadyRunning, TelemetryError, UnsafeDirectory, TemporalUnreachable) as exc:
         fail(str(exc))
     except RuntimeError as exc:
         if "Failed client connect" not in str(exc):
@@ -116,8 +127,8 @@ def _fallback_checks(cfg: AgentConfig) -> list[tuple[str, bool, str]]:
 
 def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, bool, str]]:
     from xmesh_agent.models.factory import check_adapter
-    from xmesh_agent.workers.client import external_target
-    from xmesh_agent.workers.devserver import ServerError, port_open, running_server, temporal_binary
+    from xmesh_agent.workers.client import external_target, probe_problem
+    from xmesh_agent.workers.devserver import ServerError, running_server, temporal_binary
 
     checks: list[tuple[str, bool, str]] = [
         ("load config", True, f"peer={cfg.name} group={cfg.group} adapter={cfg.model.adapter}")
@@ -164,24 +175,30 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
         except ServerError as exc:
             checks.append(("temporal", False, str(exc)))
     else:
-        host, _, port = target.address.rpartition(":")
-        ok = port.isdigit() and port_open(int(port), host or "127.0.0.1")
-        checks.append(("temporal", ok, f"{target.address} {'reachable' if ok else 'not reachable'}"))
+        problem = probe_problem(target.address, tls=target.tls or bool(target.api_key))
+        checks.append(("temporal", problem is None, problem or f"{target.address} answers gRPC"))
     return checks
 
 
 def dry_run(
     config: Path = ConfigOption,
     temporal_address: str | None = TemporalOption,
+    as_json: bool = typer.Option(False, "--json", help="{config, passed, checks: [{name, ok, detail}]}."),
 ) -> None:
     """Check a peer's config, model adapter and Temporal without joining the mesh or calling a model.
 
     Prints one line per check and PASS/FAIL; exits 0 when every check passes, 1 otherwise.
     """
-    typer.echo("dry-run: no mesh join, no model call, no CMB emission")
-    typer.echo(f"config: {config}")
+    if not as_json:
+        typer.echo("dry-run: no mesh join, no model call, no CMB emission")
+        typer.echo(f"config: {config}")
     cfg = load_or_exit(config)
     checks = _checks(cfg, temporal_address)
+    if as_json:
+        passed_all = all(ok for _, ok, _ in checks)
+        rows = [{"name": name, "ok": ok, "detail": detail} for name, ok, detail in checks]
+        print_json({"config": str(config), "peer": cfg.name, "passed": passed_all, "checks": rows})
+        raise typer.Exit(EXIT_OK if passed_all else EXIT_FAIL)
     for name, ok, detail in checks:
         typer.echo(f"  {'ok  ' if ok else 'FAIL'} | {name} — {detail}")
     passed = sum(ok for _, ok, _ in checks)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import signal
 
 import typer
@@ -37,14 +39,17 @@ def relay(
     token: list[str] = typer.Option(
         None,
         "--token",
-        envvar="XMESH_RELAY_TOKEN",
-        help="A channel token peers must present (repeatable). None: an open relay.",
+        help="A channel token peers must present (repeatable). Without it, XMESH_RELAY_TOKEN: "
+        "tokens separated by commas or newlines. Neither: an open relay.",
     ),
 ) -> None:
     """Run a WebSocket relay for peers that cannot reach each other directly (other hosts, NAT, Docker)."""
     if not 0 < port < 65536:
         fail("--port must be between 1 and 65535", EXIT_USAGE)
-    tokens = [t for t in (token or []) if t.strip()]
+    if not token:
+        # not typer's envvar: click splits a list option's variable on whitespace, tearing a token apart
+        token = [t.strip() for t in re.split(r"[,\n]", os.environ.get("XMESH_RELAY_TOKEN", ""))]
+    tokens = [t for t in token if t.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     channels = (
         f"{len(tokens)} token channel(s)" if tokens else "OPEN (no token: anyone who reaches it may join)"

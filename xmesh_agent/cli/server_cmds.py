@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from xmesh_agent.cli.common import EXIT_OK, fail
+from xmesh_agent.cli.common import EXIT_OK, fail, print_json
 
 app = typer.Typer(
     help="The embedded Temporal dev server that peers share on this machine (SQLite under ~/.xmesh).",
@@ -31,11 +31,18 @@ def server(ctx: typer.Context) -> None:
 
 
 @app.command()
-def status() -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="{running, pid, address, ui_url, db_file, log_file}."),
+) -> None:
     """Say whether the embedded server runs, where, and where its Web UI is."""
+    from dataclasses import asdict
+
     from xmesh_agent.workers.devserver import running_server
 
     info = running_server()
+    if as_json:
+        print_json({"running": info is not None, **(asdict(info) if info else {})})
+        raise typer.Exit(EXIT_OK)
     if info is None:
         typer.echo("embedded Temporal: not running (a peer starts it on demand)")
         raise typer.Exit(EXIT_OK)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
+from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, print_json
 from xmesh_agent.cli.doctor import run_doctor
 from xmesh_agent.config import ADAPTERS
 from xmesh_agent.models.factory import KEY_ENV
@@ -126,9 +126,9 @@ def init(
     from xmesh_agent.identity import load_identity, load_or_create_identity
     from xmesh_agent.roles import known_roles, preset_weights
 
-    if not re.match(NAME_PATTERN, peer):
+    if not re.fullmatch(NAME_PATTERN, peer):
         fail(f"invalid peer name {peer!r}: letters, digits, '.', '_' and '-', at most 64", EXIT_USAGE)
-    if not re.match(GROUP_PATTERN, group):
+    if not re.fullmatch(GROUP_PATTERN, group):
         fail(f"invalid group {group!r}: lower-case letters, digits, '.', '_' and '-'", EXIT_USAGE)
     if adapter not in ADAPTERS:
         fail(f"unknown adapter {adapter!r}: choose one of {', '.join(ADAPTERS)}", EXIT_USAGE)
@@ -177,7 +177,9 @@ def init(
     typer.echo(f"  {step + 1}. xmesh-agent run --config {out}")
 
 
-def doctor() -> None:
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="The same checks as one JSON object, and the issues."),
+) -> None:
     """Check this machine: Python, Temporal, ports, keys, environment, Ollama, running peers.
 
     Looks at the temporal binary, the embedded server, ports 7233/8233 and private key modes (0600).
@@ -186,7 +188,11 @@ def doctor() -> None:
 
     Exit 0 HEALTHY, 1 when issues need attention (each says what to do). Example: `xmesh-agent doctor`.
     """
-    issues = run_doctor(typer.echo)
+    report: dict[str, object] = {}
+    issues = run_doctor((lambda _line: None) if as_json else typer.echo, report)
+    if as_json:
+        print_json({"healthy": not issues, **report, "issues": issues})
+        raise typer.Exit(EXIT_FAIL if issues else EXIT_OK)
     if not issues:
         typer.echo("HEALTHY")
         raise typer.Exit(EXIT_OK)

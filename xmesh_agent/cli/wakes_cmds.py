@@ -1,4 +1,4 @@
-"""`wakes`, `replay`, `approve`, `deny`: an operator's view of and hand on wakes, through Temporal.
+"""`wakes`, `replay`: an operator's view of wakes through Temporal (`approve`/`deny`: approval_cmds).
 
 None of these need the peer's process except to execute a replay or finish an approved wake: they
 talk to Temporal (visibility, histories, workflow updates), where every wake is recorded.
@@ -7,13 +7,16 @@ talk to Temporal (visibility, histories, workflow updates), where every wake is 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import typer
 
+from xmesh_agent.cli import common
 from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, TemporalOption, fail, print_json
 
 T = TypeVar("T")
@@ -30,7 +33,7 @@ wakes_app = typer.Typer(
 
 def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T:
     """Connect (flag, TEMPORAL_ADDRESS, else the running embedded server) and run `action(client)`."""
-    from xmesh_agent.workers.client import TemporalTarget, connect, external_target
+    from xmesh_agent.workers.client import TemporalTarget, TemporalUnreachable, connect, external_target
     from xmesh_agent.workers.devserver import running_server
     from xmesh_agent.workers.inspect import InspectError
 
@@ -45,8 +48,11 @@ def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T
         target = TemporalTarget(address=info.address)
 
     async def go() -> T:
+        common.skip_finalization = True
         try:
             client = await connect(target)
+        except TemporalUnreachable as exc:
+            fail(str(exc))
         except RuntimeError as exc:
             why = re.search(r'message: "([^"]+)"', str(exc))
             fail(f"cannot reach Temporal at {target.address} ({why.group(1) if why else exc})")
@@ -58,25 +64,108 @@ def _run(temporal_address: str | None, action: Callable[..., Awaitable[T]]) -> T
         fail(str(exc))
 
 
-def _table(rows: list) -> None:
-    headers = ("WORKFLOW ID", "PEER", "FROM", "OUTCOME", "STAGE", "STATUS", "TOKENS", "COST", "STARTED")
-    lines = [
-        (
-            r.workflow_id,
-            r.peer or "?",
-            r.trigger_author or "?",
-            r.outcome or "-",
-            r.stage or "-",
-            r.status,
-            "-" if r.tokens is None else str(r.tokens),
-            "-" if r.cost_usd is None else f"${r.cost_usd:.6f}",
-            r.start_time or "?",
-        )
-        for r in rows
-    ]
+TABLE_WIDTH = 100
+NAME_WIDTH = 14
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def short_id(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    """The trigger key's first 12 hex digits (and `rN` for a replay): with the peer, names the wake."""
+    key = row.trigger_key or row.workflow_id
+    replay = re.search(r"-replay-(\d+)$", row.workflow_id)
+    return key.removeprefix("cmb1-")[:12] + (f" r{replay.group(1)}" if replay else "")
+
+
+def _topic(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    """The wake's summary without the `peer <- author: ` its own columns show, else how it ended."""
+    text = row.summary or ""
+    head = f"{row.peer} <- {row.trigger_author}: "
+    return (text[len(head) :] if text.startswith(head) else text) or row.reason or ""
+
+
+def _ended(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    if row.outcome:
+        return row.outcome
+    return row.stage if row.status == "running" and row.stage else row.status
+
+
+def _started(row) -> str:  # noqa: ANN001 - workers.inspect.WakeRow
+    when = row.start_time or "?"
+    return (
+        when[11:19] if when[:10] == datetime.now(UTC).strftime("%Y-%m-%d") else when[5:16].replace("T", " ")
+    )
+
+
+def _table(rows: list, wide: bool) -> None:
+    """At most 100 columns (the summary is cut with an ellipsis); --wide: full ids and every column."""
+    if wide:
+        headers = [
+            "WORKFLOW ID",
+            "PEER",
+            "FROM",
+            "OUTCOME",
+            "STAGE",
+            "STATUS",
+            "TOKENS",
+            "COST",
+            "STARTED",
+            "SUMMARY",
+        ]
+        lines = [
+            [
+                r.workflow_id,
+                r.peer or "?",
+                r.trigger_author or "?",
+                r.outcome or "-",
+                r.stage or "-",
+                r.status,
+                "-" if r.tokens is None else str(r.tokens),
+                "-" if r.cost_usd is None else f"${r.cost_usd:.6f}",
+                r.start_time or "?",
+                _topic(r),
+            ]
+            for r in rows
+        ]
+    else:
+        headers = ["TRIGGER", "PEER", "FROM", "OUTCOME", "COST", "STARTED", "SUMMARY"]
+        lines = [
+            [
+                short_id(r),
+                _cut(r.peer or "?", NAME_WIDTH),
+                _cut(r.trigger_author or "?", NAME_WIDTH),
+                _ended(r),
+                "-" if r.cost_usd is None else f"${r.cost_usd:.4f}",
+                _started(r),
+                _topic(r),
+            ]
+            for r in rows
+        ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    if not wide:
+        widths[-1] = max(TABLE_WIDTH - sum(widths[:-1]) - 2 * (len(widths) - 1), len(headers[-1]))
+        for line in lines:
+            line[-1] = _cut(line[-1], widths[-1])
     for line in [headers, *lines]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    if not wide:
+        typer.echo("(times UTC; full workflow ids: --wide or --json)")
+
+
+# XmStage values: where a wake waits (queued, model, awaiting-approval), then done; histories from before
+# the lean stage upserts also show the quick steps in between.
+STAGES = ("queued", "admission", "reserve", "context", "model", "safety", "emit", "awaiting-approval", "done")
+
+
+def _one_of(option: str, value: str | None, valid: list[str]) -> None:
+    """A filter value that matches nothing by construction is a usage error that names the valid ones."""
+    if value is None or value in valid:
+        return
+    close = difflib.get_close_matches(value, valid, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    fail(f"{option} {value!r} is not one of them; {hint}valid: {', '.join(valid)}", EXIT_USAGE)
 
 
 @wakes_app.callback()
@@ -98,13 +187,23 @@ def wakes(
         help="Only wakes at this stage: awaiting-approval (they wait for approve/deny), model, …",
     ),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many wakes."),
-    as_json: bool = typer.Option(False, "--json", help="A JSON list (workflow_id, outcome, trigger_key, …)."),
+    wide: bool = typer.Option(False, "--wide", "-w", help="Full workflow ids, stage, status and tokens."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="A JSON list (workflow_id, outcome, trigger_key, held: what a held wake holds, …).",
+    ),
     temporal_address: str | None = TemporalOption,
 ) -> None:
-    """List wakes: id, peer, trigger author, outcome, stage, status, tokens, cost, start time."""
+    """List wakes, newest first, in 100 columns: the trigger CMB (its key's first 12 hex digits), peer,
+    trigger author, outcome, cost, start time (UTC) and summary; --wide adds full ids, stage, status, tokens."""
     if ctx.invoked_subcommand is not None:
         return
+    from xmesh_agent.wake.payloads import Outcome
     from xmesh_agent.workers.inspect import InspectError, list_wakes, parse_since, wake_query
+
+    _one_of("--outcome", outcome, [o.value for o in Outcome])
+    _one_of("--stage", stage, list(STAGES))
 
     try:
         query = wake_query(peer, outcome, parse_since(since) if since else None, stage=stage)
@@ -116,22 +215,42 @@ def wakes(
     elif not rows:
         typer.echo("no wakes match (peers wake on admitted CMBs; `xmesh-agent demo` shows some)")
     else:
-        _table(rows)
+        _table(rows, wide)
+        _held_inbox(rows)
     raise typer.Exit(EXIT_OK)
+
+
+def _held_inbox(rows: list) -> None:
+    """Under the table: every listed wake still waiting at a gate, with its reply and how to decide it."""
+    from xmesh_agent.wake.approval import inbox_lines
+
+    held = [r for r in rows if r.stage == "awaiting-approval" and r.status == "running"]
+    if not held:
+        return
+    typer.echo(f"\n{len(held)} wake(s) await approval:")
+    wakes = [
+        {**(r.held or {"reply": None}), "workflow_id": r.workflow_id, "peer": r.peer, "started": r.start_time}
+        for r in held
+    ]
+    typer.echo("\n".join(inbox_lines(wakes)))
 
 
 @wakes_app.command("export")
 def export(
     workflow_id: str = typer.Argument(..., help="The wake's workflow id (from `xmesh-agent wakes`)."),
+    raw: bool = typer.Option(False, "--raw", help="Temporal's own JSON: payloads as base64."),
     temporal_address: str | None = TemporalOption,
 ) -> None:
-    """Print one wake's full event history as JSON, to keep for `xmesh-agent replay --history FILE`.
+    """Print one wake's full event history as JSON, to read or to keep for `replay --history FILE`.
+
+    Every payload (the trigger, the model's reply, verdicts, decisions, memo) is decoded in place as
+    `{"metadata": {"encoding": "json/plain"}, "json": …}`; `--raw` keeps Temporal's base64 form.
 
     Example: `xmesh-agent wakes export wake-reviewer-01-cmb1-… > wake.json`.
     """
     from xmesh_agent.workers.inspect import export_history
 
-    typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id)))
+    typer.echo(_run(temporal_address, lambda client: export_history(client, workflow_id, decoded=not raw)))
 
 
 def replay(
@@ -206,41 +325,3 @@ async def _check_text(text: str, workflow_id: str, check_history: Callable, load
 def _report(result) -> None:  # noqa: ANN001 - workers.replay.ReplayCheck, imported lazily
     typer.echo(result.message, err=not result.ok)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAIL)
-
-
-def approve(
-    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
-    by: str = typer.Option("operator", "--by", help="Who approves (recorded in the wake's history)."),
-    temporal_address: str | None = TemporalOption,
-) -> None:
-    """Let a wake that an `approve` gate paused emit its reply.
-
-    Gates with action "approve" (or approval_gates = "approve") pause a wake until a human decides.
-
-    `xmesh-agent wakes --stage awaiting-approval` (or the Web UI) lists the waiting wakes.
-
-    Example: `xmesh-agent approve wake-writer-01-cmb1-… --by alice`.
-    """
-    _decide(workflow_id, True, by, "", temporal_address)
-
-
-def deny(
-    workflow_id: str = typer.Argument(..., help="A wake waiting at an approval gate."),
-    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded as the wake's outcome reason)."),
-    by: str = typer.Option("operator", "--by", help="Who denies."),
-    temporal_address: str | None = TemporalOption,
-) -> None:
-    """Stop a wake that an `approve` gate paused: it ends `denied` and emits nothing.
-
-    Example: `xmesh-agent deny wake-writer-01-cmb1-… --reason "no deploys on Fridays"`.
-    """
-    _decide(workflow_id, False, by, reason, temporal_address)
-
-
-def _decide(workflow_id: str, approved: bool, by: str, reason: str, temporal_address: str | None) -> None:
-    from xmesh_agent.wake.payloads import ApprovalDecision
-    from xmesh_agent.workers.inspect import decide
-
-    decision = ApprovalDecision(approved=approved, by=by, reason=reason)
-    answer = _run(temporal_address, lambda client: decide(client, workflow_id, decision))
-    typer.echo(f"{workflow_id}: {answer}")

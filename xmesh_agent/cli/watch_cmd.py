@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import typer
 
+from xmesh_agent.cli.common import EXIT_USAGE, fail, print_json
 from xmesh_agent.cli.ops_cmds import _duration, _usd, table
+from xmesh_agent.durations import parse_duration
 
 HEADER = [
     "PEER",
@@ -20,8 +21,9 @@ HEADER = [
     "EMITTED",
     "OTHER",
     "IN-FLIGHT",
+    "HELD",
     "COST/RUN",
-    "BUDGET m/h/d",
+    "BUDGET used/limit m h d",
     "BREAKER",
 ]
 
@@ -29,7 +31,7 @@ HEADER = [
 def _row(name: str, status: dict[str, Any]) -> list[Any]:
     seen: dict[str, int] = status["wakes"]["seenThisRun"]
     emitted = seen.get("emitted", 0)
-    counts = status["budget"]["counts"]
+    counts, limits = status["budget"]["counts"], status["budget"]["limits"]
     model = status["model"]
     return [
         name,
@@ -41,8 +43,9 @@ def _row(name: str, status: dict[str, Any]) -> list[Any]:
         emitted,
         sum(seen.values()) - emitted,
         status["wakes"]["inFlight"],
+        "?" if status.get("awaiting_approval") is None else len(status["awaiting_approval"]),
         _usd(status["cost"]["run_usd"]),
-        f"{counts['minute']}/{counts['hour']}/{counts['day']}",
+        " ".join(f"{counts[w]}/{limits[w]}" for w in ("minute", "hour", "day")),
         status["breaker"]["state"],
     ]
 
@@ -72,20 +75,58 @@ def render(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> 
     if not found:
         return "no peers running on this machine; start one with `xmesh-agent run --config <peer>.toml`"
     rows = [_row(name, status) if status else [name, problem] for name, status, problem in found]
-    text = table(rows, HEADER)
-    if not color:
-        return text
-    lines = text.splitlines()
-    for i, (_, status, _problem) in enumerate(found, start=2):  # 2: header + rule
-        if status is None:
-            lines[i] = typer.style(lines[i], fg="red")
-        elif status["breaker"]["state"] != "closed" or status["state"] != "running":
-            lines[i] = typer.style(lines[i], fg="yellow")
-    return "\n".join(lines)
+    lines = table(rows, HEADER).splitlines()
+    if color:
+        for i, (_, status, _problem) in enumerate(found, start=2):  # 2: header + rule
+            if status is None:
+                lines[i] = typer.style(lines[i], fg="red")
+            elif status["breaker"]["state"] != "closed" or status["state"] != "running":
+                lines[i] = typer.style(lines[i], fg="yellow")
+    return "\n".join(lines + _held_notes(found, color))
+
+
+def _held_notes(found: list[tuple[str, dict[str, Any] | None, str]], color: bool) -> list[str]:
+    """Under the table: each held wake, the gate that holds it, the command that decides it, its reply."""
+    from xmesh_agent.wake.approval import decide_commands
+
+    notes = []
+    for name, status, _problem in found:
+        for wake in (status or {}).get("awaiting_approval") or []:
+            note = f"{name} awaits approval ({wake.get('reason') or wake.get('rule')}): {decide_commands(wake['workflow_id'])}"
+            notes.append(typer.style(note, fg="yellow", bold=True) if color else note)
+            notes += [f"  {field}: {text}" for field, text in (wake.get("reply") or {}).items() if text]
+    return ["", *notes] if notes else []
+
+
+MS_THRESHOLD = 100
+
+
+def _interval(text: str) -> float:
+    """Seconds between refreshes; a bare number over 100 is read as milliseconds, with a note."""
+    try:
+        seconds = parse_duration(text, allow_ms=True)
+    except ValueError as exc:
+        fail(f"--interval {exc}", EXIT_USAGE)
+    if text.strip().replace(".", "", 1).isdigit() and seconds > MS_THRESHOLD:
+        seconds /= 1000
+        typer.echo(
+            f"note: --interval {text.strip()} read as milliseconds ({seconds:g}s); "
+            f"write {seconds:g}s or {text.strip()}ms to say so",
+            err=True,
+        )
+    if seconds < 0.2:
+        fail(f"--interval must be at least 200ms (got {text})", EXIT_USAGE)
+    return seconds
 
 
 def watch(
-    interval: float = typer.Option(2.0, "--interval", "-i", min=0.2, help="Seconds between refreshes."),
+    interval_text: str = typer.Option(
+        "2s",
+        "--interval",
+        "-i",
+        help="Time between refreshes: 2s, 500ms, 1m; a bare number is seconds, or milliseconds when "
+        "over 100 (the original runtime's --interval 2000).",
+    ),
     once: bool = typer.Option(False, "--once", help="Print one table and exit (for scripts and logs)."),
     no_color: bool = typer.Option(False, "--no-color", help="No ANSI colours and no screen clearing."),
     as_json: bool = typer.Option(False, "--json", help="With --once: the peers' status replies as JSON."),
@@ -93,20 +134,18 @@ def watch(
     """Watch every peer running on this machine in one live table (Ctrl-C to quit).
 
     One row per peer: state, model, group, uptime, mesh peers, wakes emitted / ended otherwise this
-    run, wakes in flight, cost this run, wake budget used per minute/hour/day, and the circuit
-    breaker (yellow when not closed; a peer whose socket no longer answers is shown STALE in red).
-    Example: `xmesh-agent watch --interval 5`, or `xmesh-agent watch --once --json | jq`.
+    run, wakes in flight, wakes held at an approval gate, cost this run, wake budget used/limit per
+    minute, hour and day, and the circuit breaker (yellow when not closed; a peer whose socket no longer
+    answers is shown STALE in red). Under the table, each held wake with the command that decides it.
+    Example: `xmesh-agent watch --interval 5s`, or `xmesh-agent watch --once --json | jq`.
     """
+    interval = _interval(interval_text)
     color = not no_color and not as_json
     try:
         while True:
             found = collect()
             if as_json:
-                typer.echo(
-                    json.dumps(
-                        [{"peer": n, "status": s, "problem": p or None} for n, s, p in found], indent=2
-                    )
-                )
+                print_json([{"peer": n, "status": s, "problem": p or None} for n, s, p in found])
             else:
                 if color and not once:
                     typer.echo("\x1b[2J\x1b[H", nl=False)

@@ -182,7 +182,7 @@ def decrypt_categories(ciphertext: str, nonce: str, secret: bytes) -> dict[str, 
         raise E2EError("e2e ciphertext failed authentication") from exc
     try:
         value = json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise E2EError("e2e plaintext is not JSON") from exc
     if not isinstance(value, dict):
         raise E2EError("e2e plaintext is not a categories object")

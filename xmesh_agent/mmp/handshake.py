@@ -30,7 +30,7 @@ class Handshake:
 
 
 def valid_group(group: str) -> bool:
-    return bool(GROUP_RE.match(group))
+    return bool(GROUP_RE.fullmatch(group))
 
 
 def build_handshake(identity: NodeIdentity, group: str, e2e_public_key: str | None = None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def dialect_of(handshake: Mapping[str, Any]) -> Dialect:
     if not isinstance(handshake, Mapping) or handshake.get("type") != "handshake":
         return Dialect.SPEC
     version = handshake.get("version")
-    pre_1_0 = isinstance(version, str) and bool(_PRE_1_0_VERSION.match(version))
+    pre_1_0 = isinstance(version, str) and bool(_PRE_1_0_VERSION.fullmatch(version))
     if pre_1_0 and isinstance(handshake.get("group"), str) and "room" not in handshake:
         return Dialect.SYM05
     if pre_1_0 or ("group" not in handshake and isinstance(handshake.get("room"), str)):

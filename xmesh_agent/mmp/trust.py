@@ -26,7 +26,7 @@ class TrustError(ValueError):
 def _check(group: str, peer: str) -> None:
     if not valid_group(group):
         raise TrustError(f"invalid group {group!r}")
-    if not _PEER_RE.match(peer):
+    if not _PEER_RE.fullmatch(peer):
         raise TrustError(f"invalid peer name {peer!r}")
 
 

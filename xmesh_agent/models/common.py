@@ -22,6 +22,7 @@ from xmesh_agent.models.base import (
     TransientModelError,
 )
 from xmesh_agent.roles import CAT7
+from xmesh_agent.secret_shapes import mask_secrets
 
 EMIT_FUNCTION = {
     "type": "function",
@@ -52,11 +53,12 @@ MAX_DETAIL = 200
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Remove every credential from text; short or empty secrets are ignored (they would mangle text)."""
+    """Remove every credential from text: the configured ones (short or empty secrets are ignored, they
+    would mangle text), then anything shaped like a key, whole or echoed in part (`sk-proj-ab****yz`)."""
     for secret in secrets:
         if secret and len(secret) >= 6:
             text = text.replace(secret, "[redacted]")
-    return text
+    return mask_secrets(text)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:

@@ -1,12 +1,17 @@
 """Approval gates: text a peer must not emit on its own (block) or only with a human's yes (approve).
 
-What is matched where (every rule sees the field text normalised first: Unicode NFKC, invisible format
-characters removed, case folded, Cyrillic/Greek look-alike letters read as Latin, whitespace runs
-collapsed, so `ＧＩＴ  ｐｕｓｈ`, `git\u200b push`, `gіt push` (Cyrillic і) and `GIT   PUSH` all read
-`git push`):
-- risky actions (git push, commit to main, deploy, publish, rm -rf, .env, production config) in
-  every one of the seven fields: a model, or a prompt-injected CMB, cannot step around a gate by
-  writing the action in `focus` or `mood` instead of `intent`;
+What is matched where (every rule sees the field text normalised first: Unicode NFKD, format
+characters and combining marks (accents, variation selectors) removed, NFKC, case folded,
+Cyrillic/Greek look-alike letters read as Latin, whitespace runs collapsed, so `ＧＩＴ  ｐｕｓｈ`,
+`git\u200b push`, `gi\ufe0ft push`, `gi\u0301t push`, `gіt push` (Cyrillic і) and `GIT   PUSH` all
+read `git push`):
+- risky actions in every one of the seven fields: a model, or a prompt-injected CMB, cannot step
+  around a gate by writing the action in `focus` or `mood` instead of `intent`. Each rule is a class:
+  `git` with any global options before `push` (`-C dir`, `-c k=v`, `--no-pager`); `commit` (a few
+  words, `directly`/`straight`) `to` main, master, trunk or production; the deploy and publish word
+  families (`deploying`, `redeployment`, `published`); `rm` with a recursive and a force flag in any
+  spelling, order or split within one command (`-rf`, `-Rf`, `-r -f`, `--recursive --force`);
+  `.env`; `production config`;
 - `secrets` (a promise to touch them) in `intent` and `commitment` only, the fields that say what the
   peer will do: security peers talk about secrets in their findings all the time;
 - secret shapes (private keys, API keys) in every field, always blocking.
@@ -14,8 +19,12 @@ collapsed, so `ＧＩＴ  ｐｕｓｈ`, `git\u200b push`, `gіt push` (Cyrillic
 should let a peer broadcast a credential to the mesh. Custom rules from agent.toml (their own fields,
 every field by default, the same normalisation) are added to whatever remains.
 
-Matched text is never stored in a verdict: only `redact()`'s short masked excerpt, so verdicts can be
-logged, put in a workflow memo or shown in a UI without re-leaking what they caught.
+A verdict quotes what a rule matched (its normalised text, at most 80 characters), so an operator sees
+why a reply waits; only secret shapes are masked: a secret rule's excerpt is `redact()`'s prefix and
+length, and any key shape inside another rule's match, like every held reply shown to a user and model
+error text, goes through `xmesh_agent.secret_shapes.mask_secrets` (the same key prefixes, whole or
+echoed in part). So verdicts can be logged, put in a workflow memo or shown in a UI without re-leaking
+a credential.
 """
 
 from __future__ import annotations
@@ -31,9 +40,12 @@ from pydantic import BaseModel
 
 from xmesh_agent.config import GateRule, SafetyConfig
 from xmesh_agent.roles import CAT7
+from xmesh_agent.secret_shapes import KEY_PREFIXES, mask_secrets
 
 GateAction = Literal["block", "approve"]
 MAX_SHOWN = 8
+SHOWN_MAX = 80
+"""How much of what a non-secret rule matched a verdict quotes."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +65,27 @@ def _rule(name: str, pattern: str, fields: Sequence[str], action: GateAction, **
 PROMISE_FIELDS = ("intent", "commitment")
 """The fields where a peer says what it will do."""
 
+# A shell word: quoted (spaces inside) or a run of non-space; the text is normalised, so spaces are single.
+_WORD = r"""(?:"[^"]*"|'[^']*'|[^\s;&|'"]+)"""
+# git's global options before the subcommand (up to ten); the named ones take a separate value.
+_GIT_OPTION = rf"(?>(?:-c|-C|--git-dir|--work-tree|--namespace|--config-env|--super-prefix)\s+{_WORD}|-\S*)"
+# rm's flags within the same command (up to `;`, `&`, `|`): -r/-R/--r... and -f/--f..., any order or split.
+_RM_ARGS = rf"(?:\s+{_WORD}){{0,12}}?\s+"
+_RM_RECURSIVE = rf"(?={_RM_ARGS}(?:-[a-z]*r[a-z]*|--r[a-z]*)(?![^\s;&|]))"
+_RM_FORCE = rf"(?={_RM_ARGS}(?:-[a-z]*f[a-z]*|--f[a-z]*)(?![^\s;&|]))"
+
 APPROVAL_RULES: tuple[CompiledRule, ...] = (
-    _rule("git-push", r"\bgit\s+push\b", CAT7, "approve"),
-    _rule("commit-to-main", r"\bcommit\s+to\s+main\b", CAT7, "approve"),
-    _rule("deploy", r"\bdeploy\b", CAT7, "approve"),
-    _rule("publish", r"\bpublish\b", CAT7, "approve"),
-    # rm -rf, -fr, -rfv...: one flag cluster holding both r and f
-    _rule("rm-rf", r"\brm\s+-(?=[a-z]*r)(?=[a-z]*f)[a-z]+\b", CAT7, "approve"),
+    _rule("git-push", rf"\bgit\s+(?:{_GIT_OPTION}\s+){{0,10}}+push\b", CAT7, "approve"),
+    _rule(
+        "commit-to-main",
+        r"\bcommit(?:s|ted|ting)?\s+(?:[\w'-]+\s+){0,3}?(?:(?:directly|straight)\s+)?(?:to|into|onto|on)\s+"
+        r"(?:the\s+)?(?:main|master|trunk|production)\b",
+        CAT7,
+        "approve",
+    ),
+    _rule("deploy", r"\b(?:re-?)?deploy\w*", CAT7, "approve"),
+    _rule("publish", r"\b(?:re-?)?publish\w*", CAT7, "approve"),
+    _rule("rm-rf", rf"\brm{_RM_RECURSIVE}{_RM_FORCE}(?![^\s;&|])", CAT7, "approve"),
     _rule("dotenv", r"(?<![\w.])\.env\b", CAT7, "approve"),
     _rule("production-config", r"\bproduction\s+config\b", CAT7, "approve"),
     _rule("secrets", r"\bsecrets?\b", PROMISE_FIELDS, "approve"),
@@ -87,7 +113,7 @@ SECRET_RULES: tuple[CompiledRule, ...] = (
     _rule("slack-token", r"(?-i:\bxox[bp]-[A-Za-z0-9-]{10,})", CAT7, "block", secret=True),
 )
 
-_SECRET_PREFIX = re.compile(r"^(?:-----BEGIN|sk-ant-|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|xox[bp]-)")
+_SECRET_PREFIX = re.compile(rf"^(?:-----BEGIN|{KEY_PREFIXES})")
 
 
 def redact(text: str, match: re.Match[str] | tuple[int, int]) -> str:
@@ -103,6 +129,11 @@ def redact(text: str, match: re.Match[str] | tuple[int, int]) -> str:
     shown = prefix.group(0) if prefix else hit[: min(MAX_SHOWN, len(hit) // 4)]
     shown = shown[:MAX_SHOWN] if len(shown) * 2 < len(hit) else ""
     return f"{shown}****({len(hit)} chars)"
+
+
+def _shown(match: re.Match[str]) -> str:
+    hit = match.group(0)
+    return '"' + mask_secrets(hit if len(hit) <= SHOWN_MAX else hit[: SHOWN_MAX - 1] + "…") + '"'
 
 
 class GateHit(BaseModel):
@@ -163,7 +194,12 @@ class Gates:
                 found = rule.regex.search(text)
                 if found:
                     hits.append(
-                        GateHit(rule=rule.name, field=field, action=rule.action, excerpt=redact(text, found))
+                        GateHit(
+                            rule=rule.name,
+                            field=field,
+                            action=rule.action,
+                            excerpt=redact(text, found) if rule.secret else _shown(found),
+                        )
                     )
         if not hits:
             return GateVerdict(action="pass")
@@ -179,12 +215,18 @@ _LOOKALIKES = str.maketrans(
 )
 
 
+_INVISIBLE = frozenset({"Cf", "Mn", "Me"})
+"""Format characters (zero-width spaces, joiners) and marks (combining accents, variation selectors)."""
+
+
 def normalize(text: str) -> str:
-    """What a rule reads: NFKC, format characters (zero-width spaces, joiners) dropped, case folded,
+    """What a rule reads: compatibility-decomposed, format characters and combining marks (accents,
+    variation selectors) dropped, recomposed (NFKC), case folded,
     Cyrillic and Greek look-alikes read as the Latin letters they imitate, every whitespace run one
     space. Secret shapes are matched on the raw text: they are case-sensitive."""
-    folded = unicodedata.normalize("NFKC", text)
-    folded = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf").casefold()
+    split = unicodedata.normalize("NFKD", text)
+    kept = "".join(ch for ch in split if unicodedata.category(ch) not in _INVISIBLE)
+    folded = unicodedata.normalize("NFKC", kept).casefold()
     return " ".join(folded.translate(_LOOKALIKES).split())
 
 

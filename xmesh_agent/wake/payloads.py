@@ -119,6 +119,10 @@ class SafetyVerdict(BaseModel):
     outcome: Outcome | None = None
     rule: str = ""
     reason: str = ""
+    approver_key: str = Field(
+        default="",
+        description="approve: the peer's public key (base64url); only decisions signed with it are taken.",
+    )
 
 
 class EmitInput(BaseModel):
@@ -138,6 +142,8 @@ class ApprovalDecision(BaseModel):
     approved: bool
     by: str = "operator"
     reason: str = ""
+    signed_at_ms: int = 0
+    signature: str = Field(default="", description="ed25519 by the peer's key (xmesh_agent.wake.approval).")
 
 
 class WakeResult(BaseModel):

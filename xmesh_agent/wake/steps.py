@@ -21,6 +21,7 @@ from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.models.base import CircuitOpenError, ModelAdapter, ModelError, PermanentModelError
 from xmesh_agent.observability import NO_METRICS, PeerMetrics, span
 from xmesh_agent.safety import choose_route, clamp_max_tokens, detect_cycle
+from xmesh_agent.wake import approval
 from xmesh_agent.wake.context import plan_context, render_request
 from xmesh_agent.wake.events import EventLog, no_log, wake_events
 from xmesh_agent.wake.ledger import WakeLedger
@@ -274,8 +275,12 @@ class WakeSteps:
         if gate.action == "pass":
             return SafetyVerdict(action="pass")
         reason = f"rule {gate.rule} on {gate.field}: {gate.excerpt}"
-        outcome = Outcome.SUPPRESSED_GATE if gate.action == "block" else None
-        return SafetyVerdict(action=gate.action, outcome=outcome, rule=gate.rule or "", reason=reason)
+        if gate.action == "block":
+            return SafetyVerdict(
+                action="block", outcome=Outcome.SUPPRESSED_GATE, rule=gate.rule or "", reason=reason
+            )
+        key = self.identity.public_key_b64url
+        return SafetyVerdict(action="approve", rule=gate.rule or "", reason=reason, approver_key=key)
 
     async def _emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
         """Mint, store and send the reply. Idempotent: a retried emit re-sends the same CMB."""
@@ -328,7 +333,10 @@ class WakeSteps:
             return wake_events.model_call(self.log, wake_id, reply)
 
     async def check_safety(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> SafetyVerdict:
-        return wake_events.safety(self.log, wake_id, await self._check_safety(wake_id, cmb_key, fields))
+        verdict = await self._check_safety(wake_id, cmb_key, fields)
+        if verdict.action == "approve":
+            approval.announce(self.config.name, wake_id, verdict, fields)
+        return wake_events.safety(self.log, wake_id, verdict)
 
     async def emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
         return wake_events.emitted(self.log, wake_id, await self._emit(wake_id, cmb_key, fields))

@@ -88,7 +88,7 @@ def block_key(categories: Mapping[str, Any]) -> str:
 
 def is_stock_key(key: object) -> bool:
     """Stock nodes accept exactly `cmb-` + 64 lowercase hex and refuse every other key form."""
-    return isinstance(key, str) and STOCK_KEY_RE.match(key) is not None
+    return isinstance(key, str) and STOCK_KEY_RE.fullmatch(key) is not None
 
 
 def flat_root_key(categories: Mapping[str, Any]) -> str:

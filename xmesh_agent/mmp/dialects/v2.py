@@ -103,7 +103,7 @@ def is_v2_record(record: Mapping[str, Any]) -> bool:
 
 
 def _b64url_bytes(text: str) -> bytes:
-    if not _B64URL_RE.match(text):
+    if not _B64URL_RE.fullmatch(text):
         raise StockDialectError("mmp-app-v1: application data must be unpadded base64url")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -137,7 +137,7 @@ def application_commitment(application: Mapping[str, Any] | None) -> str:
     if digest != "sha256-" + _sha256_hex(raw):
         raise StockDialectError("mmp-app-v1: application digest mismatch")
     media = application.get("mediaType")
-    if not isinstance(media, str) or not _MEDIA_TYPE_RE.match(media):
+    if not isinstance(media, str) or not _MEDIA_TYPE_RE.fullmatch(media):
         raise StockDialectError("mmp-app-v1: mediaType must be lowercase ASCII without parameters")
     schema = application.get("schema")
     if schema is not None and not isinstance(schema, str):

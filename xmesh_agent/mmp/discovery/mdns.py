@@ -43,7 +43,7 @@ def room_type_problem(group: str) -> str | None:
     """Why `group` cannot be a DNS-SD service type (None when it can). `default` never needs one."""
     if len(group) > _SERVICE_NAME_MAX:
         return f"group {group!r} is longer than {_SERVICE_NAME_MAX} characters"
-    if not _SERVICE_NAME_RE.match(group) or "--" in group:
+    if not _SERVICE_NAME_RE.fullmatch(group) or "--" in group:
         return f"group {group!r} is not a service name (letters, digits, single inner hyphens)"
     if not re.search(r"[a-z]", group):
         return f"group {group!r} has no letter, which a service name needs"
@@ -61,7 +61,7 @@ def room_service_type(group: str) -> str | None:
 def instance_label(node_id: str) -> str:
     """Our DNS-SD instance (and host) label: the nodeId, as stock nodes use, when it is a valid
     label; otherwise a stable digest, because peers read the nodeId from the TXT anyway."""
-    if _LABEL_RE.match(node_id):
+    if _LABEL_RE.fullmatch(node_id):
         return node_id
     return "xm-" + hashlib.sha256(node_id.encode("utf-8", "replace")).hexdigest()[:32]
 

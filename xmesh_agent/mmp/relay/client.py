@@ -156,7 +156,7 @@ class RelayClient:
         """
         try:
             frame = json.loads(message)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return False
         if not isinstance(frame, dict):
             return False
