@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 import typer
@@ -51,6 +52,12 @@ def mcp(
         import mcp as _sdk  # noqa: F401 - only to say clearly when it is missing
     except ImportError:
         fail("the MCP SDK is missing: pip install 'mcp>=1.20,<2'")
+    if sys.stdin.isatty():
+        typer.echo(
+            f"xmesh-agent mcp: {join.name} in group {join.group}, speaking MCP on stdin/stdout: an MCP "
+            "client starts this command (docs/mcp.md). Ctrl-C stops.",
+            err=True,
+        )
     with contextlib.suppress(KeyboardInterrupt):
         run_stdio(MeshSession(join), operator=operator, temporal_address=temporal_address)
     raise typer.Exit(EXIT_OK)
