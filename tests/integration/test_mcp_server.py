@@ -87,7 +87,7 @@ async def test_a_copilot_publishes_and_receives_the_peers_answer(tmp_path: Path)
             assert sent["key"].startswith("cmb1-") and sent["delivered_to"] == ["reviewer-m"]
 
             async def answered() -> list[dict]:
-                got = await _call(session, "receive")
+                got = await _call(session, "receive", wait=5)
                 return [c for c in got["cmbs"] if sent["key"] in c["parents"]]
 
             answer = (await _until(answered, 60, "the peer's answer in `receive`"))[0]

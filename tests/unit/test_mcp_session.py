@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.integration.peer_kit import FAST_NODE, eventually
@@ -22,16 +24,18 @@ async def test_a_directed_cmb_reaches_only_its_peer_and_says_so():
     try:
         sent = await a.publish({"focus": "review the limiter"}, to="mcp-b")
         assert sent["delivered_to"] == ["mcp-b"]
-        got = (await eventually(lambda: b.receive(peek=True)["cmbs"]))[0]
+        got = (await b.receive(peek=True, wait=10))["cmbs"][0]  # returns on arrival, not after 10 s
         assert got["key"] == sent["key"] and got["directed"] is True and got["author"] == "mcp-a"
-        assert b.receive()["cmbs"] and b.receive()["cmbs"] == []  # drained
+        assert (await b.receive())["cmbs"] and (await b.receive())["cmbs"] == []  # drained
         broadcast = await a.publish(
             {"focus": "status", "intent": "tell everyone"}, parents=[sent["key"][:17]]
         )
         assert sorted(broadcast["delivered_to"]) == ["mcp-b", "mcp-c"]
-        heard = await eventually(lambda: c.receive()["cmbs"])
+        heard = (await c.receive(wait=10))["cmbs"]
         assert [h["key"] for h in heard] == [broadcast["key"]]  # c never saw the directed one
         assert heard[0]["directed"] is False and heard[0]["parents"] == [sent["key"]]
+        started = time.monotonic()
+        assert (await c.receive(wait=0.3))["cmbs"] == [] and time.monotonic() - started >= 0.3
     finally:
         for s in (a, b, c):
             await s.stop()

@@ -82,14 +82,18 @@ def build_server(session: MeshSession, *, operator: bool = False, temporal_addre
             raise ToolError(str(exc)) from None
 
     @server.tool()
-    def receive(
+    async def receive(
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many, oldest first.")] = 50,
         peek: Annotated[bool, Field(description="Leave them for the next call too.")] = False,
+        wait: Annotated[
+            float, Field(ge=0, le=60, description="When nothing has arrived, wait up to this many seconds.")
+        ] = 0,
     ) -> dict[str, Any]:
         """The CMBs that arrived from the mesh since the last call (a delivery feed, not a search):
         key, author, parents, the fields with text, and `directed` when one was sent to you alone.
-        Does what the stock bridge's sym_receive does. `more` says how many still wait."""
-        return session.receive(limit, peek)
+        Does what the stock bridge's sym_receive does. `more` says how many still wait; `wait` saves
+        polling while peers think."""
+        return await session.receive(limit, peek, wait)
 
     @server.tool()
     def recall(

@@ -8,6 +8,7 @@ Every method returns plain JSON-able data or raises `BridgeError` with a one-lin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import Any
 
@@ -18,6 +19,7 @@ from xmesh_agent.mmp.node import PeerInfo
 from xmesh_agent.observer import Join, ObserverNode
 
 INBOX_LIMIT = 1000
+MAX_WAIT = 60.0
 MAX_TEXT = 4000
 """A field longer than this is refused: a CMB is a projection of state, not a document."""
 
@@ -47,6 +49,7 @@ class MeshSession:
         self.dropped = 0
         self.observer = ObserverNode(join, self._arrived, **node_options)
         self._temporal: Any = None
+        self._arrival = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -62,6 +65,7 @@ class MeshSession:
         if len(self.inbox) == self.inbox.maxlen:
             self.dropped += 1
         self.inbox.append(Said(cmb, now_ms(), sender.name))
+        self._arrival.set()
 
     # -- the mesh -------------------------------------------------------------------------------
 
@@ -81,8 +85,13 @@ class MeshSession:
             "waiting": len(self.inbox),
         }
 
-    def receive(self, limit: int = 50, peek: bool = False) -> dict[str, Any]:
-        """What arrived since the last call, oldest first; `peek` leaves it for the next call."""
+    async def receive(self, limit: int = 50, peek: bool = False, wait: float = 0.0) -> dict[str, Any]:
+        """What arrived since the last call, oldest first; `peek` leaves it for the next call. With
+        nothing there, `wait` seconds for the first arrival."""
+        if not self.inbox and wait > 0:
+            self._arrival.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrival.wait(), min(wait, MAX_WAIT))
         limit = max(1, min(limit, INBOX_LIMIT))
         items = list(self.inbox)[:limit]
         if not peek:
