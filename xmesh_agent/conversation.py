@@ -227,22 +227,18 @@ def _trigger_of(peer: str, wake_id: str) -> str | None:
     return key.split("-replay-", 1)[0]
 
 
-def local_peers(group: str | None) -> list[str]:
-    """Peers with state under this xmesh home (running or not), of `group` when given."""
-    root = paths.xmesh_home() / "peers"
-    if not root.is_dir():
-        return []
+def peers_of(group: str | None) -> list[str]:
+    """Local peers (lookup.local_peers) that run in `group` (any, for None), or whose group is unknown
+    (stopped)."""
+    from xmesh_agent.lookup import local_peers
+
     found = []
-    for d in sorted(root.iterdir()):
-        if not (d / "cmbs.db").exists():
-            continue
-        if group is not None:
-            status = {}
-            with contextlib.suppress(OSError, ValueError):
-                status = json.loads((d / "peer.json").read_text())
-            if status.get("group") not in (group, None):
-                continue
-        found.append(d.name)
+    for name in local_peers():
+        status = {}
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads((paths.peer_dir(name) / "peer.json").read_text())
+        if group is None or status.get("group") in (group, None):
+            found.append(name)
     return found
 
 
@@ -259,7 +255,7 @@ class OutcomeFollower:
     def _discover(self) -> None:
         from xmesh_agent.logs import default_log_path
 
-        for peer in self.fixed if self.fixed is not None else local_peers(self.group):
+        for peer in self.fixed if self.fixed is not None else peers_of(self.group):
             if peer not in self._tails:
                 self._tails[peer] = _LogTail(default_log_path(peer), from_start=self.history)
 

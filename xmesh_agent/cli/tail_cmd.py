@@ -176,9 +176,9 @@ async def _follow_peer(
 
     path = paths.peer_dir(peer) / "cmbs.db"
     if not path.exists():
-        from xmesh_agent.conversation import local_peers
+        from xmesh_agent.lookup import local_peers
 
-        known = local_peers(None)
+        known = local_peers()
         hint = f"; local peers: {', '.join(known)}" if known else "; no peer has run under this xmesh home"
         fail(f"peer {peer} has no store at {path}{hint}")
     store = StoreFollower(path)
