@@ -311,20 +311,22 @@ async def two_process_rows(transport: str, n_tp: int) -> list[Row]:
 
 
 def first_contact_row(tmp: Path, authors: int = 40) -> Row:
-    """A new author's first CMB on a tofu receiver: pin its key, mark it a signer (disk writes)."""
+    """A new author's first CMB on a tofu receiver: bind its nodeId, pin its key, mark it a signer
+    (disk writes)."""
     verifier = Verifier(GROUP, "receiver-id", "receiver", tmp / "first.db", admission="tofu")
     costs = []
     for i in range(authors):
         ident = NodeIdentity.generate(f"author-{i}")
         cmb = mint(texts(i), identity=ident, group=GROUP, created_at=1_760_000_000_000)
         start = time.perf_counter()
-        verifier.learn(ident.node_id, ident.name, ident.public_key, source="handshake")
+        assert verifier.claim(ident.node_id, ident.name, ident.public_key, proven=True) is None
+        verifier.learn(ident.node_id, ident.name, ident.public_key)
         verifier.check(cmb, KnownKey(ident.node_id, ident.name, ident.public_key, "handshake"))
         costs.append(time.perf_counter() - start)
     verifier.close()
     return Row(
         "wire-cpu",
-        "first contact (learn + check, new author)",
+        "first contact (claim + learn + check, new author)",
         fmt_us(median(costs)),
         note=f"median of {authors}",
     )

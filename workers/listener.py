@@ -100,6 +100,10 @@ class WakeStarter:
         self.start_concurrency = START_CONCURRENCY
         self.log: EventLog = no_log
 
+    def kick(self) -> None:
+        """Try the spooled wakes now (e.g. Temporal is reachable again)."""
+        self._kick.set()
+
     async def on_cmb(self, cmb: CMB, sender: object = None) -> None:
         """Node callback: spool, then let the start loop take it."""
         if self.ledger.enqueue(cmb.key, cmb.created_by):

@@ -42,6 +42,7 @@ from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summar
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
 from xmesh_agent.workers.control_cmds import HANDLERS
+from xmesh_agent.workers.follow import follow_server
 from xmesh_agent.workers.listener import WakeStarter
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
 from xmesh_agent.workflows import search
@@ -51,6 +52,7 @@ log = logging.getLogger("xmesh.peer")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 METRICS_SAMPLE_SECONDS = 2.0
+REBIND_SHUTDOWN_SECONDS = 10.0
 WAKE_SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("xmesh_agent")
 )
@@ -71,6 +73,8 @@ class Peer:
     config: AgentConfig
     client: Client
     metrics: PeerMetrics = field(default_factory=PeerMetrics)
+    embedded: bool = False
+    """Its Temporal is this machine's embedded server (found through its state file)."""
     identity: NodeIdentity = field(init=False)
     store: CMBStore = field(init=False)
     ledger: WakeLedger = field(init=False)
@@ -119,14 +123,29 @@ class Peer:
             self._count_frames()
         self.steps = steps
         self.control = ControlServer(self, HANDLERS)
-        self.worker = Worker(
-            self.client,
-            task_queue=task_queue(cfg.group, cfg.name),
+        self.worker = self._make_worker(self.client)
+
+    def _make_worker(self, client: Client) -> Worker:
+        return Worker(
+            client,
+            task_queue=task_queue(self.config.group, self.config.name),
             workflows=[WakeWorkflow],
-            activities=WakeActivities(steps).all(),
+            activities=WakeActivities(self.steps).all(),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             workflow_runner=WAKE_SANDBOX,
         )
+
+    def rebind(self, client: Client) -> None:
+        """Carry on with another Temporal connection (the embedded server came back elsewhere): a new
+        worker polls the same task queue at once, spooled wakes start on the new client, and the old
+        worker is let go in the background (its server is gone, so it may take a while)."""
+        old, old_task = self.worker, self._tasks[0]
+        self.client = client
+        self.starter.client = client
+        self.worker = self._make_worker(client)
+        self._tasks[0] = asyncio.create_task(self.worker.run(), name="worker")
+        self._tasks.append(asyncio.create_task(_let_go(old, old_task), name="old-worker"))
+        self.starter.kick()
 
     async def start(self) -> None:
         await self.control.start()  # refuses when a live peer of this name holds the socket
@@ -141,6 +160,11 @@ class Peer:
         self._tasks.append(asyncio.create_task(self._prune_daily(), name="retention"))
         if self.metrics.enabled:
             self._tasks.append(asyncio.create_task(self._sample(), name="metrics"))
+        self._started_at = now_ms()
+        self.write_status()
+
+    def write_status(self, temporal_lost_since: int | None = None) -> None:
+        """peer.json: who and where this peer is, and which Temporal it uses (and since when it lost it)."""
         status_file(self.config.name).write_text(
             json.dumps(
                 {
@@ -148,9 +172,15 @@ class Peer:
                     "group": self.config.group,
                     "pid": os.getpid(),
                     "nodeId": self.identity.node_id,
+                    "host": self.node.host,
                     "port": self.node.port,
                     "taskQueue": self.worker.task_queue,
-                    "startedAt": now_ms(),
+                    "startedAt": self._started_at,
+                    "temporal": {
+                        "address": self.client.service_client.config.target_host,
+                        "embedded": self.embedded,
+                        "lostSince": temporal_lost_since,
+                    },
                 },
                 indent=2,
             )
@@ -255,7 +285,7 @@ async def run_peer(
     telemetry = open_telemetry(config)
     client, embedded = await open_client(target, telemetry)
     stop = asyncio.Event()
-    peer = Peer(config, client, telemetry.metrics)
+    peer = Peer(config, client, telemetry.metrics, embedded=embedded)
     peer.control.on_stop = stop.set
 
     def on_signal() -> None:
@@ -275,6 +305,8 @@ async def run_peer(
             _announce_web_ui(config.name)
         if ready:
             ready.set()
+        if embedded:
+            peer._tasks.append(asyncio.create_task(follow_server(peer, telemetry), name="follow-server"))
         if bounds.duration_s or bounds.max_cost_usd is not None:
             peer._tasks.append(asyncio.create_task(enforce(peer.control, bounds), name="bounds"))
         await stop.wait()
@@ -295,6 +327,15 @@ async def run_peer(
         )
         return EXIT_IDENTITY_COLLISION
     return 0
+
+
+async def _let_go(worker: Worker, task: asyncio.Task) -> None:
+    try:
+        await asyncio.wait_for(worker.shutdown(), REBIND_SHUTDOWN_SECONDS)
+    except (TimeoutError, Exception):  # noqa: BLE001 - the old server is gone; so is its worker
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 def _announce_web_ui(peer: str) -> None:

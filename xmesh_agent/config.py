@@ -44,14 +44,24 @@ class IdentityConfig(Section):
     role: str | None = Field(default=None, description="Role label; defaults to the name.")
 
 
+LAN_HOST = "0.0.0.0"
+LAN_DISCOVERY = ("registry", "mdns")
+"""A peer whose config is silent listens on every interface and finds peers by DNS-SD as well as
+through the same-host registry, as the original runtime and the stock node do (Bonjour)."""
+
+
 class MeshConfig(Section):
     group: Annotated[str, Field(pattern=GROUP_PATTERN)] = "default"
-    host: str = Field(default="127.0.0.1", description="Address the MMP TCP listener binds.")
+    host: str = Field(
+        default=LAN_HOST,
+        description="Address the MMP TCP listener binds: all interfaces by default (peers on the LAN reach it); "
+        '"127.0.0.1" keeps the peer on this machine.',
+    )
     port: Annotated[int, Field(ge=0, le=65535)] = Field(default=0, description="0 picks a free port.")
     peers: list[str] = Field(default_factory=list, description="Static peers as host:port.")
     discovery: list[Literal["registry", "mdns"]] = Field(
-        default_factory=lambda: ["registry"],
-        description="registry: same-host ~/.sym/loopback; mdns: DNS-SD on the LAN.",
+        default_factory=lambda: list(LAN_DISCOVERY),
+        description="registry: same-host ~/.sym/loopback; mdns: DNS-SD on the LAN. Both by default.",
     )
     relay: str | None = Field(default=None, description="WebSocket relay URL (ws:// or wss://).")
     relay_token: str | None = None
@@ -76,6 +86,26 @@ class MeshConfig(Section):
         default="lexical",
         description="SVAF field encoder: lexical (built in) or semantic (MiniLM; the semantic extra).",
     )
+
+
+def mesh_reach(mesh: MeshConfig) -> str:
+    """One line: where a peer listens, how it finds others, and how to keep it on this machine."""
+    port = f"port {mesh.port}" if mesh.port else "a free port"
+    local = mesh.host.startswith("127.") or mesh.host in ("::1", "localhost")
+    where = "this machine only" if local else ("all interfaces" if mesh.host in ("0.0.0.0", "::", "") else "")
+    found = " + ".join(
+        {"registry": "same-host registry", "mdns": "DNS-SD on the LAN"}[d] for d in mesh.discovery
+    )
+    line = f"listens on {mesh.host} ({where}), {port}" if where else f"listens on {mesh.host}, {port}"
+    line += f"; discovery: {found or 'none'}"
+    if mesh.relay:
+        line += f"; relay {mesh.relay}"
+    if not local:
+        line += (
+            f"; admission {mesh.admission}. To keep it on this machine: "
+            '[mesh] host = "127.0.0.1" (and discovery = ["registry"])'
+        )
+    return line
 
 
 class RoleWeights(Section):

@@ -66,7 +66,8 @@ class Join:
     def of(cls, group: str | None, mesh: MeshConfig | None, name: str, chosen: bool = True) -> Join:
         if mesh is None and group is None:
             raise ObserverError("give --group G or --config peer.toml (its [mesh] group and transports)")
-        mesh = mesh.model_copy() if mesh is not None else MeshConfig()
+        # --group alone: this machine's peers, as `publish --group` reaches them
+        mesh = MeshConfig(host="127.0.0.1", discovery=["registry"]) if mesh is None else mesh.model_copy()
         group = group or mesh.group
         if not re.match(GROUP_PATTERN, group):
             raise ObserverError(f"invalid group {group!r}: 1-64 of a-z 0-9 _ . -")

@@ -124,9 +124,10 @@ def load_scenario(path: Path) -> tuple[Scenario, list[AgentConfig]]:
 def with_overrides(
     config: AgentConfig, *, group: str, adapter: Literal["offline", "openai", "anthropic", "ollama"] | None
 ) -> AgentConfig:
-    """The peer as the demo runs it: the scenario's group, optionally another model adapter."""
+    """The peer as the demo runs it: the scenario's group, optionally another model adapter, and
+    on this machine only (the demo is a local show: no listener on the LAN, no DNS-SD)."""
     data: dict[str, Any] = config.model_dump(exclude_none=True)
-    data["mesh"]["group"] = group
+    data["mesh"].update(group=group, host="127.0.0.1", discovery=["registry"])
     if adapter and adapter != config.model.adapter:
         data["model"] = {"adapter": adapter, "max_tokens_per_call": config.model.max_tokens_per_call}
     return parse_config(data)

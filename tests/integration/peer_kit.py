@@ -18,7 +18,7 @@ FAST_NODE: dict[str, Any] = dict(registry_interval=0.2, reconnect_min=0.05, reco
 def peer_config(name: str, role: str, group: str, **sections: dict) -> AgentConfig:
     data: dict[str, Any] = {
         "identity": {"name": name, "role": role},
-        "mesh": {"group": group},
+        "mesh": {"group": group, "host": "127.0.0.1", "discovery": ["registry"]},  # hermetic: no LAN
         "model": {"adapter": "offline"},
     }
     for section, values in sections.items():

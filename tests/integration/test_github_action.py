@@ -175,7 +175,8 @@ async def test_given_config_runs_until_the_deadline(temporal_env, fake, tmp_path
     group = group_name()
     config = tmp_path / "peer.toml"
     config.write_text(
-        f'[identity]\nname = "ci-given"\nrole = "reviewer"\n[mesh]\ngroup = "{group}"\n'
+        f'[identity]\nname = "ci-given"\nrole = "reviewer"\n[mesh]\ngroup = "{group}"\nhost = "127.0.0.1"\n'
+        'discovery = ["registry"]\n'
         '[model]\nadapter = "offline"\n'
     )
     env = runner_env(tmp_path, temporal_env.client.service_client.config.target_host, fake.base_url)

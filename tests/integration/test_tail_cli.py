@@ -239,7 +239,8 @@ async def test_two_tails_never_share_one_identity():
 async def test_config_gives_the_group_and_a_broken_config_is_reported(tmp_path: Path):
     good = tmp_path / "peer.toml"
     good.write_text(
-        '[identity]\nname = "cfg-peer"\n[mesh]\ngroup = "cfg-group"\n[model]\nadapter = "offline"\n'
+        '[identity]\nname = "cfg-peer"\n[mesh]\ngroup = "cfg-group"\nhost = "127.0.0.1"\n'
+        'discovery = ["registry"]\n[model]\nadapter = "offline"\n'
     )
     observer = await TailProcess.start("--config", str(good), "--name", "obs-cfg")
     code, _ = await observer.interrupt()

@@ -12,7 +12,7 @@ from typing import Any
 
 from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp import framing
+from xmesh_agent.mmp import framing, keyproof
 from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.connection import PeerInfo
 from xmesh_agent.mmp.handshake import build_handshake
@@ -117,8 +117,10 @@ class RawPeer:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def connect(self, port: int) -> RawPeer:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(self, port: int, source: str | None = None) -> RawPeer:
+        """Connect to 127.0.0.1:port, from the loopback address `source` if given (127.0.0.2, ...)."""
+        local = (source, 0) if source else None
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
         return self
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -132,11 +134,16 @@ class RawPeer:
     async def send_body(self, body: bytes) -> None:
         await self.send_raw(struct.pack(">I", len(body)) + body)
 
-    async def handshake(self, group: str | None = None) -> dict[str, Any]:
-        frame = build_handshake(self.identity, group or self.group)
+    async def handshake(self, group: str | None = None, *, prove: bool = False) -> dict[str, Any]:
+        """Send our handshake and read theirs. With `prove`, offer the key proof as a dialer and,
+        when the node offers it too, send ours (the node's own proof is left unread)."""
+        group = group or self.group
+        frame = build_handshake(self.identity, group, nonce=keyproof.new_nonce() if prove else None)
         await self.send(frame)
         theirs = await self.recv(2.0)
         assert theirs is not None and theirs["type"] == "handshake", theirs
+        if prove and keyproof.offers_proof(theirs):
+            await self.send(keyproof.prove(self.identity, frame, theirs, group, we_dialed=True))
         return theirs
 
     async def recv(self, timeout: float = 2.0) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from xmesh_agent.cli.app import app
 from xmesh_agent.clock import now_ms
-from xmesh_agent.config import ConfigError, load_config, parse_config, to_toml
+from xmesh_agent.config import ConfigError, load_config, mesh_reach, parse_config, to_toml
 
 MINIMAL = '[identity]\nname = "rev-01"\nrole = "reviewer"\n[mesh]\n[model]\nadapter = "offline"\n'
 
@@ -145,3 +145,23 @@ def test_store_retention_drops_old_cmbs_only(tmp_path: Path) -> None:
     assert store.prune(now_ms=now + day + 60_000) == 1
     assert not store.has(old.key)
     store.close()
+
+
+def test_a_config_silent_about_the_mesh_is_on_the_lan_as_the_original_runtime(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert cfg.mesh.host == "0.0.0.0" and cfg.mesh.discovery == ["registry", "mdns"]
+    reach = mesh_reach(cfg.mesh)
+    assert "all interfaces" in reach and "DNS-SD on the LAN" in reach and 'host = "127.0.0.1"' in reach
+    local = load_config(
+        write(tmp_path, MINIMAL.replace("[mesh]", '[mesh]\nhost = "127.0.0.1"\ndiscovery = ["registry"]'))
+    )
+    assert (
+        mesh_reach(local.mesh)
+        == "listens on 127.0.0.1 (this machine only), a free port; discovery: same-host registry"
+    )
+
+
+def test_dry_run_says_where_the_peer_listens_and_how_to_keep_it_local(tmp_path):
+    result = CliRunner().invoke(app, ["dry-run", "--config", str(write(tmp_path, MINIMAL))])
+    (line,) = [row for row in result.output.splitlines() if "| mesh —" in row]
+    assert "listens on 0.0.0.0 (all interfaces)" in line and '[mesh] host = "127.0.0.1"' in line

@@ -128,8 +128,16 @@ async def _killer(port: int, payload: bytes, handshake: bool) -> bool:
 
 
 async def test_node_survives_a_flood_of_malformed_input_and_keeps_serving(tmp_path: Path) -> None:
+    # Thirteen hostile connections from one address at once: this test is about their bytes, not
+    # about their number (test_node_trust.py holds the per-source quota).
     host, inbox = make_node(
-        tmp_path, "host", discovery=[], heartbeat_timeout=5.0, ping_interval=2.0, handshake_timeout=0.8
+        tmp_path,
+        "host",
+        discovery=[],
+        heartbeat_timeout=5.0,
+        ping_interval=2.0,
+        handshake_timeout=0.8,
+        max_pending_per_source=32,
     )
     await host.start()
     good, good_inbox = make_node(

@@ -8,6 +8,7 @@ import pytest
 
 from tests.unit.node_testkit import make_node, note, ordered_identities, poll
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.relay.proof import PROVEN_REPLACED
 from xmesh_agent.mmp.relay.server import RelayServer
 
 
@@ -56,7 +57,8 @@ async def test_wrong_token_channel_isolates_peers(tmp_path: Path) -> None:
             await b.stop()
 
 
-async def test_duplicate_identity_on_the_relay_reports_a_collision_and_stops(tmp_path: Path) -> None:
+async def test_a_twin_on_the_relay_is_refused_and_retries_without_stopping(tmp_path: Path) -> None:
+    """The holder keeps its place (4006 to the newcomer); a collision nobody proved stops no one."""
     async with RelayServer(ping_interval=0.5, duplicate_window=5.0) as relay:
         ident = NodeIdentity.generate("same")
         a, _ = make_node(tmp_path, "same", identity=ident, discovery=[], relay_url=relay.url)
@@ -67,13 +69,11 @@ async def test_duplicate_identity_on_the_relay_reports_a_collision_and_stops(tmp
         assert await poll(lambda: len(relay.peers()) == 1)
         await twin.start()
         try:
-            assert await twin_inbox.wait(lambda: bool(twin_inbox.named("identity-collision")))
-            [event] = twin_inbox.named("identity-collision")
+            assert await twin_inbox.wait(lambda: len(twin_inbox.named("relay-collision")) >= 2)
+            event = twin_inbox.named("relay-collision")[0]
             assert event["code"] == 4006 and event["name"] == "same"
-            assert twin._peering.relay is not None
-            assert await poll(
-                lambda: twin._peering.relay._task is not None and twin._peering.relay._task.done()
-            )
+            assert twin_inbox.named("identity-collision") == []
+            assert twin._peering.relay is not None and not twin._peering.relay._task.done()
             assert relay.peers() == [(ident.node_id, "same")]
         finally:
             await a.stop()
@@ -126,7 +126,8 @@ async def test_a_peer_on_tcp_and_relay_survives_losing_one_transport(tmp_path: P
 
 
 async def test_client_against_a_scripted_relay_harness(tmp_path: Path) -> None:
-    """Garbage, keepalive, re-auth and a 4004 replacement, from a relay that follows a script."""
+    """Garbage, keepalive, re-auth and 4004 replacements, from a relay that follows a script: one
+    nobody proved (we come back) and one proven with our key (we stop)."""
     import asyncio
     import json
 
@@ -148,7 +149,10 @@ async def test_client_against_a_scripted_relay_harness(tmp_path: Path) -> None:
         seen.append(json.loads(await ws.recv()))
         await ws.send(json.dumps({"type": "relay-reauth"}))
         seen.append(json.loads(await ws.recv()))
-        await ws.close(4004, "replaced by new connection")
+        if connections == 1:
+            await ws.close(4004, "replaced by new connection")
+            return
+        await ws.close(4004, PROVEN_REPLACED)
         script_done.set()
 
     async with serve(harness, "127.0.0.1", 0) as server:
@@ -159,18 +163,20 @@ async def test_client_against_a_scripted_relay_harness(tmp_path: Path) -> None:
         await node.start()
         try:
             assert await inbox.wait(lambda: bool(inbox.named("identity-collision")))
-            assert inbox.named("identity-collision")[0]["code"] == 4004
-            auth, pong, reauth = seen
+            assert [e["code"] for e in inbox.named("relay-collision")] == [4004]
+            assert inbox.named("identity-collision")[0]["code"] == 4004 and connections == 2
+            auth, pong, reauth = seen[:3]
             assert auth == {
                 "type": "relay-auth",
                 "nodeId": node.identity.node_id,
                 "name": "solo",
                 "token": "t0k",
+                "publicKey": node.identity.public_key_b64url,
             }
-            assert pong == {"type": "relay-pong"} and reauth == auth
+            assert pong == {"type": "relay-pong"} and reauth == auth and seen[3:] == seen[:3]
             assert node.peers() == []
             await asyncio.wait_for(script_done.wait(), 2.0)
-            # No reconnect after 4004: give the client several backoff periods to (wrongly) return.
-            assert not await poll(lambda: connections > 1, 0.8)
+            # No reconnect after a proven 4004: give the client several backoff periods to return.
+            assert not await poll(lambda: connections > 2, 0.8)
         finally:
             await node.stop()

@@ -24,7 +24,8 @@ async def test_our_handshake_carries_the_spec_fields_and_room(tmp_path: Path) ->
     try:
         theirs = await raw.handshake()
         assert theirs["nodeId"] == node.identity.node_id and theirs["name"] == "host"
-        assert theirs["version"] == "1.1.0" and theirs["extensions"] == []
+        assert theirs["version"] == "1.1.0" and theirs["extensions"] == ["mmp-handshake-proof-v2"]
+        assert isinstance(theirs["nonce"], str) and len(theirs["nonce"]) == 43
         assert theirs["lifecycleRole"] == "participant"
         assert theirs["group"] == "team" and theirs["room"] == "team"
         assert theirs["publicKey"] == node.identity.public_key_b64url
@@ -229,7 +230,7 @@ async def test_connections_that_never_handshake_are_capped(tmp_path: Path) -> No
         assert closed and frames == []
         await extra.close()
         await idle[0].close()
-        assert await poll(lambda: node._pending_handshakes == 2)
+        assert await poll(lambda: node._quota.pending == 2)
         late = await RawPeer(NodeIdentity.generate("late")).connect(node.port)
         await late.handshake()
         assert await node.wait_for_peers(1, 2.0)

@@ -217,18 +217,26 @@ async def test_duplicate_identity_fresh_is_rejected_4006(relay: RelayServer) -> 
     await b.close()
 
 
-async def test_duplicate_identity_stale_is_replaced_4004_without_left() -> None:
-    async with RelayServer(tokens={"t1"}, duplicate_window=0.0) as server:
+async def test_duplicate_identity_stale_and_silent_is_replaced_4004_without_left() -> None:
+    async with RelayServer(tokens={"t1"}, duplicate_window=0.0, ping_interval=0.3) as server:
         watcher, _, _ = await join(server, "watcher")
         old, node_id, _ = await join(server, "alice")
         assert (await recv(watcher))["type"] == "relay-peer-joined"
+        # A keyless holder gives way only once it has left a ping unanswered for a while.
+        holder = server._channels["t1"][node_id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not (holder.missed_pings and loop.time() - holder.pinged_at >= 0.15):
+            assert loop.time() < deadline, "the relay never pinged the holder"
+            await asyncio.sleep(0.02)
+        await watcher.send(json.dumps({"type": "relay-pong"}))
         new, _, peers = await join(server, "alice", node_id=node_id)
         assert [p["name"] for p in peers] == ["watcher"]
         assert await close_code(old) == REPLACED
         # the watcher sees the newcomer join, and no relay-peer-left for the replaced connection
-        assert await recv(watcher) == {"type": "relay-peer-joined", "nodeId": node_id, "name": "alice"}
+        assert await recv_app(watcher) == {"type": "relay-peer-joined", "nodeId": node_id, "name": "alice"}
         await new.send(json.dumps({"payload": {"type": "hello"}}))
-        assert (await recv(watcher))["payload"] == {"type": "hello"}
+        assert (await recv_app(watcher))["payload"] == {"type": "hello"}
         assert len(server.peers("t1")) == 2
         for ws in (watcher, new):
             await ws.close()

@@ -257,3 +257,34 @@ def test_migrate_conflict_and_sockets_refuse(legacy: Path):
     assert conflict.exit_code == 1
     assert "conflict" in conflict.stderr and "mv" in conflict.stderr
     assert legacy.exists()
+
+
+def _running_peer_status(name: str, temporal: dict) -> None:
+    """A peer.json as a live peer writes it (this test process stands in for the peer's pid)."""
+    status = paths.ensure_dir(paths.peer_dir(name)) / "peer.json"
+    status.write_text(json.dumps({"peer": name, "group": "g", "pid": os.getpid(), "temporal": temporal}))
+
+
+def test_doctor_flags_a_running_peer_that_lost_its_temporal():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    _running_peer_status("lost-embedded", {"address": dead, "embedded": True, "lostSince": 1})
+    _running_peer_status("lost-external", {"address": dead, "embedded": False, "lostSince": None})
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 1
+    assert (
+        f"peer lost-embedded has lost Temporal at {dead}: the embedded server is not running" in result.output
+    )
+    assert f"peer lost-external has lost Temporal at {dead}: nothing listens there" in result.output
+
+
+def test_server_refuses_an_ip_that_is_not_an_address():
+    result = runner.invoke(app, ["server", "--ip", "my-laptop"])
+    assert result.exit_code == 2
+    assert "--ip must be an IP address" in result.output and "Traceback" not in result.output
+
+
+def test_server_stop_when_nothing_runs_says_so():
+    result = runner.invoke(app, ["server", "stop"])
+    assert result.exit_code == 0 and "was not running" in result.output

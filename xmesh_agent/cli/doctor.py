@@ -195,9 +195,35 @@ def check_peers(echo: Echo, issues: list[str], report: Report) -> None:
                 f"  {status.parent.name}: ALIVE pid {pid} group={data.get('group')} port={data.get('port')} "
                 f"queue={data.get('taskQueue')}"
             )
+            _check_peer_temporal(status.parent.name, data.get("temporal"), echo, issues)
         else:
             echo(f"  {status.parent.name}: ⚠ STALE (pid {pid} is gone)")
             issues.append(f"stale status of {status.parent.name} (pid {pid} not running): rm {status}")
+
+
+def _check_peer_temporal(name: str, temporal: object, echo: Echo, issues: list[str]) -> None:
+    """A running peer whose Temporal is gone (or moved without it) wakes nobody: say so."""
+    from xmesh_agent.workers.devserver import port_open, running_server
+
+    if not isinstance(temporal, dict) or not isinstance(temporal.get("address"), str):
+        return
+    address = temporal["address"]
+    server = running_server() if temporal.get("embedded") else None
+    host, _, port = address.rpartition(":")
+    why = None
+    if temporal.get("embedded") and server is None:
+        why = "the embedded server is not running (`xmesh-agent server` starts it; the peer reconnects)"
+    elif server is not None and server.address != address:
+        why = f"the embedded server is now at {server.address} and the peer has not followed yet"
+    elif temporal.get("lostSince"):
+        why = "it stopped answering the peer's health checks"
+    elif not (port.isdigit() and port_open(int(port), host or "127.0.0.1")):
+        why = "nothing listens there"
+    if why is None:
+        echo(f"    temporal {address}: reachable")
+        return
+    echo(f"    temporal {address}: ⚠ LOST ({why})")
+    issues.append(f"peer {name} has lost Temporal at {address}: {why}")
 
 
 CHECKS = (check_runtime, check_temporal, check_keys, check_environment, check_ollama, check_peers)

@@ -81,6 +81,9 @@ def run(
         cfg.temporal.api_key,
         cfg.temporal.tls,
     )
+    from xmesh_agent.config import mesh_reach
+
+    typer.echo(f"{cfg.name}: mesh {mesh_reach(cfg.mesh)}", err=True)
     if cfg.model.adapter == "offline":
         typer.echo(
             f"{cfg.name}: using the OFFLINE model adapter (deterministic, no network, no cost)", err=True
@@ -138,6 +141,9 @@ def _checks(cfg: AgentConfig, temporal_address: str | None) -> list[tuple[str, b
     from xmesh_agent.workers import telemetry
 
     checks += telemetry.check(cfg.observability)
+    from xmesh_agent.config import mesh_reach
+
+    checks.append(("mesh", True, mesh_reach(cfg.mesh)))
     weights = cfg.weights
     checks.append(("SVAF α weights", True, " ".join(f"{k}={v:g}" for k, v in weights.items())))
     checks.append(("SVAF encoder", *_encoder_check(cfg)))

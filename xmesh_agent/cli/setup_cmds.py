@@ -51,6 +51,7 @@ def render_agent_toml(
         "",
         "[mesh]",
         f"group = {_q(group)}",
+        '# host = "127.0.0.1"                  # keep it on this machine (default: all interfaces, DNS-SD)',
         '# relay = "wss://relay.example.org"   # reach peers beyond this LAN',
         '# relay_token = "…"',
         '# admission = "strict"               # only keys pinned with `xmesh-agent trust add`',

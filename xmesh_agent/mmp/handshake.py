@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity, b64url_decode
+from xmesh_agent.mmp.keyproof import KEY_PROOF_EXTENSION
 
 MMP_VERSION = "1.1.0"
 DEFAULT_GROUP = "default"
@@ -33,22 +34,27 @@ def valid_group(group: str) -> bool:
     return bool(GROUP_RE.fullmatch(group))
 
 
-def build_handshake(identity: NodeIdentity, group: str, e2e_public_key: str | None = None) -> dict[str, Any]:
+def build_handshake(
+    identity: NodeIdentity, group: str, e2e_public_key: str | None = None, *, nonce: str | None = None
+) -> dict[str, Any]:
     """Our announcement. `room` repeats the group because stock nodes read that name; `e2ePublicKey`
-    (X25519 SPKI, base64) makes stock nodes encrypt what they send us (docs/interop.md)."""
-    frame = {
+    (X25519 SPKI, base64) makes stock nodes encrypt what they send us (docs/interop.md). With a
+    `nonce` we offer to prove our key and ask the peer to prove its own (keyproof.py)."""
+    frame: dict[str, Any] = {
         "type": "handshake",
         "nodeId": identity.node_id,
         "name": identity.name,
         "publicKey": identity.public_key_b64url,
         "version": MMP_VERSION,
-        "extensions": [],
+        "extensions": [KEY_PROOF_EXTENSION] if nonce else [],
         "lifecycleRole": "participant",
         "group": group,
         "room": group,
     }
     if e2e_public_key:
         frame["e2ePublicKey"] = e2e_public_key
+    if nonce:
+        frame["nonce"] = nonce
     return frame
 
 

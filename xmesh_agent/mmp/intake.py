@@ -153,14 +153,15 @@ class CmbIntake:
             if author == sender.name
             else self.verifier.resolve(author if isinstance(author, str) else "")
         )
+        # A pin names a key but not its nodeId: "" means unknown, as None does.
         decoded = decode_stock_cmb(
-            frame, author_node_id=known.node_id if known else None, aliases=self.aliases
+            frame, author_node_id=(known.node_id or None) if known else None, aliases=self.aliases
         )
         self.aliases.learn(decoded.aliases)
         record = decoded.record
         # The record names its suite (0.12.1's mmp-sig-v2, or mmp-sig-v2.0 whose signed author
         # nodeId must be the node whose key verifies it).
-        node_id = known.node_id if known else None
+        node_id = (known.node_id or None) if known else None
         external = ExternalSig(
             signed=decoded.sig is not None,
             verify=lambda key: verify_any_stock_record(record, key, node_id=node_id, check_content=False),
@@ -174,7 +175,7 @@ class CmbIntake:
         assert info is not None
         author = frame.get("cmb", {}).get("createdBy") if isinstance(frame.get("cmb"), dict) else None
         known = self.verifier.resolve(author) if isinstance(author, str) else None
-        author_id = info.node_id if author == info.name else (known.node_id if known else None)
+        author_id = info.node_id if author == info.name else ((known.node_id or None) if known else None)
         decoded = decode_sym05_cmb(
             frame, secret=session.e2e_secret, author_node_id=author_id, aliases=self.aliases
         )

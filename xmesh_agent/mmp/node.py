@@ -14,14 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xmesh_agent.identity import NodeIdentity
+from xmesh_agent.mmp.catchup import CatchUp
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import Link, PeerInfo, TcpLink
 from xmesh_agent.mmp.dialects.aliases import AliasMap
 from xmesh_agent.mmp.e2e import X25519KeyPair, aes_gcm_available
-from xmesh_agent.mmp.handshake import HandshakeError, build_handshake, parse_handshake, valid_group
+from xmesh_agent.mmp.gatekeeper import PendingQuota, greet, source_of
+from xmesh_agent.mmp.handshake import valid_group
 from xmesh_agent.mmp.intake import CmbIntake
 from xmesh_agent.mmp.peering import Peering
-from xmesh_agent.mmp.session import Session, dialect_of
+from xmesh_agent.mmp.session import Session
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.mmp.verify import Verifier, verify_db_path
 
@@ -58,10 +60,11 @@ class MeshNode:
         registry_interval: float = 5.0,
         registry_stale_after: float = 15.0,
         reconnect_min: float = 0.5,
-        reconnect_max: float = 30.0,
+        reconnect_max: float = 8.0,  # a peer back from a cut is redialed within ~12 s
         connect_timeout: float = 10.0,
         mdns_interfaces: list[str] | None = None,
         max_pending_handshakes: int = 256,
+        max_pending_per_source: int = 8,
         e2e_keypair: X25519KeyPair | None = None,
     ):
         if not valid_group(group):
@@ -80,7 +83,6 @@ class MeshNode:
         self.handshake_timeout = handshake_timeout
         self.ping_interval = ping_interval
         self.heartbeat_timeout = heartbeat_timeout
-        self.max_pending_handshakes = max_pending_handshakes
         if e2e_keypair is not None and not aes_gcm_available():
             log.warning("AES-256-GCM unavailable here: not announcing an e2e key, stock peers send plaintext")
             e2e_keypair = None
@@ -91,18 +93,21 @@ class MeshNode:
         self._sessions: dict[str, dict[str, Session]] = {}
         self._deliveries: asyncio.Queue[tuple[CMB, PeerInfo]] = asyncio.Queue(maxsize=1000)
         self._delivery_task: asyncio.Task | None = None
-        self._pending_handshakes = 0
+        self._quota = PendingQuota(max_pending_handshakes, max_pending_per_source)
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Condition()
         self._server: asyncio.base_events.Server | None = None
         self._running = False
         self._intake = CmbIntake(
-            identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver
+            identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver_new
         )
+        self._catchup = CatchUp(
+            identity, group, store, self.verifier, frame_for=self._intake.frame_for, emit=self._emit,
+            deliver=self._deliver,
+        )  # fmt: skip
         self._peering = Peering(
             identity,
             group,
-            self.verifier,
             run_session=self.run_session,
             spawn=self._spawn,
             emit=self._emit,
@@ -174,6 +179,12 @@ class MeshNode:
         # reads (and with them its heartbeat).
         if self.on_cmb is not None:
             await self._deliveries.put((cmb, info))
+
+    async def _deliver_new(self, cmb: CMB, info: PeerInfo) -> None:
+        """A CMB that came in a `cmb` frame: surfaced, and its parents we lack asked for (§7)."""
+        await self._deliver(cmb, info)
+        if cmb.parents:
+            await self._catchup.fetch_missing_parents(cmb, self._best(self._sessions.get(info.node_id, {})))
 
     async def _deliver_loop(self) -> None:
         while True:
@@ -250,52 +261,50 @@ class MeshNode:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if not self._running or self._pending_handshakes >= self.max_pending_handshakes:
+        ticket = self._quota.acquire(source_of(writer.get_extra_info("peername")))
+        if not self._running or ticket is None:
             writer.close()  # stopping, or a flood of connections that never handshake
             return
-        await self.run_session(TcpLink(reader, writer, outbound=False))
+        try:
+            await self.run_session(TcpLink(reader, writer, outbound=False), on_handshaken=ticket.release)
+        finally:
+            ticket.release()
 
-    async def run_session(self, link: Link) -> PeerInfo | None:
+    async def run_session(
+        self, link: Link, on_handshaken: Callable[[], None] | None = None
+    ) -> PeerInfo | None:
         """Handshake, then serve frames until the link dies. Returns the peer if the handshake held."""
         session = Session(link, self.identity.node_id)
         registered = False
         heartbeat: asyncio.Task | None = None
         try:
-            e2e_public = self.e2e_keypair.public_spki_b64 if self.e2e_keypair else None
-            await link.send(build_handshake(self.identity, self.group, e2e_public))
-            self._pending_handshakes += 1
             try:
-                first = await asyncio.wait_for(link.recv(), self.handshake_timeout)
+                hs = await asyncio.wait_for(
+                    greet(
+                        session,
+                        self.identity,
+                        self.group,
+                        self.verifier,
+                        e2e_keypair=self.e2e_keypair,
+                        emit=self._emit,
+                    ),
+                    self.handshake_timeout,
+                )
             except TimeoutError:
                 await link.send({"type": "error", "code": 1004, "message": "handshake timeout"})
                 return None
             finally:
-                self._pending_handshakes -= 1
-            if first is None:
+                if on_handshaken is not None:
+                    on_handshaken()
+            if hs is None:
                 return None
-            try:
-                hs = parse_handshake(first)
-            except HandshakeError as exc:
-                log.info("refusing %s: %s", link.address, exc)
-                return None
-            session.dialect = dialect_of(first)
-            session.agree_e2e(self.e2e_keypair, first)
-            if hs.node_id == self.identity.node_id:
-                return None
-            if hs.group == self.group:
-                link.remote_node_id = hs.node_id
-            else:
-                log.info("refusing %s (%s): group %r is not ours", hs.name, link.address, hs.group)
-                return None
-            session.info = PeerInfo(
-                hs.node_id, hs.name, hs.public_key, hs.group, hs.version, link.kind, link.address
-            )
             if not await self._register(session):
                 await link.send({"type": "error", "code": 1005, "message": "nodeId already connected"})
                 session.info = None
                 return None
             registered = True
             await self._after_handshake(session)
+            await self._catchup.replay(session)  # what it missed since we last heard from it
             heartbeat = self._spawn(self._heartbeat(session), f"heartbeat-{hs.name}")
             while True:
                 frame = await link.recv()
@@ -331,7 +340,7 @@ class MeshNode:
             return True
         first = not by_kind
         by_kind[info.transport] = session
-        self.verifier.learn(info.node_id, info.name, info.public_key, source="handshake")
+        self.verifier.learn(info.node_id, info.name, info.public_key)
         if first:
             self._emit(
                 "peer-connected",
@@ -349,6 +358,7 @@ class MeshNode:
         info = session.info
         if info is None:
             return
+        self._catchup.session_ended(session)
         by_kind = self._sessions.get(info.node_id)
         if by_kind is None or by_kind.get(info.transport) is not session:
             return
@@ -396,4 +406,6 @@ class MeshNode:
             await self._intake.receive(session, frame)
         elif kind == "peer-info":
             self._peering.on_peer_info(frame)
+        elif kind in ("cmb-fetch", "cmb-fetch-result"):
+            await self._catchup.on_frame(session, frame)
         # pong, handshake repeats, error (informational, §7.2) and unknown types: nothing to do.

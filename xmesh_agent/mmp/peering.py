@@ -1,9 +1,9 @@
 """How a node finds peers: static addresses, the same-host registry, mDNS and the relay; and the
 §5.6 gossip that tells peers about each other.
 
-The node builds one `Peering` and gives it what it uses: identity, group, verifier (for gossiped
-keys), and callables to run a session on a link, spawn a task, emit an audit event and ask whether
-a peer is connected; plus the condition the node notifies when sessions come and go.
+The node builds one `Peering` and gives it what it uses: identity, group, and callables to run a
+session on a link, spawn a task, emit an audit event and ask whether a peer is connected; plus the
+condition the node notifies when sessions come and go.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from xmesh_agent.clock import now_ms
-from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode
+from xmesh_agent.identity import NodeIdentity, b64url_encode
 from xmesh_agent.mmp.connection import Link, PeerInfo, RelayLink, TcpLink
 from xmesh_agent.mmp.discovery.registry import LoopbackRegistry
-from xmesh_agent.mmp.verify import Verifier
 
 log = logging.getLogger(__name__)
 _MAX_GOSSIP = 256
@@ -59,7 +58,6 @@ class Peering:
         self,
         identity: NodeIdentity,
         group: str,
-        verifier: Verifier,
         *,
         run_session: Callable[[Link], Awaitable[PeerInfo | None]],
         spawn: Callable[[Awaitable[Any], str], asyncio.Task],
@@ -81,7 +79,6 @@ class Peering:
     ):
         self.identity = identity
         self.group = group
-        self.verifier = verifier
         self.run_session = run_session
         self._spawn = spawn
         self._emit = emit
@@ -178,6 +175,7 @@ class Peering:
                 self.identity.node_id,
                 self.identity.name,
                 token=self.relay_token,
+                identity=self.identity,
                 on_peer=self._relay_peer,
                 on_peer_left=self._relay_peer_left,
                 on_payload=self._relay_payload,
@@ -292,23 +290,20 @@ class Peering:
             ],
         }
 
-    def on_peer_info(self, frame: dict[str, Any]) -> None:
+    def on_peer_info(self, frame: dict[str, Any]) -> list[tuple[str, str]]:
+        """The (nodeId, name) pairs a `peer-info` frame names. Gossip may tell who is around; it
+        never vouches for a key, so the keys it carries are not read (verify.py)."""
         peers = frame.get("peers")
         if not isinstance(peers, list):
-            return
+            return []
+        named = []
         for entry in peers[:_MAX_GOSSIP]:
             if not isinstance(entry, dict):
                 continue
-            node_id, name, key = entry.get("nodeId"), entry.get("name"), entry.get("publicKey")
-            if not (isinstance(node_id, str) and isinstance(name, str) and isinstance(key, str)):
-                continue
-            if node_id == self.identity.node_id or len(key) > 64:
-                continue
-            try:
-                raw = b64url_decode(key)
-            except (ValueError, UnicodeEncodeError):
-                continue
-            self.verifier.learn(node_id, name, raw, source="gossip")
+            node_id, name = entry.get("nodeId"), entry.get("name")
+            if isinstance(node_id, str) and isinstance(name, str) and node_id != self.identity.node_id:
+                named.append((node_id, name))
+        return named
 
     # -- dialing --------------------------------------------------------------------------------
 

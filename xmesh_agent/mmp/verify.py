@@ -1,12 +1,18 @@
 """Inbound CMB verification (§18.3.1): signature, content address, audience, downgrade, admission.
 
 A CMB that fails any check is never stored nor surfaced; the caller audit-logs the reason.
-Durable per-identity state (who has ever signed, TOFU pins) lives in a small SQLite file next
-to the CMB store, so a restart cannot be used to strip signatures.
+Durable per-identity state (who has ever signed, TOFU pins by name, and the key each nodeId is
+bound to) lives in a small SQLite file next to the CMB store, so a restart cannot be used to strip
+signatures nor to hand a nodeId to another key.
+
+Keys come from handshakes only (and from pins and bindings made from handshakes): gossip never
+vouches for a key. Every CMB is checked against the key bound to its author (`createdBy`), whoever
+delivers it.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -18,21 +24,31 @@ from xmesh_agent.mmp import trust
 from xmesh_agent.mmp.cmb import CMB, key_matches, verify_cmb_signature
 
 ADMISSION_MODES = ("tofu", "strict", "open")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signers (identity TEXT PRIMARY KEY, first_signed_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY, public_key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS node_keys (
+    node_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, proven INTEGER NOT NULL, bound_at INTEGER NOT NULL
+);
 """
 
 
 @dataclass(frozen=True)
 class KnownKey:
-    """An author's key and nodeId, and how we learned it (a handshake outranks gossip)."""
+    """An author's key and nodeId, and how we learned it."""
 
     node_id: str
     name: str
     public_key: bytes
-    source: str  # "handshake" | "gossip"
+    source: str  # "handshake" | "pin" | "binding"
+
+
+@dataclass(frozen=True)
+class Binding:
+    public_key: bytes
+    proven: bool
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,8 @@ class Verifier:
         # written, so a cached entry cannot go stale even if another process shares the file.
         self._pins: dict[str, bytes] = {}
         self._signers: set[str] = set()
+        self._bindings: dict[str, Binding] = {}
+        self._unbound: set[str] = set()
 
     def close(self) -> None:
         with self._lock:
@@ -91,21 +109,85 @@ class Verifier:
 
     # -- key knowledge -------------------------------------------------------------------------
 
-    def learn(self, node_id: str, name: str, public_key: bytes, *, source: str) -> None:
-        """Remember an author's key; gossip never overrides what a handshake told us."""
+    def learn(self, node_id: str, name: str, public_key: bytes) -> None:
+        """Remember the key a handshake announced (after `claim` accepted it)."""
         if len(public_key) != 32:
             return
-        existing = self._keys.get(node_id) or self._keys.get(name)
-        if source == "gossip" and existing is not None:
-            return
-        known = KnownKey(node_id, name, public_key, source)
+        known = KnownKey(node_id, name, public_key, "handshake")
         self._keys[node_id] = known
         self._keys[name] = known
-        if source == "handshake" and self.admission == "tofu":
+        if self.admission == "tofu":
             self.pin_if_new(name, public_key)
 
     def resolve(self, author: str) -> KnownKey | None:
-        return self._keys.get(author)
+        """The key we hold for an author named by name or nodeId: this run's handshakes first,
+        then what earlier handshakes pinned (a name, under tofu) or bound (a nodeId)."""
+        known = self._keys.get(author)
+        if known is not None:
+            return known
+        pinned = self.pinned(author) if self.admission == "tofu" else None
+        if pinned is not None:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT node_id FROM node_keys WHERE public_key = ? ORDER BY bound_at LIMIT 1", (pinned,)
+                ).fetchone()
+            return KnownKey(row[0] if row else "", author, pinned, "pin")
+        bound = self.binding(author)
+        if bound is not None:
+            return KnownKey(author, "", bound.public_key, "binding")
+        return None
+
+    # -- nodeId bindings -----------------------------------------------------------------------
+
+    def binding(self, node_id: str, *, fresh: bool = False) -> Binding | None:
+        """The key `node_id` is bound to. A binding's key never changes (only `proven` may turn
+        true), so the hot path may cache it, and the names that are nobody's nodeId."""
+        ident = node_id.lower()  # §3.1.1: nodeIds compare case-insensitively
+        if not fresh:
+            cached = self._bindings.get(ident)
+            if cached is not None:
+                return cached
+            if ident in self._unbound:
+                return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT public_key, proven FROM node_keys WHERE node_id = ?", (ident,)
+            ).fetchone()
+        if row is None:
+            if len(self._unbound) < 65536:
+                self._unbound.add(ident)
+            return None
+        self._bindings[ident] = found = Binding(bytes(row[0]), bool(row[1]))
+        return found
+
+    def claim(self, node_id: str, name: str, public_key: bytes, *, proven: bool) -> str | None:
+        """A handshake claims `node_id` (and `name`) with `public_key`: None binds it (on first
+        sight, or upgrades an unproven binding to proven), else why the claim is refused. A nodeId
+        keeps the first key it was bound to; one that has proven its key must prove it again; a
+        nodeId may not be another key's name, nor a name another key's (UUID) nodeId."""
+        bound = self.binding(node_id, fresh=True)
+        if bound is not None and bound.public_key != public_key:
+            return "nodeId is bound to another key"
+        if bound is not None and bound.proven and not proven:
+            return "nodeId has proven its key before and did not prove it now"
+        pinned = self._named_key(node_id) if node_id != self.name else None
+        if pinned is not None and pinned != public_key:
+            return "nodeId is the name of another key"
+        other = self.binding(name) if _UUID.match(name) and name.lower() != node_id.lower() else None
+        if other is not None and other.public_key != public_key:
+            return "name is the nodeId of another key"
+        if bound is None or (proven and not bound.proven):
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO node_keys (node_id, public_key, proven, bound_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(node_id) DO UPDATE SET proven = excluded.proven "
+                    "WHERE node_keys.public_key = excluded.public_key",
+                    (node_id.lower(), public_key, int(proven), now_ms()),
+                )
+            bound = self.binding(node_id, fresh=True)  # whatever won, should another writer share the file
+            if bound is None or bound.public_key != public_key:
+                return "nodeId is bound to another key"
+        return None
 
     def pin_if_new(self, name: str, public_key: bytes) -> None:
         if name in self._pins:
@@ -175,8 +257,12 @@ class Verifier:
             author: KnownKey | None = sender
         else:
             author = self.resolve(cmb.created_by)
+        # A pin (a name) or binding (a nodeId) of the block's author outranks whoever delivers it.
+        consistent = author is None or self._consistent(cmb.created_by, author)
         author_ids = (cmb.created_by, author.node_id if author else "", author.name if author else "")
         if signed and author is not None:
+            if not consistent:
+                return "untrusted-key"
             if external is not None:
                 sig_ok, content_ok = external.verify(author.public_key), external.content_ok
             else:
@@ -194,8 +280,12 @@ class Verifier:
         # Unsigned, or signed by an author we hold no key for (cannot verify = treat as unsigned).
         if self.has_signed(*author_ids):
             return "downgrade"
-        if self.admission == "strict":
+        if self.admission == "strict" or not consistent:
             return "untrusted-key"
+        if author is None and self.admission == "tofu":
+            # Relayed from an author no handshake ever showed us: nothing to check it against, and
+            # the sender cannot vouch for it (gossip never does).
+            return "unknown-author"
         if author is not None and self.admission == "tofu":
             reason = self._admit_key(author)
             if reason:
@@ -208,12 +298,33 @@ class Verifier:
             return "key-mismatch"
         return None
 
+    def _named_key(self, name: str) -> bytes | None:
+        """The key a name is pinned to: by first use (tofu) or by the operator (strict)."""
+        if self.admission == "tofu":
+            return self.pinned(name)
+        if self.admission == "strict":
+            return trust.get(self.group, name)
+        return None
+
+    def _consistent(self, created_by: str, author: KnownKey) -> bool:
+        """No pin gives the name `createdBy` another key, nor, when it is a nodeId, its binding.
+        (A legacy nodeId that is not a UUID is not taken for one when it is used as a name.)"""
+        pinned = self._named_key(created_by)
+        if pinned is not None and pinned != author.public_key:
+            return False
+        if created_by != author.node_id and not _UUID.match(created_by):
+            return True
+        bound = self.binding(created_by)
+        return bound is None or bound.public_key == author.public_key
+
     def _admit_key(self, author: KnownKey) -> str | None:
         if self.admission == "open":
             return None
         if self.admission == "strict":
             trusted = trust.get(self.group, author.name)
             return None if trusted is not None and trusted == author.public_key else "untrusted-key"
+        if author.source == "binding":
+            return None
         pinned = self.pinned(author.name)
         if pinned is None:
             self.pin_if_new(author.name, author.public_key)

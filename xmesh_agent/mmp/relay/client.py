@@ -1,9 +1,13 @@
 """WebSocket relay client (§4.4): authenticate, learn the channel's peers, route frames in envelopes.
 
 The relay is a dumb pipe: it sees `{to, payload}` envelopes and delivers `{from, fromName, payload}`.
-Presence frames (`relay-peers`, `relay-peer-joined`, `relay-peer-left`) serve as discovery. A close
-with code 4004 (replaced) or 4006 (duplicate rejected) means another process holds our identity:
-we report an identity collision and stop reconnecting (§4.4.7).
+Presence frames (`relay-peers`, `relay-peer-joined`, `relay-peer-left`) serve as discovery. With an
+identity, `relay-auth` carries our key and we answer our relay's challenge (proof.py).
+
+A close with 4004 (replaced) or 4006 (duplicate rejected) says someone else holds our name or nodeId.
+Only a replacement the relay says was proven with our key (`PROVEN_REPLACED`: another process runs
+this identity) is an identity collision that stops us; anything else may be anyone's claim, so we
+report a `relay-collision`, back off and try again (§4.4.7 asks 4006 not to reconnect; we do, slowly).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from xmesh_agent.identity import NodeIdentity
 from xmesh_agent.mmp.framing import MAX_FRAME_BYTES
+from xmesh_agent.mmp.relay import proof
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ class RelayClient:
         name: str,
         *,
         token: str | None = None,
+        identity: NodeIdentity | None = None,
         on_peer: Callable[[str, str], None],
         on_peer_left: Callable[[str], None],
         on_payload: Callable[[str, str, dict[str, Any]], Awaitable[None] | None],
@@ -49,6 +56,7 @@ class RelayClient:
         self.node_id = node_id
         self.name = name
         self.token = token
+        self.identity = identity
         self._on_peer = on_peer
         self._on_peer_left = on_peer_left
         self._on_payload = on_payload
@@ -100,12 +108,15 @@ class RelayClient:
         frame: dict[str, Any] = {"type": "relay-auth", "nodeId": self.node_id, "name": self.name}
         if self.token:
             frame["token"] = self.token
+        if self.identity is not None:
+            frame["publicKey"] = self.identity.public_key_b64url
         return frame
 
     async def _run(self) -> None:
         backoff = self.reconnect_min
         while not self._stopping:
             code: int | None = None
+            reason = ""
             try:
                 # No permessage-deflate: on small CMB frames it cost ~10 % of the relay path's CPU
                 # (compress and decompress on both hops) for little saved bandwidth.
@@ -124,9 +135,9 @@ class RelayClient:
                                 backoff = self.reconnect_min
                     except ConnectionClosed:
                         pass
-                    code = ws.close_code
+                    code, reason = ws.close_code, ws.close_reason or ""
             except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd else None
+                code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, "")
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
                 log.info("relay %s unreachable: %s", self.url, exc)
             finally:
@@ -137,12 +148,27 @@ class RelayClient:
             if self._stopping:
                 return
             if code in NO_RECONNECT_CODES:
-                self.collision = NO_RECONNECT_CODES[code]
-                self._on_event(
-                    "identity-collision",
-                    {"name": self.name, "nodeId": self.node_id, "code": code, "reason": self.collision},
+                event = {
+                    "name": self.name,
+                    "nodeId": self.node_id,
+                    "code": code,
+                    "reason": NO_RECONNECT_CODES[code],
+                    "detail": reason[:120],
+                }
+                if code == 4004 and reason == proof.PROVEN_REPLACED:
+                    self.collision = NO_RECONNECT_CODES[code]
+                    self._on_event("identity-collision", event)
+                    return
+                log.warning(
+                    "relay %s: %s/%s is held by another connection (%s %s); retrying",
+                    self.url,
+                    self.name,
+                    self.node_id,
+                    code,
+                    reason[:120],
                 )
-                return
+                self._on_event("relay-collision", event)
+                backoff = max(backoff, self.reconnect_max / 4)
             if code is not None and code != 1000:
                 log.info("relay closed the connection with code %s", code)
             await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -163,6 +189,10 @@ class RelayClient:
         kind = frame.get("type")
         if kind == "relay-ping":
             self._later(self.send({"type": "relay-pong"}))
+        elif kind == proof.CHALLENGE and self.identity is not None:
+            reply = proof.answer(self.identity, frame, self.token or "")
+            if reply is not None:
+                self._later(self.send(reply))
         elif kind == "relay-reauth":
             self._later(self.send(self._auth_frame()))
         elif kind == "relay-peers":

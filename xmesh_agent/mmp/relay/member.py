@@ -35,6 +35,8 @@ class RelayMember:
     sent: int = 0  # messages written so far: the progress a held-back sender watches
     held: int = 0  # > 0 while this client's reading waits for room in a recipient's outbox
     missed_pings: int = 0
+    pinged_at: float = 0.0  # when the last unanswered ping went out
+    public_key: bytes | None = None  # the key it proved at auth, if it offered one
     replaced: bool = False
     closing: bool = False
     room: asyncio.Event = field(default_factory=asyncio.Event, repr=False)

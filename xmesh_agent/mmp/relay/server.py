@@ -16,10 +16,12 @@ Pure routing: payloads are forwarded verbatim and never inspected. One JSON text
   frame for a full outbox makes the relay stop reading the sender until there is room, so a burst
   slows the publisher down instead of being dropped. A receiver that makes no progress at all for
   `stall_timeout` is taken for dead and closed with 1013; a slow but live one is never closed for it.
-- Duplicate identity (§4.4.7), applied to a clashing nodeId or name on the channel: an existing
-  connection younger than `duplicate_window` keeps its place and the newcomer is closed with 4006; an
-  older one is replaced and closed with 4004. A replaced connection with the same nodeId is not
-  announced as left; one with another nodeId (a name clash) is, or peers would keep a ghost.
+- Duplicate identity (§4.4.7), applied to a clashing nodeId or name on the channel: the holder is
+  the legitimate one and the newcomer is closed with 4006, unless the holder is older than
+  `duplicate_window`, stopped answering pings, and either proved no key or the newcomer proves the
+  same key (proof.py): then the holder is closed with 4004. A client that proves a key binds its
+  nodeId to it on the channel for the relay's lifetime. A replaced connection with the same nodeId is
+  not announced as left; one with another nodeId (a name clash) is, or peers would keep a ghost.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from xmesh_agent.mmp.framing import MAX_FRAME_BYTES
+from xmesh_agent.mmp.relay import proof
 from xmesh_agent.mmp.relay.member import RelayMember
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ TRY_AGAIN_LATER = 1013  # the client stopped reading: its outbox stayed full wit
 OPEN_CHANNEL = ""
 MAX_ID_LENGTH = 256
 MISSED_PINGS_LIMIT = 2
+MAX_BOUND_PER_CHANNEL = 65536
 # A relay message is an envelope ({to|from, fromName, payload}) around one frame of up to 1 MiB, so
 # it must be allowed slightly more than the frame itself or a max-size frame could never be relayed.
 RELAY_HEADROOM = 64 * 1024
@@ -104,6 +108,7 @@ class RelayServer:
         self.outbox_bytes = outbox_bytes
         self.stall_timeout = stall_timeout
         self._channels: dict[str, dict[str, RelayMember]] = {}
+        self._bound: dict[str, dict[str, bytes]] = {}  # channel -> nodeId (lower case) -> proven key
         self._server: Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
 
@@ -211,23 +216,41 @@ class RelayServer:
             await self._refuse(ws, INVALID_TOKEN, "invalid token")
             return None
         channel = OPEN_CHANNEL if self.open_mode else token
+        key = proof.parse_key(msg.get("publicKey"))
+        if "publicKey" in msg and key is None:
+            await self._refuse(ws, AUTH_INVALID, "publicKey is not a 32-byte ed25519 key")
+            return None
+        presented = token if isinstance(token, str) else ""
+        if key is not None and not await self._challenge(ws, key, node_id, name, presented):
+            return None
+        bound = self._bound.setdefault(channel, {})
+        if bound.get(node_id.lower(), key) != key:
+            log.warning("relay: %s/%s refused: the nodeId proved another key here", name, node_id)
+            await self._refuse(ws, DUPLICATE_REJECTED, "duplicate identity: nodeId bound to another key")
+            return None
         members = self._channels.setdefault(channel, {})
         loop = asyncio.get_running_loop()
         now = loop.time()
         # No await between this check and registration: two racing claims cannot both win.
         clashes = [c for c in members.values() if c.node_id == node_id or c.name == name]
-        if any(now - c.connected_at < self.duplicate_window for c in clashes):
-            log.warning("relay: duplicate identity %s/%s rejected (existing is fresh)", name, node_id)
-            await self._refuse(ws, DUPLICATE_REJECTED, "duplicate identity: existing connection is fresh")
+        if not all(self._may_replace(c, key, now) for c in clashes):
+            log.warning(
+                "relay: duplicate identity %s/%s rejected (the holder keeps its place)", name, node_id
+            )
+            await self._refuse(ws, DUPLICATE_REJECTED, "duplicate identity: the existing connection holds it")
             return None
         for old in clashes:
             old.replaced = True
             del members[old.node_id]
-            loop.create_task(old.ws.close(REPLACED, "replaced by a new connection"))
+            why = proof.PROVEN_REPLACED if key is not None else "replaced: the holder stopped answering"
+            loop.create_task(old.ws.close(REPLACED, why))
             if old.node_id != node_id:
                 self._announce(channel, {"type": "relay-peer-left", "nodeId": old.node_id, "name": old.name})
             log.info("relay: %s/%s replaced a stale connection", name, node_id)
+        if key is not None and len(bound) < MAX_BOUND_PER_CHANNEL:
+            bound[node_id.lower()] = key
         client = RelayMember(ws, node_id, name, channel, now, self.outbox_limit, self.outbox_bytes)
+        client.public_key = key
         client.writer = loop.create_task(client.write_loop())
         client.on_stalled = self._drop_stalled
         peers = [{"nodeId": c.node_id, "name": c.name} for c in members.values()]
@@ -236,6 +259,28 @@ class RelayServer:
         self._announce(channel, {"type": "relay-peer-joined", "nodeId": node_id, "name": name}, skip=client)
         log.info("relay: %s (%s) joined channel #%d", name, node_id, len(members))
         return client
+
+    async def _challenge(self, ws: ServerConnection, key: bytes, node_id: str, name: str, token: str) -> bool:
+        """The client signs a fresh nonce with the key it announced (proof.py); 4002 if it does not."""
+        challenge = proof.new_challenge()
+        try:
+            await ws.send(_dumps(challenge))
+            reply = _parse(await asyncio.wait_for(ws.recv(), self.auth_timeout))
+        except (TimeoutError, ConnectionClosed):
+            reply = None
+        if proof.verify(reply, key, challenge["nonce"], node_id, name, token):
+            return True
+        log.warning("relay: %s/%s failed to prove its key", name, node_id)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.close(AUTH_INVALID, "key proof failed")
+        return False
+
+    def _may_replace(self, holder: RelayMember, key: bytes | None, now: float) -> bool:
+        """A holder gives way only when stale and silent, and only to its own key if it proved one."""
+        answered_lately = holder.missed_pings < 1 or now - holder.pinged_at < min(2.0, self.ping_interval / 2)
+        if now - holder.connected_at < self.duplicate_window or answered_lately:
+            return False
+        return holder.public_key is None or holder.public_key == key
 
     def _unregister(self, client: RelayMember) -> None:
         client.release()
@@ -333,6 +378,7 @@ class RelayServer:
                         )
                         continue
                     client.missed_pings += 1
+                    client.pinged_at = asyncio.get_running_loop().time()
                     client.enqueue(ping)
 
 
