@@ -37,11 +37,11 @@ with workflow.unsafe.imports_passed_through():
         pct,
         sequential_then_burst,
     )
+    from _wake_kit import Observer, bench_config
     from temporalio.client import Client
     from temporalio.service import RPCError
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
-    from wake import Observer, bench_config
 
     from xmesh_agent.mmp.cmb import CMB, mint
     from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id

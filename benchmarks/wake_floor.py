@@ -26,9 +26,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from _common import Row, finish, fmt_ms, isolated_home, pct
+    from _wake_kit import FLOOR_QUEUE, Observer, WakeShape, bench_config, bench_step
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
-    from wake import FLOOR_QUEUE, Observer, WakeShape, bench_config, bench_step
 
     from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
     from xmesh_agent.workers.devserver import temporal_binary

@@ -2,7 +2,7 @@
 
 Measures one-way latency (publish() on A -> on_cmb on B, after B verified and stored it) and
 signed CMBs/s (minting and signing included on the sender), then breaks the per-frame CPU cost
-into its parts, each timed in-process with perf_counter over many iterations.
+into its parts (wire_cpu.py), each timed in-process with perf_counter over many iterations.
 
 Both nodes (and the relay) first share one process and one event loop, so sender and receiver
 work are serialised on one core. Then the same throughput runs with the receiver (and the relay)
@@ -23,25 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, median, pct, time_per_call
+from _common import Row, cpu_seconds, emit, fmt_ms, fmt_us, median, pct
+from wire_cpu import cpu_rows
 
 from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
-from xmesh_agent.mmp import framing
-from xmesh_agent.mmp.cmb import (
-    CMB,
-    content_key,
-    key_matches,
-    mint,
-    minted_texts,
-    sign_cmb,
-    verify_cmb_signature,
-)
+from xmesh_agent.mmp.cmb import CMB, mint
 from xmesh_agent.mmp.connection import PeerInfo
 from xmesh_agent.mmp.node import MeshNode
 from xmesh_agent.mmp.relay.server import RelayServer
 from xmesh_agent.mmp.store import CMBStore
-from xmesh_agent.mmp.verify import KnownKey, Verifier
 
 GROUP = "bench-wire"
 WINDOW = 256  # CMBs published but not yet surfaced by the receiver
@@ -310,86 +301,6 @@ async def two_process_rows(transport: str, n_tp: int) -> list[Row]:
     ]
 
 
-def first_contact_row(tmp: Path, authors: int = 40) -> Row:
-    """A new author's first CMB on a tofu receiver: bind its nodeId, pin its key, mark it a signer
-    (disk writes)."""
-    verifier = Verifier(GROUP, "receiver-id", "receiver", tmp / "first.db", admission="tofu")
-    costs = []
-    for i in range(authors):
-        ident = NodeIdentity.generate(f"author-{i}")
-        cmb = mint(texts(i), identity=ident, group=GROUP, created_at=1_760_000_000_000)
-        start = time.perf_counter()
-        assert verifier.claim(ident.node_id, ident.name, ident.public_key, proven=True) is None
-        verifier.learn(ident.node_id, ident.name, ident.public_key)
-        verifier.check(cmb, KnownKey(ident.node_id, ident.name, ident.public_key, "handshake"))
-        costs.append(time.perf_counter() - start)
-    verifier.close()
-    return Row(
-        "wire-cpu",
-        "first contact (claim + learn + check, new author)",
-        fmt_us(median(costs)),
-        note=f"median of {authors}",
-    )
-
-
-def cpu_rows(iterations: int) -> list[Row]:
-    """The per-frame CPU bill, part by part, in this process."""
-    ident = NodeIdentity.generate("cpu")
-    group = GROUP
-    cmb = mint(texts(1), identity=ident, group=group, created_at=1_760_000_000_000)
-    unsigned = cmb.model_copy(update={"sig": None, "sig_alg": None})
-    full = minted_texts(texts(1))
-    frame = {"type": "cmb", "timestamp": 1_760_000_000_000, "cmb": cmb.to_wire()}
-    body = framing.encode_frame(frame)[4:]
-    tmp = tempfile.mkdtemp(prefix="wire-cpu-")
-    store = CMBStore(Path(tmp) / "s.db", group_commit=False)  # one transaction per put
-    grouped = CMBStore(Path(tmp) / "g.db")  # as on the node's loop: one commit per loop iteration
-    verifier = Verifier(group, "receiver-id", "receiver", Path(tmp) / "v.db", admission="open")
-    sender = KnownKey(ident.node_id, ident.name, ident.public_key, "handshake")
-    counter = iter(range(10**9))
-
-    def put() -> None:
-        store.put(cmb.model_copy(update={"key": f"cmb1-{next(counter):064d}"}), source="x")
-
-    batch = 32  # frames one TCP read typically yields to the session loop under load
-
-    def put_grouped() -> None:  # timed per CMB below (the per-call figure divided by `batch`)
-        for _ in range(batch):
-            grouped.put(cmb.model_copy(update={"key": f"cmb1-{next(counter):064d}"}), source="x")
-        grouped.flush()
-
-    parts = [
-        ("cmb1- key (sha256 over CAT7)", lambda: content_key(full)),
-        ("sign (mmp-sig-v1 ed25519)", lambda: sign_cmb(unsigned, ident)),
-        ("verify signature", lambda: verify_cmb_signature(cmb, ident.public_key)),
-        ("re-check cmb1- key on receipt", lambda: key_matches(cmb)),
-        ("JSON encode frame (to_wire+dumps)", lambda: framing.encode_frame({**frame, "cmb": cmb.to_wire()})),
-        ("JSON decode frame (loads+model)", lambda: CMB.from_wire(framing.decode_body(body)["cmb"])),
-        ("verifier.check (whole inbound check)", lambda: verifier.check(cmb, sender)),
-        ("store.put, own transaction (SQLite WAL)", put),
-        (f"store.put, group commit of {batch}", put_grouped),
-        (
-            "mint (key+model+sign), sender total",
-            lambda: mint(full, identity=ident, group=group, created_at=1),
-        ),
-    ]
-    rows = []
-    for label, fn in parts:
-        fn()
-        per = (
-            time_per_call(fn, iterations // batch) / batch
-            if fn is put_grouped
-            else time_per_call(fn, iterations)
-        )
-        rows.append(Row("wire-cpu", label, fmt_us(per), note=f"{1 / per:,.0f}/s on one core"))
-    store.close()
-    grouped.close()
-    verifier.close()
-    rows.append(first_contact_row(Path(tmp)))
-    rows.append(Row("wire-cpu", "frame size (spec CMB, 4 fields)", f"{len(body)} B"))
-    return rows
-
-
 async def run(quick: bool) -> list[Row]:
     n_lat, n_tp, iters = (100, 1000, 300) if quick else (500, 5000, 2000)
     rows = []
@@ -397,7 +308,7 @@ async def run(quick: bool) -> list[Row]:
         rows += await transport_rows(transport, n_lat, n_tp)
     for transport in ("tcp", "relay"):
         rows += await two_process_rows(transport, n_tp)
-    rows += cpu_rows(iters)
+    rows += cpu_rows(iters, GROUP, texts)
     return rows
 
 

@@ -117,7 +117,7 @@ async def test_another_uid_cannot_decide_a_held_git_push(temporal_env):
         push = fake.tool_call(PUSH)
         fake.script(push, push)
         safety = {"approval_gates": "approve", "approval_timeout_seconds": 600}
-        peer = await start_peer(client, openai_config("auth-p", group, fake.base_url, safety=safety))
+        peer = await start_peer(client, openai_config("gatekept-p", group, fake.base_url, safety=safety))
         try:
             first = await deliver(peer, trigger(author, group, 0))
             second = await deliver(peer, trigger(author, group, 1))
@@ -127,19 +127,21 @@ async def test_another_uid_cannot_decide_a_held_git_push(temporal_env):
             # what the Temporal CLI sends by default: an unsigned decision
             unsigned = await temporal_update(address, first, {"approved": True, "by": "mallory"})
             assert unsigned.returncode != 0, f"another uid approved the wake: {unsigned.stdout}"
-            assert "only the operator of peer auth-p" in unsigned.stderr, unsigned.stdout + unsigned.stderr
+            assert "only the operator of peer gatekept-p" in unsigned.stderr, (
+                unsigned.stdout + unsigned.stderr
+            )
             assert "not signed" in unsigned.stderr
 
             # signed, but with the attacker's own key
             info = await client.get_workflow_handle(first).describe()
-            mallory = NodeIdentity.generate("auth-p")
+            mallory = NodeIdentity.generate("gatekept-p")
             forged = approval.sign(
-                mallory, first, info.run_id, approved=True, by="auth-p", reason="", now_ms=now_ms()
+                mallory, first, info.run_id, approved=True, by="gatekept-p", reason="", now_ms=now_ms()
             )
             bad = await temporal_update(address, first, forged.model_dump())
-            assert bad.returncode != 0 and "does not verify with auth-p's key" in bad.stderr, bad.stderr
+            assert bad.returncode != 0 and "does not verify with gatekept-p's key" in bad.stderr, bad.stderr
             assert await stage(client, first) == "awaiting-approval"
-            assert peer.store.recent_by_author("auth-p", 5) == []
+            assert peer.store.recent_by_author("gatekept-p", 5) == []
             history = await client.get_workflow_handle(first).fetch_history()
             assert not [e for e in history.events if "UPDATE" in EventType.Name(e.event_type)]
 
@@ -155,10 +157,10 @@ async def test_another_uid_cannot_decide_a_held_git_push(temporal_env):
             assert replayed.returncode != 0 and "does not verify" in replayed.stderr, replayed.stderr
             assert await stage(client, second) == "awaiting-approval"
 
-            denied = await xmesh(address, "deny", "--peer", "auth-p", "--reason", "not on a Friday")
+            denied = await xmesh(address, "deny", "--peer", "gatekept-p", "--reason", "not on a Friday")
             assert denied.returncode == 0, denied.stdout + denied.stderr
             result = await result_of(client, second)
             assert result.outcome == Outcome.DENIED and result.reason == "not on a Friday"
-            assert len(peer.store.recent_by_author("auth-p", 5)) == 1
+            assert len(peer.store.recent_by_author("gatekept-p", 5)) == 1
         finally:
             await peer.stop()

@@ -1,6 +1,6 @@
 """MeshNode: one MMP node — TCP listener, sessions with handshake and heartbeat. It owns a
 `CmbIntake` (cmb frames in and out, per dialect) and a `Peering` (discovery, dialing, relay,
-gossip), handing each what it uses. Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
+gossip), handing each what it uses, and a `Roster` of live sessions (roster.py). Sessions are transport-blind (see connection.py). A peer may hold one TCP and one relay session at
 once (§4.6); sends go over the best healthy one, and the peer leaves only when both are gone.
 """
 
@@ -23,6 +23,9 @@ from xmesh_agent.mmp.gatekeeper import PendingQuota, greet, source_of
 from xmesh_agent.mmp.handshake import valid_group
 from xmesh_agent.mmp.intake import CmbIntake
 from xmesh_agent.mmp.peering import Peering
+from xmesh_agent.mmp.roster import Roster
+from xmesh_agent.mmp.roster import best as roster_best
+from xmesh_agent.mmp.roster import heartbeat as heartbeat_of
 from xmesh_agent.mmp.session import Session
 from xmesh_agent.mmp.store import CMBStore
 from xmesh_agent.mmp.verify import Verifier, verify_db_path
@@ -33,7 +36,6 @@ log = logging.getLogger(__name__)
 
 OnCmb = Callable[[CMB, PeerInfo], Awaitable[None]]
 OnEvent = Callable[[str, dict], None]
-_TRANSPORT_RANK = {"tcp": 0, "relay": 1}
 
 
 class MeshNode:
@@ -90,7 +92,6 @@ class MeshNode:
         self.verifier = Verifier(
             group, identity.node_id, identity.name, verify_db_path(store.path), admission=admission
         )
-        self._sessions: dict[str, dict[str, Session]] = {}
         self._deliveries: asyncio.Queue[tuple[CMB, PeerInfo]] = asyncio.Queue(maxsize=1000)
         self._delivery_task: asyncio.Task | None = None
         self._quota = PendingQuota(max_pending_handshakes, max_pending_per_source)
@@ -98,6 +99,8 @@ class MeshNode:
         self._changed = asyncio.Condition()
         self._server: asyncio.base_events.Server | None = None
         self._running = False
+        self._roster = Roster(self.verifier, self._emit, self._changed)
+        self._sessions = self._roster.sessions
         self._intake = CmbIntake(
             identity, group, store, self.verifier, AliasMap(), emit=self._emit, deliver=self._deliver_new
         )
@@ -184,7 +187,7 @@ class MeshNode:
         """A CMB that came in a `cmb` frame: surfaced, and its parents we lack asked for (§7)."""
         await self._deliver(cmb, info)
         if cmb.parents:
-            await self._catchup.fetch_missing_parents(cmb, self._best(self._sessions.get(info.node_id, {})))
+            await self._catchup.fetch_missing_parents(cmb, self._roster.best_of(info.node_id))
 
     async def _deliver_loop(self) -> None:
         while True:
@@ -209,19 +212,17 @@ class MeshNode:
 
     def peers(self) -> list[PeerInfo]:
         """Connected, handshaken peers, one entry each, showing their best transport."""
-        out = []
-        for by_kind in self._sessions.values():
-            best = self._best(by_kind)
-            if best is not None and best.info is not None:
-                out.append(best.info)
-        return out
+        return self._roster.peers()
+
+    def connected(self, node_id: str, kind: str | None = None) -> bool:
+        return self._roster.connected(node_id, kind)
 
     async def publish(self, cmb: CMB) -> int:
         """Store `cmb` as our own and send it to every peer (or only to `cmb.to`). Returns the count."""
         self.store.put(cmb, source="own")
         sent = 0
         for by_kind in list(self._sessions.values()):
-            best = self._best(by_kind)
+            best = roster_best(by_kind)
             if best is None or best.info is None:
                 continue
             if cmb.to and cmb.to not in (best.info.node_id, best.info.name):
@@ -240,19 +241,6 @@ class MeshNode:
                 return True
             except TimeoutError:
                 return len(self.peers()) >= n
-
-    @staticmethod
-    def _best(by_kind: dict[str, Session]) -> Session | None:
-        live = [s for s in by_kind.values() if s.info is not None]
-        return min(live, key=lambda s: _TRANSPORT_RANK[s.link.kind]) if live else None
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    def connected(self, node_id: str, kind: str | None = None) -> bool:
-        by_kind = self._sessions.get(node_id, {})
-        return bool(by_kind) if kind is None else kind in by_kind
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -298,14 +286,16 @@ class MeshNode:
                     on_handshaken()
             if hs is None:
                 return None
-            if not await self._register(session):
+            if not await self._roster.register(session):
                 await link.send({"type": "error", "code": 1005, "message": "nodeId already connected"})
                 session.info = None
                 return None
             registered = True
-            await self._after_handshake(session)
+            await self._roster.introduce(session)
             await self._catchup.replay(session)  # what it missed since we last heard from it
-            heartbeat = self._spawn(self._heartbeat(session), f"heartbeat-{hs.name}")
+            heartbeat = self._spawn(
+                heartbeat_of(session, self.ping_interval, self.heartbeat_timeout), f"heartbeat-{hs.name}"
+            )
             while True:
                 frame = await link.recv()
                 if frame is None:
@@ -323,78 +313,8 @@ class MeshNode:
                 heartbeat.cancel()
             await link.close()
             if registered:
-                await self._unregister(session)
-
-    async def _register(self, session: Session) -> bool:
-        info = session.info
-        assert info is not None
-        by_kind = self._sessions.setdefault(info.node_id, {})
-        existing = by_kind.get(info.transport)
-        if existing is not None:
-            # §5.2 duplicate guard. When both sides dialed at once, keep the connection the smaller
-            # nodeId dialed, so both ends keep the same one instead of each closing the other's.
-            if not session.canonical or existing.canonical:
-                return False
-            by_kind[info.transport] = session
-            await existing.link.close()
-            return True
-        first = not by_kind
-        by_kind[info.transport] = session
-        self.verifier.learn(info.node_id, info.name, info.public_key)
-        if first:
-            self._emit(
-                "peer-connected",
-                {
-                    "nodeId": info.node_id,
-                    "name": info.name,
-                    "transport": info.transport,
-                    "address": info.address,
-                },
-            )
-        await self._notify()
-        return True
-
-    async def _unregister(self, session: Session) -> None:
-        info = session.info
-        if info is None:
-            return
-        self._catchup.session_ended(session)
-        by_kind = self._sessions.get(info.node_id)
-        if by_kind is None or by_kind.get(info.transport) is not session:
-            return
-        del by_kind[info.transport]
-        if not by_kind:
-            del self._sessions[info.node_id]
-            self._emit("peer-disconnected", {"nodeId": info.node_id, "name": info.name})
-        await self._notify()
-
-    async def _after_handshake(self, session: Session) -> None:
-        """§5.6 gossip: tell the newcomer about the others, and the others about the newcomer."""
-        assert session.info is not None
-        new = session.info
-        known = [s.info for s in (self._best(b) for b in self._sessions.values()) if s and s.info]
-        others = [p for p in known if p.node_id != new.node_id]
-        if others:
-            await session.link.send(Peering.peer_info_frame(others))
-        for peer in others:
-            best = self._best(self._sessions.get(peer.node_id, {}))
-            if best is not None:
-                await best.link.send(Peering.peer_info_frame([new]))
-
-    async def _heartbeat(self, session: Session) -> None:
-        """§5.4: ping after `ping_interval` of silence; close after `heartbeat_timeout`."""
-        tick = max(0.01, min(self.ping_interval, self.heartbeat_timeout) / 4)
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            idle = now - session.last_rx
-            if idle >= self.heartbeat_timeout:
-                log.info("closing silent peer %s", session.info.name if session.info else "?")
-                await session.link.close()
-                return
-            if idle >= self.ping_interval and now - session.last_ping >= self.ping_interval:
-                session.last_ping = now
-                await session.link.send({"type": "ping"})
+                self._catchup.session_ended(session)
+                await self._roster.unregister(session)
 
     # -- inbound frames -------------------------------------------------------------------------
 
