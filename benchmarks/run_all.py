@@ -4,7 +4,10 @@ Each script runs in its own process (its own event loop, Temporal server and tem
 table streams through as it goes, then the combined table closes the run, headed by the machine
 facts the README records (date, nproc, CPU model, Python version).
 
-usage: python benchmarks/run_all.py [--quick] [--only wire,admission,wake,mesh,tail,talk] [--json all.json]
+usage: python benchmarks/run_all.py [--quick] [--only wire,admission,wake,mesh,tail,talk] [--long] [--json all.json]
+
+`--long` adds long_run.py (a peer fed 10,000 wakes, ~11 minutes; 2,000 with --quick), which the
+default run leaves out.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from _common import Row, load_rows, table
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("wire", "admission", "wake", "mesh", "tail", "talk")
+OPTIONAL = ("long_run",)
+"""Run only when asked (`--long` or `--only long_run`): minutes, not seconds."""
 TIMEOUT_S = 900
+TIMEOUTS_S = {"long_run": 2400}
 
 
 def cpu_model() -> str:
@@ -49,11 +55,12 @@ def run_one(name: str, quick: bool, out: Path) -> tuple[list[Row], float]:
     cmd = [sys.executable, str(HERE / f"{name}.py"), "--json", str(out)] + (["--quick"] if quick else [])
     began = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, timeout=TIMEOUT_S, stdout=None, stderr=subprocess.PIPE, text=True)
+        limit = TIMEOUTS_S.get(name, TIMEOUT_S)
+        proc = subprocess.run(cmd, timeout=limit, stdout=None, stderr=subprocess.PIPE, text=True)
         failed = proc.returncode != 0
         why = (proc.stderr or "").strip().splitlines()[-1:] if failed else []
     except subprocess.TimeoutExpired:
-        failed, why = True, [f"timed out after {TIMEOUT_S} s"]
+        failed, why = True, [f"timed out after {TIMEOUTS_S.get(name, TIMEOUT_S)} s"]
     took = time.perf_counter() - began
     if out.exists() and not failed:
         return load_rows(out), took
@@ -63,11 +70,14 @@ def run_one(name: str, quick: bool, out: Path) -> tuple[list[Row], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="pass --quick to every script")
-    parser.add_argument("--only", help="comma-separated subset of: " + ",".join(SCRIPTS))
+    parser.add_argument("--only", help="comma-separated subset of: " + ",".join(SCRIPTS + OPTIONAL))
+    parser.add_argument("--long", action="store_true", help="also run " + ", ".join(OPTIONAL))
     parser.add_argument("--json", help="also write every row here")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",")] if args.only else list(SCRIPTS)
-    unknown = [n for n in names if n not in SCRIPTS]
+    if args.long:
+        names += [n for n in OPTIONAL if n not in names]
+    unknown = [n for n in names if n not in SCRIPTS + OPTIONAL]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     header = machine()

@@ -253,7 +253,12 @@ class ControlServer:
             self._watch(wake)
 
     def _watch(self, wake: str) -> None:
-        self._watchers[wake] = asyncio.get_running_loop().create_task(self._await_wake(wake))
+        """Count the wake's outcome when it ends; the entry goes with it (a week of wakes holds none)."""
+        task = asyncio.get_running_loop().create_task(self._await_wake(wake))
+        self._watchers[wake] = task
+        task.add_done_callback(
+            lambda t: self._watchers.pop(wake, None) if self._watchers.get(wake) is t else None
+        )
 
     async def _await_wake(self, wake: str) -> None:
         handle = self.peer.client.get_workflow_handle_for(WakeWorkflow.run, wake)
@@ -282,10 +287,12 @@ class ControlServer:
                     self._watch(wf.id)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            waiting = [w for w in self.in_flight() if not await self._parked(w)]
+            waiting = [
+                t for w, t in list(self._watchers.items()) if not t.done() and not await self._parked(w)
+            ]
             if not waiting:
                 return []
-            await asyncio.wait([self._watchers[w] for w in waiting], timeout=0.5)
+            await asyncio.wait(waiting, timeout=0.5)
         return self.in_flight()
 
     async def _parked(self, wake: str) -> bool:

@@ -14,9 +14,7 @@ from typing import Any
 from xmesh_agent.clock import now_ms
 from xmesh_agent.wake.payloads import Outcome
 from xmesh_agent.workers.control import ControlServer, Handler, peer_query
-
-TRACE_MAX_DEPTH = 20
-TRACE_MAX_NODES = 500
+from xmesh_agent.workers.on_disk import lineage
 
 
 def _peers(server: ControlServer) -> list[dict[str, str]]:
@@ -116,42 +114,7 @@ async def cmd_peers(server: ControlServer, _req: dict[str, Any]) -> dict[str, An
 
 
 async def cmd_trace(server: ControlServer, req: dict[str, Any]) -> dict[str, Any]:
-    """Lineage of a CMB: breadth-first through parents, depth <= 20; unknown parents shown as missing."""
-    key = req.get("key")
-    if not isinstance(key, str) or not key or len(key) > 200:
-        raise LookupError("trace needs a CMB key")
-    store = server.peer.store
-    if store.get(key) is None:
-        raise LookupError(f"unknown CMB key {key!r}: not in {server.peer.config.name}'s store")
-    nodes: dict[str, dict[str, Any]] = {}
-    frontier, depth = [key], 0
-    while frontier and depth <= TRACE_MAX_DEPTH and len(nodes) < TRACE_MAX_NODES:
-        following: list[str] = []
-        for k in frontier:
-            if k in nodes:
-                continue
-            cmb = store.get(k)
-            if cmb is None:
-                nodes[k] = {"key": k, "depth": depth, "missing": True, "parents": []}
-                continue
-            topic = next((cmb.text(f) for f in ("focus", "intent", "issue") if cmb.text(f)), "")
-            nodes[k] = {
-                "key": k,
-                "depth": depth,
-                "missing": False,
-                "createdBy": cmb.created_by,
-                "createdAt": cmb.created_at,
-                "summary": topic[:120],
-                "parents": list(cmb.parents),
-            }
-            following.extend(p for p in cmb.parents if p not in nodes)
-        frontier, depth = following, depth + 1
-    return {
-        "root": key,
-        "maxDepth": TRACE_MAX_DEPTH,
-        "truncated": bool(frontier),
-        "nodes": list(nodes.values()),
-    }
+    return lineage(server.peer.store, req.get("key"), server.peer.config.name)
 
 
 async def cmd_stop(server: ControlServer, _req: dict[str, Any]) -> dict[str, Any]:

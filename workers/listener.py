@@ -160,6 +160,7 @@ class WakeStarter:
                     trigger_author=cmb.created_by,
                     approval_timeout_seconds=approval,
                     rejected=rejected,
+                    model=self.config.model.chain()[0].label,
                     models=models,
                 ),
                 id=workflow_id,

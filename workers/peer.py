@@ -37,13 +37,14 @@ from xmesh_agent.recall import save_profile
 from xmesh_agent.wake.ledger import WakeLedger
 from xmesh_agent.wake.safety_state import SafetyState
 from xmesh_agent.wake.steps import WakeSteps
-from xmesh_agent.workers import devserver
+from xmesh_agent.workers import devserver, on_disk
 from xmesh_agent.workers.bounds import RunBounds, enforce, summary, write_summary
 from xmesh_agent.workers.client import TemporalTarget, connect, task_queue
 from xmesh_agent.workers.control import ControlServer, ensure_not_running
 from xmesh_agent.workers.control_cmds import HANDLERS
 from xmesh_agent.workers.follow import follow_server
 from xmesh_agent.workers.listener import WakeStarter
+from xmesh_agent.workers.memory import limit_malloc_arenas
 from xmesh_agent.workers.telemetry import Telemetry, open_telemetry
 from xmesh_agent.workflows import search
 from xmesh_agent.workflows.wake import WakeWorkflow
@@ -58,6 +59,10 @@ WAKE_SANDBOX = SandboxedWorkflowRunner(
 )
 """Our workflow modules are imported once, not re-imported (and re-decorated) in every wake's sandbox:
 ~3-4 ms of CPU per wake. They hold constants only; the sandbox still guards what the workflow calls."""
+WORKFLOW_CACHE = 100
+"""Wakes the worker keeps in memory between their workflow tasks (the SDK's default is 1,000). A wake
+runs in two or three tasks within a second or so, so a few dozen cover a busy peer; one pushed out (a
+wake parked for approval, say) replays its short history when it resumes."""
 EXIT_IDENTITY_COLLISION = 3
 """`xmesh-agent run` exit code when the relay refuses or replaces this peer's name (§4.4.7)."""
 
@@ -133,6 +138,7 @@ class Peer:
             activities=WakeActivities(self.steps).all(),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             workflow_runner=WAKE_SANDBOX,
+            max_cached_workflows=WORKFLOW_CACHE,
         )
 
     def rebind(self, client: Client) -> None:
@@ -184,6 +190,9 @@ class Peer:
                 },
                 indent=2,
             )
+        )
+        on_disk.record_start(
+            self.config, self.identity.node_id, self.node.port, self.safety.run_id, self.events.path
         )
 
     def stop_listening(self) -> None:
@@ -251,6 +260,7 @@ class Peer:
         self.events.close()
         if owned:
             status_file(self.config.name).unlink(missing_ok=True)
+            on_disk.record_stop(self.config.name)
 
 
 async def open_client(
@@ -280,6 +290,7 @@ async def run_peer(
 ) -> int:
     """Run until a signal, `xmesh-agent stop`, or a bound of `bounds` (then write its summary)."""
     started = time.monotonic()
+    limit_malloc_arenas()  # before the Temporal core starts its threads
     bounds = bounds or RunBounds()
     ensure_not_running(config.name)
     telemetry = open_telemetry(config)

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         WakeActivities,
     )
     from xmesh_agent.observability import WAKES_METRIC
+    from xmesh_agent.roles import CAT7
     from xmesh_agent.secret_shapes import mask_secrets
     from xmesh_agent.wake import approval
     from xmesh_agent.wake.payloads import (
@@ -41,6 +42,19 @@ with workflow.unsafe.imports_passed_through():
     from xmesh_agent.workflows import search
 
 LOCAL = {"start_to_close_timeout": timedelta(seconds=30)}
+REPLY_FIELD_CHARS = 1000
+
+
+def reply_lines(fields: dict[str, str]) -> str:
+    """The emitted reply as the wake page's details show it: one line per field that carries text."""
+    lines = []
+    for name in CAT7:
+        text = " ".join((fields.get(name) or "").split())
+        if text and text.casefold() != "neutral":
+            lines.append(f"- **{name}**: {text[:REPLY_FIELD_CHARS]}\n")
+    return "**The reply it emitted:**\n\n" + "".join(lines)
+
+
 LEAN_STAGES_PATCH = "lean-stage-upserts"
 """Wakes started by code with this patch upsert XmStage only at the stages a query can catch a wake in
 (every upsert adds a history event and a sandbox round trip to the workflow task). Wakes recorded
@@ -134,7 +148,7 @@ class WakeWorkflow:
                     start_to_close_timeout=timedelta(minutes=5),
                     heartbeat_timeout=MODEL_HEARTBEAT_TIMEOUT,
                     retry_policy=MODEL_RETRY,
-                    summary="call model",
+                    summary=f"call model {wake.model}".rstrip(),
                 )
             except ActivityError as err:
                 self._tag(Outcome.FAILED)
@@ -306,6 +320,8 @@ class WakeWorkflow:
             details += f"\n\ndirected to this peer (§9.2.2); SVAF {admission}: {memory}"
         if emitted_key:
             details += f"\n\nemitted `{emitted_key}`"
+            if reply and reply.fields:
+                details += "\n\n" + reply_lines(reply.fields)
         if reply and reply.model_index:
             details += f"\n\nanswered by `{reply.label}` (fallback {reply.model_index})"
         for error in self._model_errors:

@@ -207,9 +207,9 @@ def woke_from_log(peer: str, line: str) -> Woke | None:
         return None
     at = record.get("ts")
     if evt == "rejected":
-        key = data.get("cmbKey")
+        key = data.get("cmb_key") or data.get("cmbKey")  # logs written before the snake_case keys
         return Woke(peer, key, "rejected", reason=data.get("reason"), at=at) if key else None
-    key = _trigger_of(peer, str(data.get("wakeId") or ""))
+    key = _trigger_of(peer, str(data.get("wake_id") or data.get("wakeId") or ""))
     if not key:
         return None
     if evt == "emitted":

@@ -1,5 +1,8 @@
 """Structured peer logs: one JSON event per line, {ts, level, evt, peer, data}, with size-based rotation.
 
+Keys in the file are snake_case (`wake_id`, `cmb_key`, `node_id`), whatever the event's builder named
+them: scripts reading `xmesh-agent logs --json` see one key style.
+
 The file is what `xmesh-agent logs <peer>` reads, so it must be safe to show anyone who may run that
 command: API keys never reach it (key-named values are masked, secret-shaped text is replaced by the
 gates' masked excerpt, the configured key's value is scrubbed) and a gate-blocked field is only ever
@@ -20,6 +23,7 @@ from typing import Any
 
 from xmesh_agent import paths
 from xmesh_agent.config import AgentConfig, LoggingConfig
+from xmesh_agent.jsonkeys import snake_keys
 from xmesh_agent.safety.gates import SECRET_RULES, redact
 
 LEVELS = {"error": 40, "warn": 30, "info": 20, "debug": 10}
@@ -127,7 +131,7 @@ class PeerLog:
             "level": level,
             "evt": evt,
             "peer": self.peer,
-            "data": self.redactor.value(data),
+            "data": snake_keys(self.redactor.value(data)),
         }
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         with self._lock, contextlib.suppress(OSError, ValueError):

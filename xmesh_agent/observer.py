@@ -87,7 +87,9 @@ class Join:
             name = self.name if n == 1 else f"{self.name}-{n}"[:64]
             if n > 1 and is_peer(name):
                 continue
-            fd = os.open(paths.ensure_dir(observer_dir(name)) / "node.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            fd = os.open(
+                paths.ensure_dir(observer_dir(name)) / paths.OBSERVER_LOCK, os.O_CREAT | os.O_RDWR, 0o600
+            )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

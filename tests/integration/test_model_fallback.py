@@ -203,7 +203,7 @@ async def test_every_model_failing_fails_the_wake_with_each_reason(temporal_env,
 
 
 async def test_without_fallback_the_wake_input_has_no_chain(temporal_env, fake, author):
-    """A peer with one model starts wakes exactly as before (no patch marker, one `call model`)."""
+    """A peer with one model starts wakes as before (no patch marker, one `call model` naming its model)."""
     group = group_name()
     fake.script(fake.tool_call(REPLY))
     peer = await start_peer(temporal_env.client, openai_config("fb-none", group, fake.base_url))
@@ -212,7 +212,7 @@ async def test_without_fallback_the_wake_input_has_no_chain(temporal_env, fake, 
         result = await result_of(temporal_env.client, wid)
         assert result.outcome == Outcome.EMITTED and result.model == "openai/gpt-4o-mini"
         events = await history_events(temporal_env.client.get_workflow_handle(wid))
-        assert call_model_summaries(events) == ["call model"]
+        assert call_model_summaries(events) == ["call model openai/gpt-4o-mini"]
         markers = of_type(events, EventType.EVENT_TYPE_MARKER_RECORDED)
         assert all(b"model-fallback" not in m.SerializeToString() for m in markers)
     finally:

@@ -60,6 +60,8 @@ async def test_read_commands_against_two_running_peers(temporal_env):
         result = await handle.result()
         assert result.outcome == "emitted"
         await eventually(lambda: reviewer.control.seen.get("emitted", 0) >= 1)
+        assert reviewer.control.in_flight() == []
+        await eventually(lambda: not reviewer.control._watchers)  # a finished wake leaves nothing behind
 
         r = await cli("status", "ops-r", "--json")
         assert r.exit_code == 0, r.output
@@ -115,7 +117,7 @@ async def test_read_commands_against_two_running_peers(temporal_env):
         views = json.loads((await cli("peers", "--json")).stdout)
         assert sorted(v["peer"] for v in views) == ["ops-r", "ops-w"]
 
-        r = await cli("logs", "ops-r", "--lines", "500")
+        r = await cli("logs", "ops-r", "--lines", "500", "--json")
         assert r.exit_code == 0
         events = [json.loads(line) for line in r.stdout.splitlines()]
         kinds = {e["evt"] for e in events}
@@ -132,14 +134,23 @@ async def test_read_commands_against_two_running_peers(temporal_env):
 
 async def test_not_running_names_the_running_peers(temporal_env):
     r = await cli("status", "ghost")
-    assert r.exit_code == 1 and "no peer is running" in r.output and "xmesh-agent run" in r.output
+    assert (
+        r.exit_code == 1
+        and "no peer is running or has run here" in r.output
+        and "xmesh-agent run" in r.output
+    )
     r = await cli("peers")
     assert r.exit_code == 1 and "no peer is running" in r.output
     peer = await start_peer(temporal_env.client, peer_config("ops-live", "writer", group()))
     try:
-        for cmd in (["stop", "ghost"], ["cost", "ghost"], ["trace", "ghost", "cmb1-x"], ["status", "ghost"]):
+        r = await cli("stop", "ghost")
+        assert r.exit_code == 1 and "running peers: ops-live" in r.output
+        for cmd in (["cost", "ghost"], ["trace", "ghost", "cmb1-x"], ["status", "ghost"]):
             r = await cli(*cmd)
-            assert r.exit_code == 1 and "running peers: ops-live" in r.output, cmd
+            assert (
+                r.exit_code == 1
+                and "no peer named ghost on this machine; peers here: ops-live (running)" in r.output
+            ), cmd
         r = await cli("logs", "ghost")
         assert r.exit_code == 1 and "no log for peer ghost" in r.output
     finally:

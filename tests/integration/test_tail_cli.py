@@ -121,6 +121,12 @@ async def test_observer_prints_what_a_group_says_and_ctrl_c_exits_0(tmp_path: Pa
     assert proc.returncode == 0, err.decode()
     assert f"writer-t -> all  {reply.key[:17]}  re {root.key[:17]}" in text
     assert "issue  no burst limit" in text and root.key[:17] + "\n" not in text.split("re ")[0]
+    # its store sits beside the peers' for recall, but it is no peer: status does not list it
+    status = await asyncio.create_subprocess_exec(
+        *CLI, "status", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(status.communicate(), 30)
+    assert status.returncode == 1 and "no peer has run on this machine" in err.decode()
 
 
 async def test_attached_to_a_peer_shows_its_store_and_its_wake_outcomes(temporal_env):

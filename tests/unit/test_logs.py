@@ -32,6 +32,50 @@ def test_one_json_event_per_line_with_the_five_keys(tmp_path: Path) -> None:
     assert (tmp_path / "peer.log").stat().st_mode & 0o777 == 0o600
 
 
+def test_keys_in_the_file_are_snake_case_and_emitted_carries_the_reply_text(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from xmesh_agent.cli.logs_cmd import as_json, readable
+
+    log = PeerLog("rev-1", tmp_path / "peer.log")
+    seen: list[dict] = []
+    log.listeners.append(lambda evt, data: seen.append(data))
+    reply = {"focus": "neutral", "commitment": "I will  review\nthe limiter", "mood": ""}
+    emit = SimpleNamespace(key="cmb1-" + "ab" * 32, route="broadcast", to=None, delivered_to=2)
+    wake_events.emitted(log, "wake-rev-1-cmb1-" + "cd" * 32, emit, reply)
+    log.close()
+    data = lines(tmp_path / "peer.log")[0]["data"]
+    assert set(data) == {"wake_id", "key", "route", "to", "delivered_to", "text"}
+    assert data["text"] == "commitment: I will review the limiter"
+    assert "wakeId" in seen[0]  # listeners get the event as built; only the file is normalised
+    line = (tmp_path / "peer.log").read_text().splitlines()[0]
+    shown = readable(line)
+    assert " rev-1  emitted " in shown and "cmb1-cdcdcdcd" in shown and "cmb1-abababab broadcast" in shown
+    assert shown.endswith("2 peer(s): commitment: I will review the limiter")
+    # a line written before keys were snake_case reads the same, and --json normalises it
+    old = json.dumps(
+        {
+            "ts": "2026-12-01T10:00:00.000Z",
+            "level": "warn",
+            "evt": "model-call",
+            "peer": "p",
+            "data": {
+                "wakeId": "w",
+                "inputTokens": 12,
+                "outputTokens": 3,
+                "costUsd": None,
+                "model": "m",
+                "adapter": "a",
+                "fields": ["focus"],
+            },
+        }
+    )
+    assert readable(old).startswith("2026-12-01 10:00:00 ! p  model-call")
+    assert readable(old).endswith("a/m: 12+3 tokens, unknown price -> focus")
+    assert json.loads(as_json(old))["data"]["input_tokens"] == 12
+    assert readable("not json") == "not json"
+
+
 def test_level_filter_drops_below_threshold_but_listeners_see_everything(tmp_path: Path) -> None:
     log = PeerLog("p", tmp_path / "peer.log", LoggingConfig(level="warn"))
     seen: list[str] = []
@@ -93,7 +137,7 @@ def test_api_keys_never_reach_the_file(tmp_path: Path, monkeypatch) -> None:
     ):
         assert secret not in raw
     data = lines(log.path)[0]["data"]
-    assert data["api_key"] == "****" and data["headers"]["Authorization"] == "****"
+    assert data["api_key"] == "****" and data["headers"]["authorization"] == "****"
     assert "sk-ant-****" in data["text"]
 
 

@@ -14,6 +14,7 @@ from xmesh_agent.cli import (
     common,
     demo_cmd,
     identity_cmds,
+    logs_cmd,
     mcp_cmd,
     mesh_cmds,
     ops_cmds,
@@ -63,8 +64,10 @@ app.command("dry-run", rich_help_panel=START)(peer_cmds.dry_run)
 app.add_typer(server_cmds.app, name="server", rich_help_panel=START)
 app.command("relay", rich_help_panel=START)(relay_cmd.relay)
 
-for _name in ("status", "peers", "cost", "trace", "logs", "stop"):
+for _name in ("status", "peers", "cost", "trace"):
     app.command(_name, rich_help_panel=OPERATE)(getattr(ops_cmds, _name))
+app.command("logs", rich_help_panel=OPERATE)(logs_cmd.logs)
+app.command("stop", rich_help_panel=OPERATE)(ops_cmds.stop)
 app.command("watch", rich_help_panel=OPERATE)(watch_cmd.watch)
 
 TALK = "Talk to a running mesh"

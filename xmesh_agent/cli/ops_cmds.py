@@ -1,19 +1,19 @@
-"""Operating a running peer: `stop`, `status`, `cost`, `trace`, `peers`, `logs`.
+"""Operating a peer: `stop`, `status`, `cost`, `trace`, `peers` (`logs` is logs_cmd.py).
 
-Every command but `logs` talks to the peer's control socket (~/.xmesh/peers/<name>/control.sock), so
-it answers from the live process: its mesh view, its budget windows, its cost ledger, its store.
+A running peer answers on its control socket (~/.xmesh/peers/<name>/control.sock), from the live
+process: its mesh view, its budget windows, its cost ledger, its store. A stopped one is read from the
+files it left (`workers/on_disk.py`): `status`, `cost` and `trace` still answer, saying it is stopped.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from xmesh_agent.cli.common import fail, print_json
+from xmesh_agent.cli.peer_views import STATUS_HEADER, _usd, render_stopped, status_row, table
 
 JsonOption = typer.Option(False, "--json", help="Print the raw JSON reply instead of a table.")
 
@@ -30,6 +30,52 @@ def _not_running(peer: str) -> str:
     )
 
 
+def _never_ran(peer: str) -> str:
+    from xmesh_agent.workers import on_disk
+    from xmesh_agent.workers.control import running_peers
+
+    known, running = on_disk.local_peers(), set(running_peers())
+    if not known:
+        return (
+            f"no peer named {peer} on this machine, and no peer is running or has run here; "
+            "start one with `xmesh-agent run --config <peer>.toml`"
+        )
+    here = ", ".join(f"{n} ({'running' if n in running else 'stopped'})" for n in known)
+    return f"no peer named {peer} on this machine; peers here: {here}"
+
+
+def _read(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
+    """A read command: the running peer's answer, else what the stopped peer left on disk."""
+    from xmesh_agent.paths import UnsafeDirectory
+    from xmesh_agent.workers import on_disk
+    from xmesh_agent.workers.control import PeerNotRunning, call
+
+    try:
+        reply = call(peer, cmd, **args)
+    except UnsafeDirectory as exc:
+        fail(f"{peer}: refusing its control socket: {exc}")
+    except PeerNotRunning:
+        try:
+            return {"ok": True, **on_disk.read(cmd, peer, **args)}
+        except on_disk.NoSuchPeer:
+            fail(_never_ran(peer))
+        except LookupError as exc:
+            fail(f"{peer}: {exc.args[0] if exc.args else 'not found'}")
+    if not reply.get("ok"):
+        fail(f"{peer}: {reply.get('error', 'request failed')}")
+    return reply
+
+
+def _all_peers() -> list[str]:
+    from xmesh_agent.workers import on_disk
+    from xmesh_agent.workers.control import running_peers
+
+    names = sorted(set(on_disk.local_peers()) | set(running_peers()))
+    if not names:
+        fail("no peer has run on this machine yet; start one with `xmesh-agent run --config <peer>.toml`")
+    return names
+
+
 def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     """One control request; a dead peer or an error reply becomes a message and exit 1."""
     from xmesh_agent.paths import UnsafeDirectory
@@ -44,22 +90,6 @@ def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     if not reply.get("ok"):
         fail(f"{peer}: {reply.get('error', 'request failed')}")
     return reply
-
-
-def table(rows: list[list[Any]], header: list[str] | None = None) -> str:
-    """Aligned columns, two spaces apart; the header underlined."""
-    cells = [[str(c) for c in row] for row in ([header] if header else []) + rows]
-    if not cells:
-        return ""
-    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(max(map(len, cells)))]
-    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in cells]
-    if header:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _usd(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.4f}"
 
 
 def _duration(seconds: float) -> str:
@@ -87,18 +117,29 @@ def stop(peer: str = typer.Argument(..., help="Name of the running peer.")) -> N
 
 
 def status(
-    peer: str = typer.Argument(..., help="Name of the running peer."), as_json: bool = JsonOption
+    peer: str | None = typer.Argument(None, help="A peer's name; omit for every peer of this machine."),
+    as_json: bool = JsonOption,
 ) -> None:
-    """Show a running peer at a glance: mesh, budget, breaker, cost and wakes.
+    """Show a peer at a glance: mesh, budget, breaker, cost and wakes; a stopped one from its files.
 
     Use it to see why a peer is quiet (budget window full? breaker open? no mesh peers?) or what it
-    has cost so far.
+    has cost so far. Without a name: one line per peer of this machine, running or stopped.
 
-    Example: xmesh-agent status reviewer-01 --json
+    Example: xmesh-agent status reviewer-01 --json   |   xmesh-agent status
     """
-    r = _ask(peer, "status")
+    if peer is None:
+        views = [_read(name, "status", brief=True) for name in _all_peers()]
+        if as_json:
+            print_json(views)
+            return
+        typer.echo(table([status_row(v) for v in views], STATUS_HEADER))
+        return
+    r = _read(peer, "status")
     if as_json:
         print_json(r)
+        return
+    if r["state"] == "stopped":
+        typer.echo(render_stopped(r))
         return
     b, limits = r["budget"]["counts"], r["budget"]["limits"]
     c, brk, wakes = r["cost"], r["breaker"], r["wakes"]
@@ -164,19 +205,42 @@ def _outcomes(counts: dict[str, int]) -> str:
 
 
 def cost(
-    peer: str = typer.Argument(..., help="Name of the running peer."), as_json: bool = JsonOption
+    peer: str | None = typer.Argument(None, help="A peer's name; omit for every peer of this machine."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Show what a peer's model calls cost: this hour, today, this run and ever, against its caps.
 
     A wake is refused once any cap is reached. Calls whose price is unknown are counted, never
-    treated as free.
+    treated as free. A stopped peer answers from its ledger ("run" is then its last run); without a
+    name every peer of this machine answers, one line each.
 
-    Example: xmesh-agent cost reviewer-01
+    Example: xmesh-agent cost reviewer-01   |   xmesh-agent cost --json
     """
-    r = _ask(peer, "cost")
+    if peer is None:
+        views = [_read(name, "cost") for name in _all_peers()]
+        if as_json:
+            print_json(views)
+            return
+        rows = [
+            [
+                v["peer"],
+                v.get("state", "running"),
+                _usd(v["hour_usd"]),
+                _usd(v["day_usd"]),
+                _usd(v["run_usd"]),
+                _usd(v["lifetime_usd"]),
+                v["calls"],
+            ]
+            for v in views
+        ]
+        typer.echo(table(rows, ["PEER", "STATE", "LAST HOUR", "LAST DAY", "RUN", "LIFETIME", "CALLS"]))
+        return
+    r = _read(peer, "cost")
     if as_json:
         print_json(r)
         return
+    if r.get("state") == "stopped":
+        typer.echo(f'{peer} is stopped; its ledger on disk says ("this run" is its last run):\n')
     caps = r["caps"]
     rows = [
         ["last hour", _usd(r["hour_usd"]), _usd(caps["hour_usd"])],
@@ -192,7 +256,7 @@ def cost(
 
 
 def trace(
-    peer: str = typer.Argument(..., help="Name of the running peer whose store to read."),
+    peer: str = typer.Argument(..., help="The peer whose store to read (running or stopped)."),
     key: str = typer.Argument(
         ..., help="The CMB key to trace back: full, a unique prefix (cmb1-3f2a9c…), or a stock cmb- key."
     ),
@@ -200,12 +264,13 @@ def trace(
 ) -> None:
     """Show where a CMB came from: its parents, their parents, ... as an indented tree (depth <= 20).
 
-    Parents this peer never received are shown as (missing). Use it to follow a reply back to the
-    seed that started a conversation.
+    Parents this peer never received are shown as (missing). Each line shows the CMB's focus, or
+    the field that carries its text when focus is neutral. Use it to follow a reply back to the
+    seed that started a conversation. A stopped peer's store is read from disk.
 
     Example: xmesh-agent trace reviewer-01 cmb1-3f2a9c01
     """
-    r = _ask(peer, "trace", key=_full_key(peer, key))
+    r = _read(peer, "trace", key=_full_key(peer, key))
     if as_json:
         print_json(r)
         return
@@ -239,17 +304,17 @@ def render_tree(reply: dict[str, Any]) -> list[str]:
         node = nodes.get(key)
         pad = "  " * indent + ("└─ " if indent else "")
         if node is None:
-            lines.append(f"{pad}{key}  (beyond depth {reply['maxDepth']})")
+            lines.append(f"{pad}{key}  (beyond depth {reply['max_depth']})")
             return
         if node["missing"]:
             lines.append(f"{pad}{key}  (missing: not in this peer's store)")
             return
-        when = datetime.fromtimestamp(node["createdAt"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(node["created_at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         if key in shown:
             lines.append(f"{pad}{key}  (shown above)")
             return
         shown.add(key)
-        lines.append(f"{pad}{key}  {node['createdBy']}  {when}  {node['summary']}")
+        lines.append(f"{pad}{key}  {node['created_by']}  {when}  {node['summary']}")
         for parent in node["parents"]:
             walk(parent, indent + 1)
 
@@ -282,49 +347,3 @@ def peers(
         typer.echo(table(rows, ["SEEN BY", "MESH PEER", "NODE ID", "TRANSPORT", "ADDRESS"]))
     for name in lonely:
         typer.echo(f"{name}: no mesh peers connected")
-
-
-def _snake_line(line: str) -> str:
-    """A log event as scripts read it: keys in snake_case like every --json (the file keeps its own)."""
-    from xmesh_agent.jsonkeys import snake_keys
-
-    try:
-        return json.dumps(snake_keys(json.loads(line)), ensure_ascii=False)
-    except ValueError:
-        return line
-
-
-def logs(
-    peer: str = typer.Argument(..., help="Peer name (running or not: the log file outlives the process)."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
-    lines: int = typer.Option(50, "--lines", "-n", min=0, help="How many recent events to print first."),
-    config: str | None = typer.Option(
-        None, "--config", "-c", help="The peer's agent.toml, if [logging] file_path moves its log."
-    ),
-) -> None:
-    """Print a peer's structured log: one JSON event per line {ts, level, evt, peer, data}, keys snake_case.
-
-    Events: wake-started, admitted/rejected, model-call, suppressed, emitted, budget-warning,
-    peer-connected/disconnected, cmb-rejected. Pipe it to `jq` to filter, e.g. only suppressions:
-
-    Example: xmesh-agent logs reviewer-01 -n 200 | jq 'select(.evt == "suppressed")'
-    """
-    from xmesh_agent.logs import default_log_path, log_path, tail
-    from xmesh_agent.logs import follow as follow_file
-
-    if config:
-        from xmesh_agent.cli.common import load_or_exit
-
-        path = log_path(load_or_exit(Path(config)))
-    else:
-        path = default_log_path(peer)
-    if not path.exists() and not follow:
-        fail(f"no log for peer {peer} at {path} (has it ever run? logs start with `xmesh-agent run`)")
-    for line in tail(path, lines):
-        typer.echo(_snake_line(line))
-    if follow:
-        try:
-            for line in follow_file(path):
-                typer.echo(_snake_line(line))
-        except KeyboardInterrupt:
-            return

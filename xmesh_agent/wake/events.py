@@ -11,6 +11,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from xmesh_agent.roles import CAT7
+
 EventLog = Callable[..., None]
 """What the runtime's parts log through: (evt, data=None, level="info"); a PeerLog or `no_log`."""
 
@@ -83,7 +85,7 @@ class wake_events:  # noqa: N801 - a namespace of the wake steps' log events
         return verdict
 
     @staticmethod
-    def emitted(log: EventLog, wake_id: str, result: Any) -> Any:
+    def emitted(log: EventLog, wake_id: str, result: Any, fields: dict[str, str] | None = None) -> Any:
         log(
             "emitted",
             {
@@ -92,6 +94,22 @@ class wake_events:  # noqa: N801 - a namespace of the wake steps' log events
                 "route": result.route,
                 "to": result.to,
                 "deliveredTo": result.delivered_to,
+                "text": text_preview(fields or {}),
             },
         )
         return result
+
+
+PREVIEW_CHARS = 240
+NEUTRAL = "neutral"
+
+
+def text_preview(fields: dict[str, str], limit: int = PREVIEW_CHARS) -> str:
+    """The reply's text in short: `focus: ... | intent: ...`, the fields that carry text, CAT7 order."""
+    parts = [
+        f"{name}: {' '.join(fields[name].split())}"
+        for name in CAT7
+        if isinstance(fields.get(name), str) and fields[name].strip().casefold() not in ("", NEUTRAL)
+    ]
+    text = " | ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from xmesh_agent.clock import now_ms
+from xmesh_agent.safety._db import STATE_CACHE_KIB
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -38,6 +39,7 @@ class WakeLedger:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA cache_size=-{STATE_CACHE_KIB}")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

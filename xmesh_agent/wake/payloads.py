@@ -50,6 +50,9 @@ class WakeInput(BaseModel):
         default=None,
         description="Set by the listener when SVAF rejected the trigger at arrival: the wake only records it.",
     )
+    model: str = Field(
+        default="", description="The model as adapter/model: the call-model step's summary in the Web UI."
+    )
     models: list[str] = Field(
         default_factory=list,
         description="The model chain as adapter/model labels when [model] has fallbacks; empty: one model.",

@@ -339,4 +339,4 @@ class WakeSteps:
         return wake_events.safety(self.log, wake_id, verdict)
 
     async def emit(self, wake_id: str, cmb_key: str, fields: dict[str, str]) -> EmitResult:
-        return wake_events.emitted(self.log, wake_id, await self._emit(wake_id, cmb_key, fields))
+        return wake_events.emitted(self.log, wake_id, await self._emit(wake_id, cmb_key, fields), fields)
