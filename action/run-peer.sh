@@ -41,6 +41,11 @@ else
         --group "${INPUT_GROUP:-xmesh-ci}" --cost-cap "$scaffold_cap" --out "$config" --force)
   [ -n "${INPUT_MODEL:-}" ] && args+=(--model "$INPUT_MODEL")
   xmesh-agent "${args[@]}"
+  # A runner's peers meet through the same-host registry (or a relay, in a given config): DNS-SD does
+  # not cross runners, and a self-hosted runner's LAN is not the job's mesh. Keep the peer on the runner.
+  awk '{ print } $0 == "[mesh]" { print "host = \"127.0.0.1\""; print "discovery = [\"registry\"]" }' \
+    "$config" > "$config.tmp"
+  cat "$config.tmp" > "$config" && rm -f "$config.tmp"
 fi
 echo "config-path=$config" >> "$out"
 

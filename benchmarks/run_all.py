@@ -4,7 +4,7 @@ Each script runs in its own process (its own event loop, Temporal server and tem
 table streams through as it goes, then the combined table closes the run, headed by the machine
 facts the README records (date, nproc, CPU model, Python version).
 
-usage: python benchmarks/run_all.py [--quick] [--only wire,admission,wake,mesh,talk] [--long] [--json all.json]
+usage: python benchmarks/run_all.py [--quick] [--only wire,admission,wake,mesh,tail,talk] [--long] [--json all.json]
 
 `--long` adds long_run.py (a peer fed 10,000 wakes, ~11 minutes; 2,000 with --quick), which the
 default run leaves out.
@@ -27,7 +27,7 @@ from pathlib import Path
 from _common import Row, load_rows, table
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("wire", "admission", "wake", "mesh", "talk")
+SCRIPTS = ("wire", "admission", "wake", "mesh", "tail", "talk")
 OPTIONAL = ("long_run",)
 """Run only when asked (`--long` or `--only long_run`): minutes, not seconds."""
 TIMEOUT_S = 900

@@ -19,7 +19,7 @@ import os
 import socket
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ MAX_REQUEST = 64 * 1024
 DRAIN_TIMEOUT = 30.0
 SUN_PATH_MAX = 100
 """Unix socket paths are limited (~108 bytes); a longer home gets its socket in /tmp behind a symlink."""
+ENDED_KEPT = 4096
+"""Ended wakes remembered so a late duplicate sighting (a lagging Running listing) is not counted twice."""
 
 
 class PeerAlreadyRunning(RuntimeError):
@@ -150,6 +152,8 @@ class ControlServer:
         self.stop_reason: str | None = None
         """Why this run is stopping: signal, stop command, duration, cost cap (the first one given)."""
         self._watchers: dict[str, asyncio.Task] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        """Wakes whose outcome is counted, newest last (bounded): a wake is counted once."""
         self._server: asyncio.base_events.Server | None = None
         self._address: str | None = None
         self._drain_task: asyncio.Task | None = None
@@ -254,6 +258,8 @@ class ControlServer:
 
     def _watch(self, wake: str) -> None:
         """Count the wake's outcome when it ends; the entry goes with it (a week of wakes holds none)."""
+        if wake in self._ended:
+            return
         task = asyncio.get_running_loop().create_task(self._await_wake(wake))
         self._watchers[wake] = task
         task.add_done_callback(
@@ -264,11 +270,17 @@ class ControlServer:
         handle = self.peer.client.get_workflow_handle_for(WakeWorkflow.run, wake)
         try:
             result = await handle.result()
-            self.seen[str(result.outcome)] += 1
+            outcome = str(result.outcome)
         except WorkflowFailureError:
-            self.seen[Outcome.FAILED.value] += 1
+            outcome = Outcome.FAILED.value
         except Exception:
-            self.seen["unknown"] += 1
+            outcome = "unknown"
+        if wake in self._ended:
+            return
+        self._ended[wake] = None
+        if len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+        self.seen[outcome] += 1
 
     def in_flight(self) -> list[str]:
         return [w for w, t in self._watchers.items() if not t.done()]
@@ -280,6 +292,8 @@ class ControlServer:
         """
         self.state = "draining"
         self.peer.stop_listening()
+        # Visibility lags: a wake that just ended (its watcher gone) may still be listed as Running;
+        # _watch skips the ones already counted.
         with contextlib.suppress(Exception):
             query = f"{peer_query(self.peer)} AND ExecutionStatus = 'Running'"
             async for wf in self.peer.client.list_workflows(query):

@@ -71,7 +71,7 @@ def read_last_run(peer: str) -> dict[str, Any]:
 
 def has_run(peer: str) -> bool:
     home = paths.peer_dir(peer)
-    return any((home / name).exists() for name in STATE_FILES)
+    return not paths.is_observer(peer) and any((home / name).exists() for name in STATE_FILES)
 
 
 def local_peers() -> list[str]:

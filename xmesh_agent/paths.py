@@ -32,6 +32,16 @@ def peer_dir(peer: str) -> Path:
     return xmesh_home() / "peers" / peer
 
 
+OBSERVER_LOCK = "node.lock"
+"""Held by the observer node of `tail` or `mcp`, which keeps its store beside the peers' (so `recall`
+and `show` search what it heard) but is no peer: it never wakes and has no wake ledger."""
+
+
+def is_observer(name: str) -> bool:
+    home = peer_dir(name)
+    return (home / OBSERVER_LOCK).exists() and not (home / "wakes.db").exists()
+
+
 def server_dir() -> Path:
     """The embedded Temporal dev server: its SQLite file, its lock and its log."""
     return xmesh_home() / "temporal"

@@ -45,6 +45,7 @@ READ_COMMANDS = {
     "show",
 }
 WRITE_COMMANDS_WITH_JSON = {"publish", "approve", "deny"}  # what they did, in the same key style
+STREAMS_WITH_JSON = {"tail"}  # JSON lines as they happen (tests/integration/test_tail_cli.py)
 
 
 def _commands_with_json(group: Any, prefix: str = "") -> set[str]:  # a click-style command group
@@ -59,7 +60,10 @@ def _commands_with_json(group: Any, prefix: str = "") -> set[str]:  # a click-st
 
 
 def test_every_read_command_takes_json() -> None:
-    assert _commands_with_json(typer.main.get_command(app)) == READ_COMMANDS | WRITE_COMMANDS_WITH_JSON
+    assert (
+        _commands_with_json(typer.main.get_command(app))
+        == READ_COMMANDS | WRITE_COMMANDS_WITH_JSON | STREAMS_WITH_JSON
+    )
 
 
 async def _run(*args: str) -> tuple[int, str, str]:

@@ -163,6 +163,9 @@ async def test_scaffolded_peer_stops_at_its_cost_cap_and_reports_the_run_total(
     assert config == tmp_path / "runner-temp" / "xmesh-agent-4242" / "ci-reviewer.toml" and config.exists()
     # scaffolded with hour = the cap (a CI run is shorter than an hour); --max-cost held the run to it
     assert "max_cost_usd_per_hour = 5e-05" in config.read_text()
+    # a runner's peers meet on the runner (registry) or through a relay, never by DNS-SD on its LAN
+    assert 'host = "127.0.0.1"\ndiscovery = ["registry"]' in config.read_text()
+    assert "listens on 127.0.0.1 (this machine only)" in text
     summary = (tmp_path / "step-summary.md").read_text()
     assert "| CMBs emitted | 2 |" in summary and "stopped by | cost cap" in summary
     assert "PASS" in text  # the dry-run gate ran

@@ -143,8 +143,8 @@ class HostPeer:
         }
 
     def woken_by(self) -> Counter:
-        """cmbKey -> how many wakes this peer started for it (must never exceed 1)."""
-        return Counter(r["data"]["cmbKey"] for r in self.events("wake-started"))
+        """cmb_key -> how many wakes this peer started for it (must never exceed 1)."""
+        return Counter(r["data"]["cmb_key"] for r in self.events("wake-started"))
 
     def wake_authors(self) -> set[str]:
         return {r["data"].get("author") for r in self.events("wake-started")}

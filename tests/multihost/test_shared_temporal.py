@@ -60,7 +60,7 @@ def _all_in_server(h3: Host, peer: HostPeer, keys: list[str]) -> list[dict] | No
 
 
 def _wake_ids(peer: HostPeer) -> set[str]:
-    return {r["data"]["wakeId"] for r in peer.events("wake-started")}
+    return {r["data"]["wake_id"] for r in peer.events("wake-started")}
 
 
 def test_peers_on_two_hosts_share_one_temporal_on_a_third(make_lan) -> None:

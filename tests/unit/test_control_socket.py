@@ -156,3 +156,41 @@ def test_the_cli_says_why_in_one_line(long_home: Path) -> None:
     )
     assert done.returncode == 1 and "not private" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+class LaggingVisibility:
+    """Temporal's visibility store is eventually consistent: right after a wake closes, a list query
+    for Running wakes may still return it. The wake itself has ended (its result is final)."""
+
+    def __init__(self, ended_wake: str) -> None:
+        self.ended_wake = ended_wake
+
+    def get_workflow_handle_for(self, _run, wake: str) -> SimpleNamespace:
+        async def result() -> SimpleNamespace:
+            return SimpleNamespace(outcome="emitted")
+
+        async def query(_q) -> str:
+            raise RuntimeError("workflow is closed")
+
+        return SimpleNamespace(id=wake, result=result, query=query)
+
+    async def list_workflows(self, _query: str):
+        yield SimpleNamespace(id=self.ended_wake)
+
+
+async def test_a_wake_listed_as_running_after_it_ended_is_counted_once(tmp_path: Path) -> None:
+    """The bounded run's summary once said 3 wakes for 2 model calls: the drain at the cost cap listed
+    the second wake as Running after its watcher had counted it, and counted it again."""
+    peer = bare_peer("lagging")
+    peer.client = LaggingVisibility("wake-lagging-k2")
+    peer.stop_listening = lambda: None
+    server = ControlServer(peer)
+    await server.start()
+    try:
+        peer.events.event("wake-started", {"wakeId": "wake-lagging-k2"})
+        await asyncio.wait_for(asyncio.gather(*server._watchers.values()), 5)
+        assert server.seen == {"emitted": 1} and server.in_flight() == []
+        assert await server.drain(timeout=5) == []
+        assert server.seen == {"emitted": 1}
+    finally:
+        await server.close()

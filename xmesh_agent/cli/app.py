@@ -15,12 +15,14 @@ from xmesh_agent.cli import (
     demo_cmd,
     identity_cmds,
     logs_cmd,
+    mcp_cmd,
     mesh_cmds,
     ops_cmds,
     peer_cmds,
     relay_cmd,
     server_cmds,
     setup_cmds,
+    tail_cmd,
     wakes_cmds,
     watch_cmd,
 )
@@ -72,6 +74,8 @@ TALK = "Talk to a running mesh"
 app.command("publish", rich_help_panel=TALK)(mesh_cmds.publish)
 app.command("recall", rich_help_panel=TALK)(mesh_cmds.recall)
 app.command("show", rich_help_panel=TALK)(mesh_cmds.show)
+app.command("tail", rich_help_panel=TALK)(tail_cmd.tail)
+app.command("mcp", rich_help_panel=TALK)(mcp_cmd.mcp)
 
 app.add_typer(wakes_cmds.wakes_app, name="wakes", rich_help_panel=WAKES)
 app.command("replay", rich_help_panel=WAKES)(wakes_cmds.replay)
