@@ -62,7 +62,7 @@ const node = new SymNode({
   room: opts.room,
   silent: true,
   discoveryServiceType: serviceType,
-  discovery: opts.relayOnly ? new NullDiscovery() : new BonjourDiscovery({ mdns: false, serviceType }),
+  discovery: opts.relayOnly ? new NullDiscovery() : new BonjourDiscovery({ mdns: !!opts.mdns, serviceType }),
   relay: opts.relay || null,
   relayToken: opts.relayToken || null,
   relayOnly: !!opts.relayOnly,

@@ -1,6 +1,7 @@
 """LIVE interop with a real stock `sym` node (0.12.x): it publishes, our peer wakes and answers, the
 stock node accepts the answer. Over same-host TCP (loopback registry) and over our relay server,
-with the stock node's 0.12.1 emitter (`tcp`, `relay`) and with its v2.0 emitter (`v2`, `v2-relay`).
+with the stock node's 0.12.1 emitter (`tcp`, `relay`) and with its v2.0 emitter (`v2`, `v2-relay`);
+and over TCP found by DNS-SD (`mdns`: the stock node's own Bonjour, no registry on either side).
 
 Skipped unless SYM_NODE_DIR names a checkout of the public `sym-bot/sym` repository with its npm
 dependencies installed (docs/interop.md says how). The v2 cases use SYM_NODE_V2_DIR, a checkout
@@ -74,8 +75,8 @@ class StockNode(NodeProcess):
 
 @pytest.mark.parametrize(
     ("transport", "v2"),
-    [("tcp", False), ("relay", False), ("tcp", True), ("relay", True)],
-    ids=["tcp", "relay", "v2", "v2-relay"],
+    [("tcp", False), ("relay", False), ("tcp", True), ("relay", True), ("mdns", False)],
+    ids=["tcp", "relay", "v2", "v2-relay", "mdns"],
 )
 async def test_stock_node_publishes_we_wake_and_it_accepts_our_answer(
     temporal_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str, v2: bool
@@ -94,6 +95,9 @@ async def test_stock_node_publishes_we_wake_and_it_accepts_our_answer(
     if emit_v2 is not None:
         stock_opts["emitV2"] = emit_v2
     mesh: dict[str, Any] = {"discovery": ["registry"]}
+    if transport == "mdns":  # the stock node's own Bonjour adverts and browse; our DNS-SD, no registry
+        stock_opts["mdns"] = True
+        mesh = {"discovery": ["mdns"]}
     if transport == "relay":
         relay = RelayServer("127.0.0.1", 0, {"interop-token"})
         await relay.start()
@@ -114,7 +118,8 @@ async def test_stock_node_publishes_we_wake_and_it_accepts_our_answer(
         await stock.wait(lambda e: e["event"] == "peer-joined" and e["name"] == OURS, 40)
         await eventually(lambda: [p for p in peer.node.peers() if p.name == STOCK], timeout=20)
         [seen] = [p for p in peer.node.peers() if p.name == STOCK]
-        assert seen.transport == transport and seen.version.startswith("0.")
+        wire = "tcp" if transport == "mdns" else transport  # mDNS finds the address; the session is TCP
+        assert seen.transport == wire and seen.version.startswith("0.")
 
         # the stock node publishes one CMB (signed mmp-sig-v2 or mmp-sig-v2.0, and encrypted to us)
         await stock.command(
