@@ -32,6 +32,23 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(padded.encode("ascii"))
 
 
+def b64url_field(value: object, max_len: int, size: int | None = None) -> bytes | None:
+    """A base64url field of a peer's frame, or None when it is not a short, well-formed one."""
+    if not isinstance(value, str) or len(value) > max_len:
+        return None
+    try:
+        raw = b64url_decode(value)
+    except (ValueError, UnicodeEncodeError):
+        return None
+    return raw if size is None or len(raw) == size else None
+
+
+def length_prefixed(value: str) -> bytes:
+    """`<byte length>:<utf-8 bytes>`: fields joined this way cannot be re-split into others."""
+    data = value.encode("utf-8")
+    return str(len(data)).encode("ascii") + b":" + data
+
+
 def uuid7() -> str:
     """A time-ordered UUID v7 (RFC 9562): 48-bit ms timestamp, version 7, random tail."""
     ms = now_ms()

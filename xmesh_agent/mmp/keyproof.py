@@ -20,7 +20,8 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
+from xmesh_agent.identity import NodeIdentity, b64url_encode, b64url_field, verify_signature
+from xmesh_agent.identity import length_prefixed as _lp
 
 KEY_PROOF_EXTENSION = "mmp-handshake-proof-v2"
 PROOF_FRAME = "handshake-proof"
@@ -28,11 +29,6 @@ TRANSCRIPT_DOMAIN = b"mmp-handshake-transcript-v2\n"
 PROOF_DOMAIN = b"mmp-handshake-proof-v2\n"
 _MAX_NONCE = 128
 _MAX_EXTENSIONS = 32
-
-
-def _lp(value: str) -> bytes:
-    data = value.encode("utf-8")
-    return str(len(data)).encode("ascii") + b":" + data
 
 
 def _bytewise(items: Sequence[str]) -> list[str]:
@@ -128,12 +124,8 @@ def check_proof(
     """The peer's `handshake-proof` verifies with the key its handshake announced."""
     if not isinstance(frame, Mapping) or frame.get("type") != PROOF_FRAME:
         return False
-    text = frame.get("proof")
-    if not isinstance(text, str) or len(text) > 128:
-        return False
-    try:
-        signature = b64url_decode(text)
-    except (ValueError, UnicodeEncodeError):
+    signature = b64url_field(frame.get("proof"), 128)
+    if signature is None:
         return False
     client, server, _, role = _roles(ours, theirs, we_dialed=we_dialed)
     return verify_signature(public_key, proof_payload(role, transcript(client, server, group)), signature)

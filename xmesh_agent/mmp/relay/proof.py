@@ -16,17 +16,13 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from xmesh_agent.identity import NodeIdentity, b64url_decode, b64url_encode, verify_signature
+from xmesh_agent.identity import NodeIdentity, b64url_encode, b64url_field, verify_signature
+from xmesh_agent.identity import length_prefixed as _lp
 
 CHALLENGE = "relay-challenge"
 PROOF = "relay-proof"
 DOMAIN = b"mmp-relay-auth-proof-v1\n"
 PROVEN_REPLACED = "replaced: a connection that proved this identity's key took its place"
-
-
-def _lp(value: str) -> bytes:
-    data = value.encode("utf-8")
-    return str(len(data)).encode("ascii") + b":" + data
 
 
 def new_challenge() -> dict[str, str]:
@@ -49,23 +45,13 @@ def answer(identity: NodeIdentity, challenge: dict[str, Any], token: str) -> dic
 
 
 def parse_key(value: Any) -> bytes | None:
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        raw = b64url_decode(value)
-    except (ValueError, UnicodeEncodeError):
-        return None
-    return raw if len(raw) == 32 else None
+    return b64url_field(value, 64, size=32)
 
 
 def verify(reply: Any, public_key: bytes, nonce: str, node_id: str, name: str, token: str) -> bool:
     if not isinstance(reply, dict) or reply.get("type") != PROOF:
         return False
-    text = reply.get("signature")
-    if not isinstance(text, str) or len(text) > 128:
-        return False
-    try:
-        signature = b64url_decode(text)
-    except (ValueError, UnicodeEncodeError):
-        return False
-    return verify_signature(public_key, proof_payload(nonce, node_id, name, token), signature)
+    signature = b64url_field(reply.get("signature"), 128)
+    return signature is not None and verify_signature(
+        public_key, proof_payload(nonce, node_id, name, token), signature
+    )
