@@ -162,3 +162,20 @@ async def sequential_then_burst(once: Callable[[], Awaitable[object]], n_seq: in
     wall = time.perf_counter() - start
     cpu1 = cpu_seconds(), sum(cpu_seconds(pid) for pid in server)
     return Timed(latencies, n_burst / wall, (cpu1[0] - cpu0[0]) / n_burst, (cpu1[1] - cpu0[1]) / n_burst)
+
+
+async def file_backed_server(tmp: Path, *extra_args: str):
+    """The embedded dev server as peers run it by default: our plugin and search attributes, its
+    state in a SQLite file under `tmp` (in memory it would be faster than what users get)."""
+    from temporalio.testing import WorkflowEnvironment
+
+    from xmesh_agent.workers.client import XMESH_PLUGIN
+    from xmesh_agent.workers.devserver import temporal_binary
+    from xmesh_agent.workflows import search
+
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()),
+        search_attributes=list(search.ALL),
+        plugins=[XMESH_PLUGIN],
+        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db"), *extra_args],
+    )

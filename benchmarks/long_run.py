@@ -29,12 +29,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _common import Row, cpu_seconds, finish, isolated_home, rss_mb
+from _common import Row, cpu_seconds, file_backed_server, finish, isolated_home, rss_mb
 from _wake_kit import Observer
-
-from xmesh_agent.workers.client import XMESH_PLUGIN
-from xmesh_agent.workers.devserver import temporal_binary
-from xmesh_agent.workflows import search
 
 PEER = "bench-long"
 FLAT_WITHIN = 0.05
@@ -158,15 +154,9 @@ async def feed(observer: Observer, rate: float, n: int) -> float:
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
-    from temporalio.testing import WorkflowEnvironment
 
     tmp = Path(tempfile.mkdtemp(prefix="long-run-"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=list(search.ALL),
-        plugins=[XMESH_PLUGIN],
-        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
-    )
+    env = await file_backed_server(tmp)
     if args.census:
         peer = InProcessPeer(tmp, env.client)
     else:

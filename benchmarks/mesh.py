@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, Row, cpu_seconds, finish, fmt_ms, median, pct, rss_mb
+from _common import ROOT, Row, cpu_seconds, file_backed_server, finish, fmt_ms, median, pct, rss_mb
 
 from xmesh_agent.clock import now_ms
 from xmesh_agent.identity import NodeIdentity
@@ -220,20 +220,10 @@ async def processes(n: int, idle_window: float) -> list[Row]:
 
 
 async def real_peer(idle_window: float) -> list[Row]:
-    from temporalio.testing import WorkflowEnvironment
-
-    from xmesh_agent.workers.client import XMESH_PLUGIN
-    from xmesh_agent.workers.devserver import temporal_binary
-    from xmesh_agent.workflows import search
 
     tmp = Path(tempfile.mkdtemp(prefix="mesh-real-"))
     isolate(tmp)
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=list(search.ALL),
-        plugins=[XMESH_PLUGIN],
-        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
-    )
+    env = await file_backed_server(tmp)
     config = tmp / "agent.toml"
     config.write_text(
         '[identity]\nname = "bench-idle"\nrole = "reviewer"\n\n[mesh]\ngroup = "bench-idle"\n\n'

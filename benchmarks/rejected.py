@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         Row,
         child_pids,
         cpu_seconds,
+        file_backed_server,
         finish,
         fmt_ms,
         isolated_home,
@@ -40,14 +41,11 @@ with workflow.unsafe.imports_passed_through():
     from _wake_kit import Observer, bench_config
     from temporalio.client import Client
     from temporalio.service import RPCError
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     from xmesh_agent.mmp.cmb import CMB, mint
-    from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
-    from xmesh_agent.workers.devserver import temporal_binary
+    from xmesh_agent.workers.client import wake_id
     from xmesh_agent.workers.peer import Peer
-    from xmesh_agent.workflows import search
 
 FLOOR_QUEUE = "bench-empty"
 LETTERS = "bcdfghjklmnpqrstvwxz"
@@ -183,12 +181,7 @@ async def peer_rows(client: Client, peer: Peer, observer: Observer, n_seq: int, 
 async def run(quick: bool) -> list[Row]:
     n_seq, n_burst = (15, 30) if quick else (40, 100)
     tmp = Path(tempfile.mkdtemp(prefix="rejected-bench-"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=list(search.ALL),
-        plugins=[XMESH_PLUGIN],
-        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
-    )
+    env = await file_backed_server(tmp)
     rows: list[Row] = []
     try:
         client = env.client

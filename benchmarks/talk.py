@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, Row, finish, fmt_ms, isolated_home, median, pct
+from _common import ROOT, Row, file_backed_server, finish, fmt_ms, isolated_home, median, pct
 
 PUBLISH_TARGET_S = 1.5
 RECALL_TARGET_S = 0.200
@@ -129,19 +129,9 @@ def top_imports(args: list[str], env: dict[str, str], k: int = 4) -> str:
 
 
 async def publish_rows(n: int) -> list[Row]:
-    from temporalio.testing import WorkflowEnvironment
-
-    from xmesh_agent.workers.client import XMESH_PLUGIN
-    from xmesh_agent.workers.devserver import temporal_binary
-    from xmesh_agent.workflows import search
 
     tmp = Path(tempfile.mkdtemp(prefix="talk-publish-"))
-    env_server = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=list(search.ALL),
-        plugins=[XMESH_PLUGIN],
-        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
-    )
+    env_server = await file_backed_server(tmp)
     config = tmp / "agent.toml"
     config.write_text(
         '[identity]\nname = "talk-peer"\nrole = "reviewer"\n\n[mesh]\ngroup = "talk"\n\n[model]\nadapter = "offline"\n'

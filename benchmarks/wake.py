@@ -22,17 +22,24 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import Row, child_pids, cpu_seconds, finish, fmt_ms, isolated_home, median, pct
+from _common import (
+    Row,
+    child_pids,
+    cpu_seconds,
+    file_backed_server,
+    finish,
+    fmt_ms,
+    isolated_home,
+    median,
+    pct,
+)
 from _wake_kit import WFT_EVENTS, Observer, bench_config, floor_rows, timeline
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
 from xmesh_agent.mmp.cmb import CMB
 from xmesh_agent.mmp.connection import PeerInfo
-from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
-from xmesh_agent.workers.devserver import temporal_binary
+from xmesh_agent.workers.client import wake_id
 from xmesh_agent.workers.peer import Peer
-from xmesh_agent.workflows import search
 
 # -- one real peer, timed from an observer -------------------------------------------------------
 
@@ -248,12 +255,7 @@ async def durable_rows(
 async def run(quick: bool, server_args: list[str]) -> list[Row]:
     n_seq, n_burst, n_plain = (15, 30, 15) if quick else (40, 100, 40)
     tmp = Path(tempfile.mkdtemp(prefix="wake-bench-"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=list(search.ALL),
-        plugins=[XMESH_PLUGIN],
-        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db"), *server_args],
-    )
+    env = await file_backed_server(tmp, *server_args)
     rows: list[Row] = []
     try:
         client = env.client

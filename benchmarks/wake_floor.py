@@ -25,15 +25,12 @@ from pathlib import Path
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from _common import Row, finish, fmt_ms, isolated_home, pct
+    from _common import Row, file_backed_server, finish, fmt_ms, isolated_home, pct
     from _wake_kit import FLOOR_QUEUE, Observer, WakeShape, bench_config, bench_step
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from xmesh_agent.workers.client import XMESH_PLUGIN, wake_id
-    from xmesh_agent.workers.devserver import temporal_binary
+    from xmesh_agent.workers.client import wake_id
     from xmesh_agent.workers.peer import Peer
-    from xmesh_agent.workflows import search
 
 PHASES = ("first task", "activity", "second-task dispatch", "second task")
 
@@ -56,12 +53,7 @@ def phases(events: list) -> list[float]:
 async def run(quick: bool) -> list[Row]:
     rounds = 20 if quick else 50
     tmp = Path(tempfile.mkdtemp(prefix="wake-floor-"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=list(search.ALL),
-        plugins=[XMESH_PLUGIN],
-        dev_server_extra_args=["--db-filename", str(tmp / "temporal.db")],
-    )
+    env = await file_backed_server(tmp)
     floor_lat, ours_lat = [], []
     floor_ph: list[list[float]] = []
     ours_ph: list[list[float]] = []
