@@ -46,11 +46,6 @@ def observer_dir(name: str) -> Path:
     return paths.peer_dir(name)
 
 
-def is_peer(name: str) -> bool:
-    """A peer (not an observer) has run under this name: it has a wake ledger."""
-    return (paths.peer_dir(name) / "wakes.db").exists()
-
-
 @dataclass
 class Join:
     """Where and how to join: the group, its transports, and the name to join as."""
@@ -75,7 +70,7 @@ class Join:
             raise ObserverError(
                 f"invalid node name {name!r}: a letter or digit, then up to 63 of A-Z a-z 0-9 _ . -"
             )
-        if is_peer(name):
+        if paths.ran_as_peer(name):
             raise ObserverError(f"{name} is a peer's name here: pick another with --name")
         mesh.group, mesh.port = group, 0  # never the peer's own port: that peer may be running
         return cls(group, name, mesh, chosen)
@@ -85,7 +80,7 @@ class Join:
         identity would knock each other off the mesh. A default name in use gets a suffix."""
         for n in range(1, 2 if self.chosen else 10):
             name = self.name if n == 1 else f"{self.name}-{n}"[:64]
-            if n > 1 and is_peer(name):
+            if n > 1 and paths.ran_as_peer(name):
                 continue
             fd = os.open(
                 paths.ensure_dir(observer_dir(name)) / paths.OBSERVER_LOCK, os.O_CREAT | os.O_RDWR, 0o600

@@ -37,9 +37,13 @@ OBSERVER_LOCK = "node.lock"
 and `show` search what it heard) but is no peer: it never wakes and has no wake ledger."""
 
 
+def ran_as_peer(name: str) -> bool:
+    """A peer (not an observer) has run under this name: it has a wake ledger."""
+    return (peer_dir(name) / "wakes.db").exists()
+
+
 def is_observer(name: str) -> bool:
-    home = peer_dir(name)
-    return (home / OBSERVER_LOCK).exists() and not (home / "wakes.db").exists()
+    return (peer_dir(name) / OBSERVER_LOCK).exists() and not ran_as_peer(name)
 
 
 def server_dir() -> Path:
