@@ -102,7 +102,7 @@ class WakeRow:
 
 
 async def _summary(client: Client, workflow_id: str) -> str | None:
-    """The wake's one-line summary ("peer <- author: topic"); visibility lists do not carry it."""
+    """The wake's one-line summary ("peer <- author: topic") of a wake started without it in its memo."""
     try:
         return await (await client.get_workflow_handle(workflow_id).describe()).static_summary()
     except (RPCError, ValueError):
@@ -132,7 +132,7 @@ async def _row(wf: WorkflowExecution, client: Client | None = None) -> WakeRow:
         cost_usd=cost,
         start_time=wf.start_time.astimezone(UTC).isoformat(timespec="seconds") if wf.start_time else None,
         replay_of=memo.get("replay_of") or None,
-        summary=await _summary(client, wf.id) if client else None,
+        summary=memo.get("summary") or (await _summary(client, wf.id) if client else None),
         reason=result.get("reason") or None,
         held=memo.get("held") if isinstance(memo.get("held"), dict) else None,
     )

@@ -138,7 +138,9 @@ class WakeStarter:
             SearchAttributePair(search.TRIGGER_AUTHOR, cmb.created_by),
             SearchAttributePair(search.STAGE, "done" if rejected else "queued"),
         ]
-        memo: dict = {"trigger": cmb_key, "replay_of": ""}
+        summary = wake_summary(self.config.name, cmb, directed)
+        # The summary in the memo too: visibility lists carry memos, so `wakes` needs no describe per row.
+        memo: dict = {"trigger": cmb_key, "replay_of": "", "summary": summary}
         if rejected:
             pairs.append(SearchAttributePair(search.OUTCOME, Outcome.REJECTED.value))
             memo["result"] = rejected_result(rejected).model_dump(mode="json")
@@ -169,7 +171,7 @@ class WakeStarter:
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 execution_timeout=timedelta(seconds=approval + 3600),
                 search_attributes=TypedSearchAttributes(pairs),
-                static_summary=wake_summary(self.config.name, cmb, directed),
+                static_summary=summary,
                 static_details=wake_details(cmb, rejected, verdict),
                 memo=memo,
                 request_eager_start=True,
