@@ -121,7 +121,12 @@ def rss_parts(pid: int) -> str:
             kind = "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
         elif head[0] == "Rss:":
             parts[kind] += int(head[1])
-    return " ".join(f"{k} {v / 1024:.1f}" for k, v in parts.items())
+    threads = next(
+        line.split()[1]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("Threads:")
+    )
+    return " ".join(f"{k} {v / 1024:.1f}" for k, v in parts.items()) + f" MB, {threads} threads"
 
 
 def census() -> Counter[str]:
@@ -184,7 +189,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
             rss.append(rss_mb(peer.pid))
             print(
                 f"{sent:>7}  {rss[-1]:>7.1f}  {cpu * 1000:>6.1f} ms  {observer.waiting.count:>7}  {rate:>5.1f}/s"
-                f"  ({rss_parts(peer.pid)} MB)",
+                f"  ({rss_parts(peer.pid)})",
                 flush=True,
             )
             rows.append(

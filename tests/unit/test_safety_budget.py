@@ -209,3 +209,44 @@ def test_bad_input_is_a_clear_error(db: Path) -> None:
 def test_default_limits_come_from_config(db: Path) -> None:
     budget = WakeBudget(db)
     assert budget.limits.model_dump() == {"minute": 10, "hour": 100, "day": 1000}
+
+
+def brute_counts(allowed_at: list[int], now: int) -> dict[str, int]:
+    return {
+        name: sum(at > now - window for at in allowed_at)
+        for name, window in (("minute", MINUTE_MS), ("hour", HOUR_MS), ("day", DAY_MS))
+    }
+
+
+def test_minute_summaries_count_what_the_reservations_say_at_any_time(db: Path) -> None:
+    import random
+
+    rng = random.Random(11)
+    budget = WakeBudget(db, cfg(minute=6, hour=40, day=200))
+    allowed_at: list[int] = []
+    now = 0
+    for i in range(500):
+        now += rng.choice((0, 1, 999, 7_000, 59_999, 60_000, 600_000))
+        if budget.reserve(f"w{i}", now).allowed:
+            allowed_at.append(now)
+        assert budget.reserve(f"w{i}", now + 5).replayed
+    assert 0 < len(allowed_at) < 500, "some wakes were denied, so denials are left out of the counts"
+    for probe in [
+        at + d for at in allowed_at[-60:] for d in (0, 1, MINUTE_MS - 1, MINUTE_MS, HOUR_MS, DAY_MS)
+    ]:
+        kept = [at for at in allowed_at if at > now - 2 * DAY_MS]
+        assert budget.counts(probe).model_dump() == brute_counts(kept, probe), probe
+
+
+def test_a_budget_from_before_the_summaries_is_counted_on_open(db: Path) -> None:
+    import sqlite3
+
+    budget = WakeBudget(db, cfg())
+    for i in range(25):
+        budget.reserve(f"w{i}", i * 170_000)
+    expected = budget.counts(25 * 170_000).model_dump()
+    budget.close()
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TABLE wake_minutes")
+    assert WakeBudget(db, cfg()).counts(25 * 170_000).model_dump() == expected
+    assert expected["day"] == 25

@@ -162,3 +162,56 @@ def test_clamp_max_tokens() -> None:
     assert clamp_max_tokens(0, 1024) == 1
     with pytest.raises(ValueError):
         clamp_max_tokens(10, 0)
+
+
+def brute_totals(rows: list[tuple[int, int | None, str]], now: int, run_id: str) -> tuple:
+    """The sums read straight off the recorded calls: what the minute and run summaries must equal."""
+    nanos = [(at, n, r) for at, n, r in rows]
+    return (
+        sum(n for at, n, _ in nanos if n is not None and at > now - HOUR_MS),
+        sum(n for at, n, _ in nanos if n is not None and at > now - DAY_MS),
+        sum(n for _, n, r in nanos if n is not None and r == run_id),
+        sum(n for _, n, _ in nanos if n is not None),
+        len(rows),
+        sum(n is None for _, n, _ in rows),
+        sum(r == run_id for _, _, r in rows),
+    )
+
+
+def as_nanos(t) -> tuple:
+    usd = (t.hour_usd, t.day_usd, t.run_usd, t.lifetime_usd)
+    return (*(round(u * 1_000_000_000) for u in usd), t.calls, t.unknown_calls, t.run_calls)
+
+
+def test_summaries_equal_the_sums_of_every_call_at_any_time(db: Path) -> None:
+    import random
+
+    rng = random.Random(7)
+    ledgers = {r: CostLedger(db, caps(), run_id=r) for r in ("r1", "r2")}
+    rows: list[tuple[int, int | None, str]] = []
+    for i in range(600):
+        at = rng.randrange(-120_000, 2 * DAY_MS)
+        run = rng.choice(("r1", "r2"))
+        cents = None if rng.random() < 0.1 else rng.randrange(0, 1000)
+        ledgers[run].record(f"w{i}", 0, None if cents is None else cents / 100, at)
+        ledgers[run].record(f"w{i}", 0, 5.0, at + 1)  # a retry: counted once
+        rows.append((at, None if cents is None else cents * 10_000_000, run))
+    edges = [at + d for at, _, _ in rows[:40] for d in (HOUR_MS - 1, HOUR_MS, DAY_MS, DAY_MS + 1, 0)]
+    for now in edges + [rng.randrange(-DAY_MS, 3 * DAY_MS) for _ in range(200)]:
+        assert as_nanos(ledgers["r1"].totals(now)) == brute_totals(rows, now, "r1"), now
+
+
+def test_a_ledger_from_before_the_summaries_is_summed_on_open(db: Path) -> None:
+    import sqlite3
+
+    ledger = CostLedger(db, caps(), run_id="old")
+    for i in range(30):
+        ledger.record(f"w{i}", 0, None if i % 7 == 0 else 0.01 * i, 1_000 + i * 300_000)
+    expected = as_nanos(ledger.totals(9_000_000))
+    ledger.close()
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TABLE cost_minutes")
+        con.execute("DROP TABLE cost_runs")
+    again = CostLedger(db, caps(), run_id="old")
+    assert as_nanos(again.totals(9_000_000)) == expected
+    assert expected[4] == 30 and expected[5] == 5

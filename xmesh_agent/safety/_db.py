@@ -23,6 +23,26 @@ wakes, and a peer keeps several such connections: a small cache keeps its memory
 (the OS still caches the file)."""
 
 
+MINUTE_MS = 60_000
+
+
+def minute_of(at_ms: int) -> int:
+    """The minute bucket a time falls in (floor division, so times before the epoch bucket too)."""
+    return at_ms // MINUTE_MS
+
+
+SQL_MINUTE_OF = "((at_ms - ((at_ms % 60000) + 60000) % 60000) / 60000)"
+"""`minute_of(at_ms)` in SQL (SQLite's integer division truncates toward zero; this floors)."""
+
+
+def window_edge(now_ms: int, window_ms: int) -> tuple[int, int]:
+    """A sliding window `at_ms > now_ms - window_ms`, split for minute-bucket sums: every bucket after
+    the returned one lies wholly inside it; rows of the returned bucket count when `at_ms > since`.
+    Returns (since, edge bucket)."""
+    since = now_ms - window_ms
+    return since, minute_of(since)
+
+
 def check_now(now_ms: object) -> int:
     """A caller's clock reading as an int, or a clear error (a policy must never guess the time)."""
     if isinstance(now_ms, bool) or not isinstance(now_ms, int | float):
@@ -54,6 +74,10 @@ class SqliteState:
             for statement in self._SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            self._backfill(cur)
+
+    def _backfill(self, cur: sqlite3.Cursor) -> None:
+        """Fill summary tables a file from an older version lacks (runs inside the opening transaction)."""
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
@@ -73,6 +97,17 @@ class SqliteState:
     def _read(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
             yield self._db.cursor()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Cursor]:
+        """Several reads that must agree with each other (one read transaction, no write lock)."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            finally:
+                cur.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

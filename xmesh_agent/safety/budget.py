@@ -4,6 +4,8 @@ Sliding windows: a reservation made at `t` counts at `now` while `t > now - wind
 minute window exactly 60 000 ms later. Reservations live in SQLite (not in memory, as the original
 runtime kept them) so a restart does not hand out a fresh budget, and they are keyed by wake id so a
 retried or replayed wake gets back the decision it got the first time instead of spending twice.
+Windows are counted from per-minute totals of allowed wakes, kept in the same transaction as each
+reservation: a decision costs the same at the day's 10,000th wake as at its first.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ from typing import Literal
 from pydantic import BaseModel
 
 from xmesh_agent.config import BudgetConfig
-from xmesh_agent.safety._db import SqliteState, check_now
+from xmesh_agent.safety._db import (
+    MINUTE_MS,
+    SQL_MINUTE_OF,
+    SqliteState,
+    check_now,
+    minute_of,
+    window_edge,
+)
 
-MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 KEEP_MS = 2 * DAY_MS
@@ -57,7 +65,11 @@ CREATE TABLE IF NOT EXISTS wake_reservations (
     day_count    INTEGER NOT NULL,
     soft_warning TEXT
 );
-CREATE INDEX IF NOT EXISTS wake_reservations_by_time ON wake_reservations (at_ms)
+CREATE INDEX IF NOT EXISTS wake_reservations_by_time ON wake_reservations (at_ms);
+CREATE TABLE IF NOT EXISTS wake_minutes (
+    minute  INTEGER PRIMARY KEY,         -- at_ms // 60 000
+    allowed INTEGER NOT NULL
+)
 """
 
 _SELECT_DECISION = (
@@ -86,19 +98,38 @@ class WakeBudget(SqliteState):
         c = self.config
         return BudgetCounts(minute=c.max_wakes_per_minute, hour=c.max_wakes_per_hour, day=c.max_wakes_per_day)
 
+    def _backfill(self, cur) -> None:
+        if cur.execute("SELECT 1 FROM wake_minutes LIMIT 1").fetchone():
+            return
+        cur.execute(
+            f"INSERT INTO wake_minutes SELECT {SQL_MINUTE_OF}, COUNT(*) FROM wake_reservations"
+            f" WHERE allowed = 1 GROUP BY {SQL_MINUTE_OF}"
+        )
+
     @staticmethod
-    def _count(cur, now_ms: int) -> BudgetCounts:
-        row = cur.execute(
-            "SELECT COALESCE(SUM(at_ms > ?), 0), COALESCE(SUM(at_ms > ?), 0), COUNT(*)"
-            " FROM wake_reservations WHERE allowed = 1 AND at_ms > ?",
-            (now_ms - MINUTE_MS, now_ms - HOUR_MS, now_ms - DAY_MS),
-        ).fetchone()
-        return BudgetCounts(minute=row[0], hour=row[1], day=row[2])
+    def _window(cur, now_ms: int, window_ms: int) -> int:
+        since, edge = window_edge(now_ms, window_ms)
+        whole = cur.execute(
+            "SELECT COALESCE(SUM(allowed), 0) FROM wake_minutes WHERE minute > ?", (edge,)
+        ).fetchone()[0]
+        part = cur.execute(
+            "SELECT COUNT(*) FROM wake_reservations WHERE allowed = 1 AND at_ms > ? AND at_ms < ?",
+            (since, (edge + 1) * MINUTE_MS),
+        ).fetchone()[0]
+        return whole + part
+
+    @classmethod
+    def _count(cls, cur, now_ms: int) -> BudgetCounts:
+        return BudgetCounts(
+            minute=cls._window(cur, now_ms, MINUTE_MS),
+            hour=cls._window(cur, now_ms, HOUR_MS),
+            day=cls._window(cur, now_ms, DAY_MS),
+        )
 
     def counts(self, now_ms: int) -> BudgetCounts:
         """Wakes counted in each window at `now_ms`, without reserving (the status view)."""
         now_ms = check_now(now_ms)
-        with self._read() as cur:
+        with self._snapshot() as cur:
             return self._count(cur, now_ms)
 
     def decision_for(self, wake_id: str) -> BudgetDecision | None:
@@ -154,7 +185,13 @@ class WakeBudget(SqliteState):
                     if _soft_warn(post, cap):
                         soft = window  # type: ignore[assignment]
                         break
-            cur.execute("DELETE FROM wake_reservations WHERE at_ms <= ?", (now_ms - KEEP_MS,))
+            self._forget(cur, now_ms - KEEP_MS)
+            if reason is None:
+                cur.execute(
+                    "INSERT INTO wake_minutes (minute, allowed) VALUES (?, 1)"
+                    " ON CONFLICT (minute) DO UPDATE SET allowed = allowed + 1",
+                    (minute_of(now_ms),),
+                )
             cur.execute(
                 "INSERT INTO wake_reservations (wake_id, at_ms, allowed, reason, minute_count,"
                 " hour_count, day_count, soft_warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -174,5 +211,12 @@ class WakeBudget(SqliteState):
         now_ms = check_now(now_ms)
         keep_ms = max(keep_ms, DAY_MS)
         with self._tx() as cur:
-            cur.execute("DELETE FROM wake_reservations WHERE at_ms <= ?", (now_ms - keep_ms,))
-            return cur.rowcount
+            return self._forget(cur, now_ms - keep_ms)
+
+    @staticmethod
+    def _forget(cur, until_ms: int) -> int:
+        """Drop reservations at or before `until_ms`, and the minute totals wholly before it (a total
+        straddling it stays: it lies more than a day back, so no window reads it)."""
+        cur.execute("DELETE FROM wake_minutes WHERE minute < ?", (minute_of(until_ms),))
+        cur.execute("DELETE FROM wake_reservations WHERE at_ms <= ?", (until_ms,))
+        return cur.rowcount

@@ -2,7 +2,8 @@
 
 Every call is recorded once, keyed by (wake id, attempt), so a retried activity that records again does
 not double-count. Amounts are stored as integer nano-dollars: sums are exact, and "spent >= cap" never
-depends on float rounding. A call whose price is unknown is stored as unknown and counted in
+depends on float rounding. Sums are read from per-minute and per-run summaries kept in the same
+transaction as each row, so a check costs the same after a week of calls as after the first. A call whose price is unknown is stored as unknown and counted in
 `unknown_calls`; it is never silently recorded as free. All three caps are enforced (the original only
 polled the per-run cap).
 """
@@ -16,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from xmesh_agent.config import BudgetConfig
-from xmesh_agent.safety._db import SqliteState, check_now
+from xmesh_agent.safety._db import MINUTE_MS, SQL_MINUTE_OF, SqliteState, check_now, minute_of, window_edge
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -61,8 +62,28 @@ CREATE TABLE IF NOT EXISTS model_costs (
     PRIMARY KEY (wake_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS model_costs_by_time ON model_costs (at_ms);
-CREATE INDEX IF NOT EXISTS model_costs_by_run ON model_costs (run_id)
+CREATE INDEX IF NOT EXISTS model_costs_by_run ON model_costs (run_id);
+CREATE TABLE IF NOT EXISTS cost_minutes (
+    minute INTEGER PRIMARY KEY,          -- at_ms // 60 000
+    nanos  INTEGER NOT NULL              -- priced calls only
+);
+CREATE TABLE IF NOT EXISTS cost_runs (
+    run_id        TEXT PRIMARY KEY,
+    nanos         INTEGER NOT NULL,
+    calls         INTEGER NOT NULL,
+    unknown_calls INTEGER NOT NULL
+)
 """
+
+_ADD_MINUTE = (
+    "INSERT INTO cost_minutes (minute, nanos) VALUES (?, ?)"
+    " ON CONFLICT (minute) DO UPDATE SET nanos = nanos + excluded.nanos"
+)
+_ADD_RUN = (
+    "INSERT INTO cost_runs (run_id, nanos, calls, unknown_calls) VALUES (?, ?, 1, ?)"
+    " ON CONFLICT (run_id) DO UPDATE SET nanos = nanos + excluded.nanos, calls = calls + 1,"
+    " unknown_calls = unknown_calls + excluded.unknown_calls"
+)
 
 
 class CostLedger(SqliteState):
@@ -84,6 +105,18 @@ class CostLedger(SqliteState):
         self.run_id = run_id
         self.run_started_ms = None if run_started_ms is None else check_now(run_started_ms)
         super().__init__(path)
+
+    def _backfill(self, cur) -> None:
+        if cur.execute("SELECT 1 FROM cost_runs LIMIT 1").fetchone():
+            return
+        cur.execute(
+            "INSERT INTO cost_runs SELECT run_id, COALESCE(SUM(cost_nanos), 0), COUNT(*),"
+            " SUM(cost_nanos IS NULL) FROM model_costs GROUP BY run_id"
+        )
+        cur.execute(
+            f"INSERT INTO cost_minutes SELECT {SQL_MINUTE_OF}, SUM(cost_nanos) FROM model_costs"
+            f" WHERE cost_nanos IS NOT NULL GROUP BY {SQL_MINUTE_OF}"
+        )
 
     def record(
         self,
@@ -127,34 +160,47 @@ class CostLedger(SqliteState):
                     model,
                 ),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if nanos is not None:
+                cur.execute(_ADD_MINUTE, (minute_of(now_ms), nanos))
+            cur.execute(_ADD_RUN, (self.run_id, nanos or 0, int(nanos is None)))
+            return True
+
+    @staticmethod
+    def _window_nanos(cur, now_ms: int, window_ms: int) -> int:
+        since, edge = window_edge(now_ms, window_ms)
+        whole = cur.execute(
+            "SELECT COALESCE(SUM(nanos), 0) FROM cost_minutes WHERE minute > ?", (edge,)
+        ).fetchone()[0]
+        part = cur.execute(
+            "SELECT COALESCE(SUM(cost_nanos), 0) FROM model_costs WHERE at_ms > ? AND at_ms < ?",
+            (since, (edge + 1) * MINUTE_MS),
+        ).fetchone()[0]
+        return whole + part
 
     def totals(self, now_ms: int) -> CostTotals:
         """Spend in the sliding hour and day ending at `now_ms`, this run, and ever."""
         now_ms = check_now(now_ms)
-        with self._read() as cur:
-            row = cur.execute(
-                "SELECT"
-                " COALESCE(SUM(CASE WHEN at_ms > ? THEN cost_nanos END), 0),"
-                " COALESCE(SUM(CASE WHEN at_ms > ? THEN cost_nanos END), 0),"
-                " COALESCE(SUM(CASE WHEN run_id = ? THEN cost_nanos END), 0),"
-                " COALESCE(SUM(cost_nanos), 0),"
-                " COUNT(*),"
-                " COALESCE(SUM(cost_nanos IS NULL), 0),"
-                " COALESCE(SUM(run_id = ?), 0),"
-                " COALESCE(SUM(run_id = ? AND cost_nanos IS NULL), 0)"
-                " FROM model_costs",
-                (now_ms - HOUR_MS, now_ms - DAY_MS, self.run_id, self.run_id, self.run_id),
+        with self._snapshot() as cur:
+            hour = self._window_nanos(cur, now_ms, HOUR_MS)
+            day = self._window_nanos(cur, now_ms, DAY_MS)
+            run = cur.execute(
+                "SELECT nanos, calls, unknown_calls FROM cost_runs WHERE run_id = ?", (self.run_id,)
+            ).fetchone() or (0, 0, 0)
+            ever = cur.execute(
+                "SELECT COALESCE(SUM(nanos), 0), COALESCE(SUM(calls), 0), COALESCE(SUM(unknown_calls), 0)"
+                " FROM cost_runs"
             ).fetchone()
         return CostTotals(
-            hour_usd=row[0] / NANOS_PER_USD,
-            day_usd=row[1] / NANOS_PER_USD,
-            run_usd=row[2] / NANOS_PER_USD,
-            lifetime_usd=row[3] / NANOS_PER_USD,
-            calls=row[4],
-            unknown_calls=row[5],
-            run_calls=row[6],
-            run_unknown_calls=row[7],
+            hour_usd=hour / NANOS_PER_USD,
+            day_usd=day / NANOS_PER_USD,
+            run_usd=run[0] / NANOS_PER_USD,
+            lifetime_usd=ever[0] / NANOS_PER_USD,
+            calls=ever[1],
+            unknown_calls=ever[2],
+            run_calls=run[1],
+            run_unknown_calls=run[2],
         )
 
     def check(self, now_ms: int) -> CostDecision:
