@@ -44,6 +44,14 @@ _STOPWORD_TEXT = (
 )
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
+TEXT_CACHE = 1024
+"""Texts whose vectors are kept (4 KiB each): a wake's admission re-reads the texts of the 50 anchors
+before it (at most 350), so the cache holds several admissions' worth; 4,096 kept 16 MiB of vectors."""
+FEATURE_CACHE = 8192
+"""Word and trigram hashes kept (~250 bytes each): trigrams and a group's common words recur, so a new
+text costs its tokenising and a few lookups. A cache that never fills is memory that grows for days:
+every number and name a mesh ever says is a new word (65,536 grew a peer by ~2 MB per 8,000 wakes)."""
+
 LEXICAL_THRESHOLDS = {"stable_threshold": 0.35, "guarded_threshold": 0.50, "redundant_threshold": 0.10}
 """The default kernel's bands (see the module docstring); λ and τ keep the spec's defaults."""
 
@@ -68,10 +76,8 @@ class HashedNgramEncoder:
         self.kernel_id = f"ngram-h{dim}"
         self._word_weight = word_weight
         self._trigram_weight = trigram_weight
-        # texts are encoded once (cached vectors); features (words, trigrams) recur across texts, so
-        # their hashes are cached too: a new text costs its tokenising and a few dictionary lookups
-        self._cached = functools.lru_cache(maxsize=4096)(self._encode)
-        self._buckets = functools.lru_cache(maxsize=65536)(self._bucket)
+        self._cached = functools.lru_cache(maxsize=TEXT_CACHE)(self._encode)
+        self._buckets = functools.lru_cache(maxsize=FEATURE_CACHE)(self._bucket)
 
     def _features(self, text: str) -> Iterable[tuple[str, float]]:
         words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())

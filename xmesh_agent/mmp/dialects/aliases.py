@@ -2,8 +2,8 @@
 
 A stock or sym 0.5 peer names blocks by its own key; we store them under ours. Parents arriving
 in their terms are mapped to ours, and parents we send are mapped to theirs. Bounded: past
-`MAX_ALIASES` entries a flood of distinct blocks stops growing the map (lineage then falls back
-to recomputed keys).
+`MAX_ALIASES` entries the oldest are forgotten (lineage to a block that old falls back to recomputed
+keys), so a peer that runs for weeks keeps mapping the blocks it hears now.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ class AliasMap(Mapping[str, str]):
         self._ours: dict[str, str] = {}
 
     def learn(self, aliases: Mapping[str, str]) -> None:
-        if len(self._ours) < self._limit:
-            self._ours.update(aliases)
+        for theirs, ours in aliases.items():
+            self._ours.pop(theirs, None)  # re-learnt: now the newest
+            self._ours[theirs] = ours
+        while len(self._ours) > self._limit:
+            del self._ours[next(iter(self._ours))]
 
     def theirs(self) -> dict[str, str]:
         """Our key -> their key."""
