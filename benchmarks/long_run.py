@@ -8,7 +8,9 @@ the peer's RSS and the CPU it spent per wake in that block are read from /proc. 
 
 `--census` runs the peer in this process instead and, after each block from the 3rd on, prints the
 object types whose live count grew most since the end of the 2nd block (what holds on, if anything;
-tracemalloc costs too much CPU for a peer to keep up at 15 wakes/s).
+tracemalloc costs too much CPU for a peer to keep up at 15 wakes/s), and how many memory blocks Python
+has in use: strings, numbers and tuples the collector does not track (a cache of them that keeps
+filling) show there and not in the types.
 
 usage: python benchmarks/long_run.py [--wakes 10000] [--rate 15] [--block 1000] [--census]
        [--json out.json]   (10,000 wakes at 15/s take ~11 minutes; run it under `nice`)
@@ -208,6 +210,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     print(
                         "  object types grown since block 2:", ", ".join(top_growth(base, counts)), flush=True
                     )
+                print(f"  Python memory blocks in use: {sys.getallocatedblocks():,}", flush=True)
         if len(rss) >= 3:
             growth = (max(rss[1:]) - rss[1]) / rss[1]
             rows.append(

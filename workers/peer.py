@@ -63,6 +63,10 @@ WORKFLOW_CACHE = 100
 """Wakes the worker keeps in memory between their workflow tasks (the SDK's default is 1,000). A wake
 runs in two or three tasks within a second or so, so a few dozen cover a busy peer; one pushed out (a
 wake parked for approval, say) replays its short history when it resumes."""
+WORKFLOW_TASK_SLOTS = 4
+"""Workflow tasks the worker runs at once, and so the threads it keeps for them (the SDK's default is
+500). A task is a few milliseconds of Python under the GIL, so more threads add no throughput; the pool
+never shrinks, so a default one grows a thread (and its stack) at every new peak of concurrency."""
 EXIT_IDENTITY_COLLISION = 3
 """`xmesh-agent run` exit code when the relay refuses or replaces this peer's name (§4.4.7)."""
 
@@ -139,6 +143,7 @@ class Peer:
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             workflow_runner=WAKE_SANDBOX,
             max_cached_workflows=WORKFLOW_CACHE,
+            max_concurrent_workflow_tasks=WORKFLOW_TASK_SLOTS,
         )
 
     def rebind(self, client: Client) -> None:

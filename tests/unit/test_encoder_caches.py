@@ -25,3 +25,14 @@ def test_evicted_texts_and_features_encode_to_the_same_vector() -> None:
         == first
         == fresh.encode("deploy the rate limiter to staging")
     )
+
+
+def test_the_store_keeps_a_small_page_cache(tmp_path) -> None:
+    from xmesh_agent.mmp.store import PAGE_CACHE_KIB, CMBStore
+
+    store = CMBStore(tmp_path / "cmbs.db")
+    try:
+        assert store._db.execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB
+        assert PAGE_CACHE_KIB <= 512
+    finally:
+        store.close()
