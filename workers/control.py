@@ -35,8 +35,9 @@ MAX_REQUEST = 64 * 1024
 DRAIN_TIMEOUT = 30.0
 SUN_PATH_MAX = 100
 """Unix socket paths are limited (~108 bytes); a longer home gets its socket in /tmp behind a symlink."""
-ENDED_KEPT = 4096
-"""Ended wakes remembered so a late duplicate sighting (a lagging Running listing) is not counted twice."""
+ENDED_KEPT = 1024
+"""Ended wakes remembered so a late duplicate sighting (a lagging Running listing, seconds behind) is not
+counted twice. ~250 bytes each, filled by the 1,024th wake: a larger memory keeps filling for hours."""
 
 
 class PeerAlreadyRunning(RuntimeError):

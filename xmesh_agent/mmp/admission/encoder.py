@@ -47,11 +47,11 @@ _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 TEXT_CACHE = 1024
 """Texts whose vectors are kept (4 KiB each): a wake's admission re-reads the texts of the 50 anchors
 before it (at most 350), so the cache holds several admissions' worth; 4,096 kept 16 MiB of vectors."""
-FEATURE_CACHE = 4096
+FEATURE_CACHE = 2048
 """Word and trigram hashes kept (~250 bytes each): trigrams and a group's common words recur, so most
 features of a new text are looked up, not hashed (a miss costs ~0.5 µs). A cache that fills slowly is
 memory that grows for days: every number and name a mesh says is a new word (65,536 entries grew a
-peer by ~2 MB per 8,000 wakes)."""
+peer by ~2 MB per 8,000 wakes; 2,048 are full within the first few hundred wakes)."""
 
 LEXICAL_THRESHOLDS = {"stable_threshold": 0.35, "guarded_threshold": 0.50, "redundant_threshold": 0.10}
 """The default kernel's bands (see the module docstring); λ and τ keep the spec's defaults."""
