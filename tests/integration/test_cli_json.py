@@ -41,6 +41,7 @@ READ_COMMANDS = {
     "dry-run",
     "fingerprint",
     "trust list",
+    "trust seen",
     "recall",
     "show",
 }
@@ -117,6 +118,7 @@ async def test_every_read_commands_json_parses_with_snake_case_keys(temporal_env
             "dry-run": ["dry-run", "--config", str(config), "--temporal-address", address],
             "fingerprint": ["fingerprint", "json-w"],
             "trust list": ["trust", "list", "--group", group],
+            "trust seen": ["trust", "seen", "--peer", "json-r"],
             "recall": ["recall", "rate limiter", "--peer", "json-r"],
             "show": ["show", reply_key, "--peer", "json-r"],
         }
@@ -147,5 +149,7 @@ async def test_every_read_commands_json_parses_with_snake_case_keys(temporal_env
     assert replies["trust list"] == [
         {"peer": "json-w", "keyprint": pinned.keyprint, "public_key": pinned.public_key_b64url}
     ]
+    bound = {r["identity"]: r for r in replies["trust seen"] if r["kind"] == "node_id"}
+    assert bound[writer.identity.node_id.lower()]["public_key"] == pinned.public_key_b64url
     assert replies["dry-run"]["passed"] is True and replies["wakes"][0]["workflow_id"] == handle.id
     assert any(e["evt"] == "wake-started" and "wake_id" in e["data"] for e in events)

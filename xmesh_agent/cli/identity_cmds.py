@@ -11,7 +11,8 @@ import typer
 from xmesh_agent.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, print_json
 
 trust_app = typer.Typer(
-    help='Pin, list and unpin peers\' public keys per mesh group (used by `admission = "strict"`).\n\n'
+    help='Pin, list and unpin peers\' public keys per mesh group (used by `admission = "strict"`); see and '
+    "forget what a peer took on trust at first sight (`seen`, `forget`).\n\n"
     "Example: on the other machine run `xmesh-agent fingerprint writer-01`, compare the keyprint by "
     "phone or chat, then `xmesh-agent trust add --group team --peer writer-01 --public-key <b64url>`.",
     no_args_is_help=True,
@@ -190,3 +191,91 @@ def trust_remove(
     if not removed:
         fail(f"{peer} is not pinned in group {group}")
     typer.echo(f"removed {peer} from group {group}")
+
+
+PeerOption = typer.Option(..., "--peer", "-p", help="The local peer whose first-sight record to read.")
+
+
+def _verify_file(peer: str):  # noqa: ANN202 - pathlib.Path
+    from xmesh_agent import paths
+    from xmesh_agent.mmp.verify import verify_db_path
+
+    _check_peer(peer)
+    home = paths.peer_dir(peer)
+    if not home.is_dir():
+        fail(f"no peer {peer} on this machine ({home} does not exist)", EXIT_USAGE)
+    return verify_db_path(home / "cmbs.db")
+
+
+def _sight_row(s) -> dict:  # noqa: ANN001 - xmesh_agent.mmp.first_sight.FirstSight
+    from xmesh_agent.identity import b64url_encode, keyprint
+
+    return {
+        "identity": s.identity,
+        "kind": s.kind,
+        "keyprint": keyprint(s.public_key),
+        "public_key": b64url_encode(s.public_key),
+        "proven": s.proven,
+        "bound_at_ms": s.bound_at_ms,
+    }
+
+
+@trust_app.command("seen")
+def trust_seen(
+    peer: str = PeerOption,
+    as_json: bool = typer.Option(
+        False, "--json", help="A JSON list of {identity, kind, keyprint, public_key, proven, bound_at_ms}."
+    ),
+) -> None:
+    """What a peer took on trust at first sight: nodeIds bound to keys, names pinned (tofu).
+
+    Each nodeId is bound to the first key that claimed it and, under tofu, each name to the first key
+    seen under it. A squatter who reached a nodeId first shows here with its key; `trust forget` undoes it.
+
+    Example: `xmesh-agent trust seen --peer reviewer-01`.
+    """
+    from xmesh_agent.mmp.first_sight import first_sights
+
+    rows = [_sight_row(s) for s in first_sights(_verify_file(peer))]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo(f"{peer} has taken no key on trust yet")
+        return
+    for row in rows:
+        proof = "proven" if row["proven"] else "unproven" if row["kind"] == "node_id" else "name"
+        typer.echo(f"{row['keyprint']}  {proof:<8}  {row['identity']}")
+
+
+@trust_app.command("forget")
+def trust_forget(
+    identity: str = typer.Argument(
+        ..., help="The nodeId (any case) or name to forget, as `trust seen` shows it."
+    ),
+    peer: str = PeerOption,
+) -> None:
+    """Forget what a stopped peer took on trust about a nodeId or name: its key, and that it signed before.
+
+    For a squatter who claimed a nodeId or name before its owner ever met this peer: the owner is
+    refused until the binding goes. The next handshake under that identity binds afresh, so do it when
+    you know who will come first (compare keyprints with `xmesh-agent fingerprint` on their side).
+
+    Example: `xmesh-agent stop reviewer-01 && xmesh-agent trust forget --peer reviewer-01 0193a1b2-…`.
+    """
+    from xmesh_agent.mmp.first_sight import forget
+    from xmesh_agent.workers.control import control_path, is_live
+
+    path = _verify_file(peer)
+    if is_live(control_path(peer)):
+        fail(
+            f"{peer} is running and keeps the keys it has read; stop it (`xmesh-agent stop {peer}`), "
+            "forget, then start it again"
+        )
+    gone = forget(path, identity.strip())
+    if not gone:
+        fail(f"{peer} holds nothing on trust for {identity!r} (see `xmesh-agent trust seen --peer {peer}`)")
+    for row in map(_sight_row, gone):
+        kind = "nodeId" if row["kind"] == "node_id" else "name"
+        typer.echo(f"forgot {kind} {row['identity']} (keyprint {row['keyprint']})")
+    typer.echo("the next handshake under it binds afresh")
