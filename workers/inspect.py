@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
+from xmesh_agent.durations import parse_since as since_time
 from xmesh_agent.workflows import search
 
 WORKFLOW_TYPE = "WakeWorkflow"
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _KEY_IN_ID = re.compile(r"(cmb1-[0-9a-f]{64})")
 _QUOTE_SAFE = re.compile(r"^[A-Za-z0-9_.:+-]{1,128}$")
 
@@ -28,18 +27,11 @@ class InspectError(Exception):
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`1h`, `30m`, `2d`, `1w` back from now, or an ISO date/time (`2026-11-25`, `2026-11-25T08:00`)."""
-    now = now or datetime.now(UTC)
-    match = _DURATION.match(text)
-    if match:
-        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    """`--since` (`durations.parse_since`), as this module's error."""
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InspectError(
-            f"--since {text!r}: use a duration like 1h, 30m, 2d or a date like 2026-11-25"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        return since_time(text, now)
+    except ValueError as exc:
+        raise InspectError(str(exc)) from None
 
 
 def _quoted(name: str, value: str) -> str:

@@ -19,11 +19,12 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from xmesh_agent import paths
+from xmesh_agent.durations import parse_since as since_time
 from xmesh_agent.lookup import StoreReader
 from xmesh_agent.mmp.cmb import CAT7, CMB, NEUTRAL
 from xmesh_agent.roles import preset_weights
@@ -108,26 +109,12 @@ def load_profile(peer: str) -> dict[str, Any]:
 # -- input ---------------------------------------------------------------------------------------
 
 
-_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)$")
-_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(text: str, now: datetime | None = None) -> int:
-    """`30m`, `1h`, `2d`, `1w` ago, or an ISO date/time (UTC unless it says) -> epoch ms."""
-    now = now or datetime.now(UTC)
-    value = text.strip().lower()
-    span = _SPAN.match(value)
-    if span:
-        return int((now - timedelta(seconds=float(span.group(1)) * _UNITS[span.group(2)])).timestamp() * 1000)
+    """`--since` (`durations.parse_since`) as epoch ms."""
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise RecallError(
-            f"--since {text!r}: give a span (30m, 1h, 2d, 1w) or an ISO date (2026-12-01)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+        return int(since_time(text, now).timestamp() * 1000)
+    except ValueError as exc:
+        raise RecallError(str(exc)) from None
 
 
 def query_terms(text: str) -> list[str]:
