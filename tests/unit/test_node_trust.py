@@ -353,3 +353,73 @@ async def test_a_flood_of_idle_connections_from_one_address_does_not_keep_a_new_
         stop.set()
         await asyncio.wait_for(flood, 15.0)
         await node.stop()
+
+
+async def test_a_flood_of_invented_identities_does_not_grow_the_verifiers_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each handshake under a new nodeId and key used to add a few cache entries for the life of the
+    process: a LAN attacker churning identities grew a peer without bound. The caches now keep the most
+    recent identities; the db behind them still knows every one, so an early author's relayed CMBs
+    verify (and forgeries in its name do not) after the flood."""
+    from xmesh_agent.mmp import verify
+
+    monkeypatch.setattr(verify, "CACHED_IDENTITIES", 8)
+    node, inbox = make_node(tmp_path, "host", discovery=[])
+    await node.start()
+    early = NodeIdentity.generate("early")
+    try:
+        first = await RawPeer(early).connect(node.port)
+        await first.handshake(prove=True)
+        assert await node.wait_for_peers(1, 2.0)
+        await first.send_cmb(note(early, "team", "before the flood"))
+        assert await inbox.wait(lambda: len(inbox.cmbs) == 1)
+        await first.close()
+        for i in range(60):
+            raw = await RawPeer(NodeIdentity.generate(f"sock-{i}")).connect(node.port)
+            await raw.handshake(prove=True)
+            await raw.send_cmb(note(raw.identity, "team", f"invented {i}"))
+            await settle(raw)
+            await raw.close()
+        assert await inbox.wait(lambda: len(inbox.cmbs) == 61)
+        v = node.verifier
+        assert max(len(v._keys), len(v._pins), len(v._bindings), len(v._signers)) <= 8
+        carol = NodeIdentity.generate("carol")
+        relay = await RawPeer(carol).connect(node.port)
+        await relay.handshake(prove=True)
+        await relay.send_cmb(note(early, "team", "relayed after the flood"))
+        forged = note(squatter_of(early.node_id, name="early"), "team", "forged after the flood")
+        await relay.send_cmb(forged)
+        await settle(relay)
+        assert await inbox.wait(lambda: len(inbox.cmbs) == 62)
+        assert inbox.cmbs[-1][0].fields["focus"].text == "relayed after the flood"
+        assert [e["reason"] for e in inbox.named("cmb-rejected")][-1:] == ["bad-signature"]
+        assert len(inbox.cmbs) == 62, "the forgery in its name is not stored"
+        await relay.close()
+    finally:
+        await node.stop()
+
+
+def test_a_binding_pushed_out_of_the_cache_is_read_again_not_taken_for_unbound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The negative cache (nodeIds nobody holds) must not outlive a later binding once the positive
+    cache has let that binding go: a forger would otherwise find the nodeId free again."""
+    from xmesh_agent.mmp import verify
+
+    monkeypatch.setattr(verify, "CACHED_IDENTITIES", 2)
+    v = verify.Verifier("team", "host-id", "host", tmp_path / "verify.db")
+    bob = NodeIdentity.generate("bob")
+    assert v.binding(bob.node_id) is None  # looked up before bob ever came: remembered as unbound
+    assert v.claim(bob.node_id, "bob", bob.public_key, proven=True) is None
+    for i in range(5):
+        other = NodeIdentity.generate(f"other-{i}")
+        assert v.claim(other.node_id, other.name, other.public_key, proven=True) is None
+    assert bob.node_id.lower() not in v._bindings
+    bound = v.binding(bob.node_id)
+    assert bound is not None and bound.public_key == bob.public_key
+    mallory = squatter_of(bob.node_id)
+    assert (
+        v.claim(bob.node_id, "mallory", mallory.public_key, proven=True) == "nodeId is bound to another key"
+    )
+    v.close()

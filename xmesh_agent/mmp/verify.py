@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ from xmesh_agent.mmp import trust
 from xmesh_agent.mmp.cmb import CMB, key_matches, verify_cmb_signature
 
 ADMISSION_MODES = ("tofu", "strict", "open")
+CACHED_IDENTITIES = 4096
+"""Identities each in-memory cache keeps (the most recent). The db behind them keeps every one: an
+identity pushed out costs one query when it comes back, and a flood of invented nodeIds (each a
+handshake with a new key) cannot grow the peer's memory."""
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 _SCHEMA = """
@@ -33,6 +38,20 @@ CREATE TABLE IF NOT EXISTS node_keys (
     node_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, proven INTEGER NOT NULL, bound_at INTEGER NOT NULL
 );
 """
+
+
+class _Recent(OrderedDict):
+    """A dict that keeps its `CACHED_IDENTITIES` most recently written entries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = CACHED_IDENTITIES
+
+    def __setitem__(self, key, value) -> None:  # noqa: ANN001
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -94,13 +113,15 @@ class Verifier:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._keys: dict[str, KnownKey] = {}  # by name and by nodeId
+        # This run's handshakes, by name and by nodeId: the most recent ones (under tofu the db pins and
+        # binds them too; under strict and open a name pushed out resolves by its nodeId's binding).
+        self._keys: dict[str, KnownKey] = _Recent()
         # Write-through caches of the tables, so the hot path runs no statement for an author we
         # already know. Only positive facts are cached (a pin, a signer): they never change once
         # written, so a cached entry cannot go stale even if another process shares the file.
-        self._pins: dict[str, bytes] = {}
-        self._signers: set[str] = set()
-        self._bindings: dict[str, Binding] = {}
+        self._pins: dict[str, bytes] = _Recent()
+        self._signers: dict[str, None] = _Recent()
+        self._bindings: dict[str, Binding] = _Recent()
         self._unbound: set[str] = set()
 
     def close(self) -> None:
@@ -157,6 +178,7 @@ class Verifier:
             if len(self._unbound) < 65536:
                 self._unbound.add(ident)
             return None
+        self._unbound.discard(ident)  # bound since it was last looked up
         self._bindings[ident] = found = Binding(bytes(row[0]), bool(row[1]))
         return found
 
@@ -219,7 +241,8 @@ class Verifier:
                 self._db.execute(
                     "INSERT OR IGNORE INTO signers (identity, first_signed_at) VALUES (?, ?)", (ident, now)
                 )
-        self._signers.update(new)
+        for ident in new:
+            self._signers[ident] = None
 
     def has_signed(self, *identities: str) -> bool:
         if any(ident in self._signers for ident in identities if ident):
@@ -230,7 +253,7 @@ class Verifier:
                     ident
                     and self._db.execute("SELECT 1 FROM signers WHERE identity = ?", (ident,)).fetchone()
                 ):
-                    self._signers.add(ident)
+                    self._signers[ident] = None
                     return True
         return False
 
