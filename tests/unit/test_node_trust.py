@@ -423,3 +423,28 @@ def test_a_binding_pushed_out_of_the_cache_is_read_again_not_taken_for_unbound(
         v.claim(bob.node_id, "mallory", mallory.public_key, proven=True) == "nodeId is bound to another key"
     )
     v.close()
+
+
+def test_under_strict_an_author_pushed_out_of_the_cache_is_checked_against_the_operators_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xmesh_agent.mmp import trust, verify
+    from xmesh_agent.mmp.verify import KnownKey
+
+    monkeypatch.setattr(verify, "CACHED_IDENTITIES", 4)
+    early, carol = NodeIdentity.generate("early"), NodeIdentity.generate("carol")
+    for who in (early, carol):
+        trust.add("team", who.name, who.public_key_b64url)
+    v = verify.Verifier("team", "host-id", "host", tmp_path / "verify.db", admission="strict")
+    v.learn(early.node_id, early.name, early.public_key)
+    for i in range(10):
+        other = NodeIdentity.generate(f"other-{i}")
+        v.learn(other.node_id, other.name, other.public_key)
+    assert early.name not in v._keys
+    sender = KnownKey(carol.node_id, carol.name, carol.public_key, "handshake")
+    assert v.check(note(early, "team", "relayed by carol"), sender) is None
+    forged = note(
+        NodeIdentity("early", early.node_id, NodeIdentity.generate("x").signing_key, ""), "team", "f"
+    )
+    assert v.check(forged, sender) == "bad-signature"
+    v.close()

@@ -113,8 +113,9 @@ class Verifier:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        # This run's handshakes, by name and by nodeId: the most recent ones (under tofu the db pins and
-        # binds them too; under strict and open a name pushed out resolves by its nodeId's binding).
+        # This run's handshakes, by name and by nodeId: the most recent ones. One pushed out resolves
+        # from the db (a nodeId's binding; a name's tofu pin) or, under strict, the operator's pins;
+        # under open, a name pushed out by 4,096 newer identities is an unknown author again.
         self._keys: dict[str, KnownKey] = _Recent()
         # Write-through caches of the tables, so the hot path runs no statement for an author we
         # already know. Only positive facts are cached (a pin, a signer): they never change once
@@ -142,11 +143,12 @@ class Verifier:
 
     def resolve(self, author: str) -> KnownKey | None:
         """The key we hold for an author named by name or nodeId: this run's handshakes first,
-        then what earlier handshakes pinned (a name, under tofu) or bound (a nodeId)."""
+        then the name's pin (tofu's first sight, or the operator's under strict) or the nodeId's
+        binding."""
         known = self._keys.get(author)
         if known is not None:
             return known
-        pinned = self.pinned(author) if self.admission == "tofu" else None
+        pinned = self._named_key(author)  # tofu: pinned at first sight; strict: the operator's pin
         if pinned is not None:
             with self._lock:
                 row = self._db.execute(
