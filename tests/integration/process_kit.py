@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,16 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
+    """A port free now, below the kernel's ephemeral range: a child binds it a second later, and a port
+    from that range may meanwhile become the local end of some outgoing connection."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -49,6 +60,7 @@ class DevServerProcess:
         self.port = free_port()
         self.db = workdir / "temporal.db"
         self.proc: subprocess.Popen | None = None
+        self.started = False
 
     @property
     def address(self) -> str:
@@ -70,11 +82,26 @@ class DevServerProcess:
             "error",
             *dev_server_flags(),
         ]
-        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 60, "dev server port")
-        assert self.proc.poll() is None, (self.workdir / "server.log").read_text()[-2000:]
-        return self
+        log_path = self.workdir / "server.log"
+        for _attempt in range(3):
+            seen = log_path.stat().st_size if log_path.exists() else 0
+            log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+            port_arg = cmd.index("--port") + 1
+            cmd[port_arg] = str(self.port)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 60, "dev server port")
+            if self.proc.poll() is None:
+                self.started = True
+                return self
+            said = log_path.read_bytes()[seen:].decode(errors="replace")
+            if "address already in use" not in said:
+                break
+            # another process took the port between our pick and the server's bind
+            if self.started:
+                time.sleep(1.0)  # a restart keeps its address: wait for the port to come free
+            else:
+                self.port = free_port()
+        raise AssertionError(log_path.read_text(errors="replace")[-2000:])
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
