@@ -12,7 +12,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 15_000
@@ -35,12 +35,16 @@ SQL_MINUTE_OF = "((at_ms - ((at_ms % 60000) + 60000) % 60000) / 60000)"
 """`minute_of(at_ms)` in SQL (SQLite's integer division truncates toward zero; this floors)."""
 
 
-def window_edge(now_ms: int, window_ms: int) -> tuple[int, int]:
-    """A sliding window `at_ms > now_ms - window_ms`, split for minute-bucket sums: every bucket after
-    the returned one lies wholly inside it; rows of the returned bucket count when `at_ms > since`.
-    Returns (since, edge bucket)."""
+def sliding_sum(cur: sqlite3.Cursor, now_ms: int, window_ms: int, *, whole: str, edge: str) -> int:
+    """A sum over the sliding window `at_ms > now_ms - window_ms` read from per-minute totals: `whole`
+    sums the totals of every minute after the one the window starts in (its parameter: that minute),
+    `edge` the rows of that minute inside the window (its parameters: the window's start, the minute's
+    end). The cost is the same however many rows the window holds."""
     since = now_ms - window_ms
-    return since, minute_of(since)
+    first = minute_of(since)
+    totals = cur.execute(whole, (first,)).fetchone()[0]
+    rows = cur.execute(edge, (since, (first + 1) * MINUTE_MS)).fetchone()[0]
+    return totals + rows
 
 
 def check_now(now_ms: object) -> int:
@@ -80,11 +84,10 @@ class SqliteState:
         """Fill summary tables a file from an older version lacks (runs inside the opening transaction)."""
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        """One atomic read-decide-write step, holding the write lock from its first statement."""
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Cursor]:
         with self._lock:
             cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            cur.execute(begin)
             try:
                 yield cur
             except BaseException:
@@ -93,21 +96,18 @@ class SqliteState:
             else:
                 cur.execute("COMMIT")
 
+    def _tx(self) -> AbstractContextManager[sqlite3.Cursor]:
+        """One atomic read-decide-write step, holding the write lock from its first statement."""
+        return self._transaction("BEGIN IMMEDIATE")
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
             yield self._db.cursor()
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Cursor]:
+    def _snapshot(self) -> AbstractContextManager[sqlite3.Cursor]:
         """Several reads that must agree with each other (one read transaction, no write lock)."""
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN")
-            try:
-                yield cur
-            finally:
-                cur.execute("COMMIT")
+        return self._transaction("BEGIN")
 
     def close(self) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ from xmesh_agent.safety._db import (
     SqliteState,
     check_now,
     minute_of,
-    window_edge,
+    sliding_sum,
 )
 
 HOUR_MS = 3_600_000
@@ -108,15 +108,13 @@ class WakeBudget(SqliteState):
 
     @staticmethod
     def _window(cur, now_ms: int, window_ms: int) -> int:
-        since, edge = window_edge(now_ms, window_ms)
-        whole = cur.execute(
-            "SELECT COALESCE(SUM(allowed), 0) FROM wake_minutes WHERE minute > ?", (edge,)
-        ).fetchone()[0]
-        part = cur.execute(
-            "SELECT COUNT(*) FROM wake_reservations WHERE allowed = 1 AND at_ms > ? AND at_ms < ?",
-            (since, (edge + 1) * MINUTE_MS),
-        ).fetchone()[0]
-        return whole + part
+        return sliding_sum(
+            cur,
+            now_ms,
+            window_ms,
+            whole="SELECT COALESCE(SUM(allowed), 0) FROM wake_minutes WHERE minute > ?",
+            edge="SELECT COUNT(*) FROM wake_reservations WHERE allowed = 1 AND at_ms > ? AND at_ms < ?",
+        )
 
     @classmethod
     def _count(cls, cur, now_ms: int) -> BudgetCounts:

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from xmesh_agent.config import BudgetConfig
-from xmesh_agent.safety._db import MINUTE_MS, SQL_MINUTE_OF, SqliteState, check_now, minute_of, window_edge
+from xmesh_agent.safety._db import SQL_MINUTE_OF, SqliteState, check_now, minute_of, sliding_sum
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -169,15 +169,13 @@ class CostLedger(SqliteState):
 
     @staticmethod
     def _window_nanos(cur, now_ms: int, window_ms: int) -> int:
-        since, edge = window_edge(now_ms, window_ms)
-        whole = cur.execute(
-            "SELECT COALESCE(SUM(nanos), 0) FROM cost_minutes WHERE minute > ?", (edge,)
-        ).fetchone()[0]
-        part = cur.execute(
-            "SELECT COALESCE(SUM(cost_nanos), 0) FROM model_costs WHERE at_ms > ? AND at_ms < ?",
-            (since, (edge + 1) * MINUTE_MS),
-        ).fetchone()[0]
-        return whole + part
+        return sliding_sum(
+            cur,
+            now_ms,
+            window_ms,
+            whole="SELECT COALESCE(SUM(nanos), 0) FROM cost_minutes WHERE minute > ?",
+            edge="SELECT COALESCE(SUM(cost_nanos), 0) FROM model_costs WHERE at_ms > ? AND at_ms < ?",
+        )
 
     def totals(self, now_ms: int) -> CostTotals:
         """Spend in the sliding hour and day ending at `now_ms`, this run, and ever."""
