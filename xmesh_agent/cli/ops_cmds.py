@@ -7,6 +7,7 @@ files it left (`workers/on_disk.py`): `status`, `cost` and `trace` still answer,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,24 +47,17 @@ def _never_ran(peer: str) -> str:
 
 def _read(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
     """A read command: the running peer's answer, else what the stopped peer left on disk."""
-    from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers import on_disk
-    from xmesh_agent.workers.control import PeerNotRunning, call
 
-    try:
-        reply = call(peer, cmd, **args)
-    except UnsafeDirectory as exc:
-        fail(f"{peer}: refusing its control socket: {exc}")
-    except PeerNotRunning:
+    def from_disk() -> dict[str, Any]:
         try:
             return {"ok": True, **on_disk.read(cmd, peer, **args)}
         except on_disk.NoSuchPeer:
             fail(_never_ran(peer))
         except LookupError as exc:
             fail(f"{peer}: {exc.args[0] if exc.args else 'not found'}")
-    if not reply.get("ok"):
-        fail(f"{peer}: {reply.get('error', 'request failed')}")
-    return reply
+
+    return _ask(peer, cmd, when_stopped=from_disk, **args)
 
 
 def _all_peers() -> list[str]:
@@ -76,15 +70,20 @@ def _all_peers() -> list[str]:
     return names
 
 
-def _ask(peer: str, cmd: str, **args: Any) -> dict[str, Any]:
-    """One control request; a dead peer or an error reply becomes a message and exit 1."""
+def _ask(
+    peer: str, cmd: str, when_stopped: Callable[[], dict[str, Any]] | None = None, **args: Any
+) -> dict[str, Any]:
+    """One control request; an error reply becomes a message and exit 1, and so does a peer that is not
+    running unless `when_stopped` answers for it."""
     from xmesh_agent.paths import UnsafeDirectory
     from xmesh_agent.workers.control import PeerNotRunning, call
 
     try:
         reply = call(peer, cmd, **args)
     except PeerNotRunning:
-        fail(_not_running(peer))
+        if when_stopped is None:
+            fail(_not_running(peer))
+        return when_stopped()
     except UnsafeDirectory as exc:
         fail(f"{peer}: refusing its control socket: {exc}")
     if not reply.get("ok"):
