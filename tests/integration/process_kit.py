@@ -83,10 +83,10 @@ class DevServerProcess:
             *dev_server_flags(),
         ]
         log_path = self.workdir / "server.log"
+        port_arg = cmd.index("--port") + 1
         for _attempt in range(3):
             seen = log_path.stat().st_size if log_path.exists() else 0
             log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-            port_arg = cmd.index("--port") + 1
             cmd[port_arg] = str(self.port)
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
             wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 60, "dev server port")

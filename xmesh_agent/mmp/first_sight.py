@@ -26,8 +26,11 @@ class FirstSight:
     bound_at_ms: int | None
 
 
-def _rows(db: sqlite3.Connection, identity: str | None) -> list[FirstSight]:
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _rows(db: sqlite3.Connection, tables: set[str], identity: str | None) -> list[FirstSight]:
     found: list[FirstSight] = []
     if "node_keys" in tables:
         where, args = ("WHERE node_id = ?", (identity.lower(),)) if identity else ("", ())
@@ -51,7 +54,7 @@ def first_sights(db_path: Path) -> list[FirstSight]:
     if not db_path.exists():
         return []
     with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
-        return _rows(db, None)
+        return _rows(db, _tables(db), None)
 
 
 def forget(db_path: Path, identity: str) -> list[FirstSight]:
@@ -62,8 +65,8 @@ def forget(db_path: Path, identity: str) -> list[FirstSight]:
     with closing(sqlite3.connect(str(db_path), isolation_level=None, timeout=15)) as db:
         db.execute("BEGIN IMMEDIATE")
         try:
-            gone = _rows(db, identity)
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = _tables(db)
+            gone = _rows(db, tables, identity)
             if "node_keys" in tables:
                 db.execute("DELETE FROM node_keys WHERE node_id = ?", (identity.lower(),))
             if "pins" in tables:
