@@ -19,7 +19,7 @@ import os
 import socket
 import tempfile
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from temporalio.client import WorkflowFailureError
 
 from xmesh_agent import paths
+from xmesh_agent.recent import Recent
 from xmesh_agent.wake.payloads import Outcome
 from xmesh_agent.workers.controlled_peer import ControlledPeer
 from xmesh_agent.workflows.wake import WakeWorkflow
@@ -153,7 +154,7 @@ class ControlServer:
         self.stop_reason: str | None = None
         """Why this run is stopping: signal, stop command, duration, cost cap (the first one given)."""
         self._watchers: dict[str, asyncio.Task] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._ended: dict[str, None] = Recent(ENDED_KEPT)
         """Wakes whose outcome is counted, newest last (bounded): a wake is counted once."""
         self._server: asyncio.base_events.Server | None = None
         self._address: str | None = None
@@ -279,8 +280,6 @@ class ControlServer:
         if wake in self._ended:
             return
         self._ended[wake] = None
-        if len(self._ended) > ENDED_KEPT:
-            self._ended.popitem(last=False)
         self.seen[outcome] += 1
 
     def in_flight(self) -> list[str]:

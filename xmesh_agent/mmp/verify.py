@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from xmesh_agent.clock import now_ms
 from xmesh_agent.mmp import trust
 from xmesh_agent.mmp.cmb import CMB, key_matches, verify_cmb_signature
+from xmesh_agent.recent import Recent
 
 ADMISSION_MODES = ("tofu", "strict", "open")
 CACHED_IDENTITIES = 4096
@@ -38,20 +38,6 @@ CREATE TABLE IF NOT EXISTS node_keys (
     node_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, proven INTEGER NOT NULL, bound_at INTEGER NOT NULL
 );
 """
-
-
-class _Recent(OrderedDict):
-    """A dict that keeps its `CACHED_IDENTITIES` most recently written entries."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.limit = CACHED_IDENTITIES
-
-    def __setitem__(self, key, value) -> None:  # noqa: ANN001
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -116,13 +102,13 @@ class Verifier:
         # This run's handshakes, by name and by nodeId: the most recent ones. One pushed out resolves
         # from the db (a nodeId's binding; a name's tofu pin) or, under strict, the operator's pins;
         # under open, a name pushed out by 4,096 newer identities is an unknown author again.
-        self._keys: dict[str, KnownKey] = _Recent()
+        self._keys: dict[str, KnownKey] = Recent(CACHED_IDENTITIES)
         # Write-through caches of the tables, so the hot path runs no statement for an author we
         # already know. Only positive facts are cached (a pin, a signer): they never change once
         # written, so a cached entry cannot go stale even if another process shares the file.
-        self._pins: dict[str, bytes] = _Recent()
-        self._signers: dict[str, None] = _Recent()
-        self._bindings: dict[str, Binding] = _Recent()
+        self._pins: dict[str, bytes] = Recent(CACHED_IDENTITIES)
+        self._signers: dict[str, None] = Recent(CACHED_IDENTITIES)
+        self._bindings: dict[str, Binding] = Recent(CACHED_IDENTITIES)
         self._unbound: set[str] = set()
 
     def close(self) -> None:

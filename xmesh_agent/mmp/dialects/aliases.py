@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from xmesh_agent.recent import Recent
+
 MAX_ALIASES = 10_000
 
 
@@ -17,15 +19,11 @@ class AliasMap(Mapping[str, str]):
     """Their key -> our key, read as a Mapping by the codecs."""
 
     def __init__(self, limit: int = MAX_ALIASES):
-        self._limit = limit
-        self._ours: dict[str, str] = {}
+        self._ours: dict[str, str] = Recent(limit)
 
     def learn(self, aliases: Mapping[str, str]) -> None:
         for theirs, ours in aliases.items():
-            self._ours.pop(theirs, None)  # re-learnt: now the newest
             self._ours[theirs] = ours
-        while len(self._ours) > self._limit:
-            del self._ours[next(iter(self._ours))]
 
     def theirs(self) -> dict[str, str]:
         """Our key -> their key."""
